@@ -1,0 +1,108 @@
+"""The group-result cache: every trained network, keyed by what determined its training."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, stable_hash
+from autotask.store.db import Database
+from autotask.store.models import GroupResultRow
+from autotask.train.result import NetworkResult
+
+__all__ = ["DatabaseCache", "MemoryCache", "NetworkJob", "ResultCache"]
+
+
+class NetworkJob:
+    """Everything that determines how one network is trained (and so its cache key)."""
+
+    def __init__(
+        self,
+        suite_key: str,
+        tree: TaskTree,
+        backbone: BackboneSpec,
+        optimizer: OptimizerSpec,
+        balancer: BalancerSpec,
+        seed: int,
+    ) -> None:
+        self.suite_key, self.tree, self.seed = suite_key, tree, seed
+        self.backbone, self.optimizer, self.balancer = backbone, optimizer, balancer
+        self.key = stable_hash(self.identity(), length=32)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite_key,
+            "tree": self.tree.model_dump(mode="json"),
+            "backbone": self.backbone.model_dump(mode="json"),
+            "optimizer": self.optimizer.model_dump(mode="json"),
+            "balancer": self.balancer.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+
+
+class ResultCache(Protocol):
+    def get(self, job: NetworkJob) -> NetworkResult | None: ...
+
+    def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult: ...
+
+
+class MemoryCache:
+    """A process-local cache (for ``autotask evaluate`` and tests)."""
+
+    def __init__(self) -> None:
+        self._results: dict[str, NetworkResult] = {}
+
+    def get(self, job: NetworkJob) -> NetworkResult | None:
+        return self._results.get(job.key)
+
+    def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult:
+        return self._results.setdefault(job.key, result)
+
+
+class DatabaseCache:
+    """The cache as rows of ``autotask_group_results``; the first stored result wins."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, job: NetworkJob) -> NetworkResult | None:
+        with self.db.session() as session:
+            row = session.scalars(select(GroupResultRow).where(GroupResultRow.key == job.key)).first()
+            return None if row is None else NetworkResult.from_dict(row.result)
+
+    def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult:
+        row = GroupResultRow(
+            key=job.key,
+            suite_key=job.suite_key,
+            tasks=",".join(job.tree.tasks),
+            tree=job.tree.model_dump(mode="json"),
+            balancer=job.balancer.model_dump(mode="json"),
+            optimizer=job.optimizer.model_dump(mode="json"),
+            backbone=job.backbone.model_dump(mode="json"),
+            seed=job.seed,
+            epochs=job.optimizer.epochs,
+            status=result.status,
+            reason=result.reason,
+            result=result.to_dict(),
+            val_loss=result.val_loss,
+            train_seconds=result.train_seconds,
+            study_name=study_name,
+        )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+        except IntegrityError:
+            existing = self.get(job)
+            if existing is not None:
+                return existing
+            raise
+        return result
+
+    def rows(self, suite_key: str | None = None) -> list[GroupResultRow]:
+        with self.db.session() as session:
+            query = select(GroupResultRow).order_by(GroupResultRow.id)
+            if suite_key is not None:
+                query = query.where(GroupResultRow.suite_key == suite_key)
+            return list(session.scalars(query))

@@ -1,0 +1,59 @@
+"""autotask's own tables, beside Optuna's in the study database (SQLAlchemy 2 typed models)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["SCHEMA_VERSION", "Base", "GroupResultRow", "SchemaVersionRow"]
+
+#: Version of autotask's tables; bumped with every migration in ``autotask.store.db``.
+SCHEMA_VERSION = 1
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SchemaVersionRow(Base):
+    """A single row holding the version of autotask's tables in this database."""
+
+    __tablename__ = "autotask_schema"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class GroupResultRow(Base):
+    """One trained network (task tree) under one balancer/optimizer/backbone/seed/fidelity.
+
+    ``key`` hashes everything that determines the training run, so a network is
+    stored once and reused by every trial (and study) that needs it.
+    """
+
+    __tablename__ = "autotask_group_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    suite_key: Mapped[str] = mapped_column(String(64), index=True)
+    tasks: Mapped[str] = mapped_column(Text)  # comma-joined, sorted
+    tree: Mapped[dict[str, Any]] = mapped_column(JSON)
+    balancer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    optimizer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    backbone: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)  # fidelity: the epoch budget it was given
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    train_seconds: Mapped[float] = mapped_column(Float)
+    study_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)

@@ -1,0 +1,59 @@
+"""Device choice (cuda > mps > cpu) and seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from autotask.errors import ConfigError
+
+__all__ = ["configure_threads", "pick_device", "seed_everything"]
+
+
+def pick_device(preference: str | None = None) -> torch.device:
+    """``preference`` (or ``$AUTOTASK_DEVICE``) if given, else the best device present."""
+    wanted = preference or os.environ.get("AUTOTASK_DEVICE")
+    if wanted:
+        try:
+            device = torch.device(wanted)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {wanted!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {wanted!r} requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def configure_threads(threads: int | None = None) -> None:
+    """Set torch's intra-op threads from ``threads`` or ``$AUTOTASK_THREADS`` (if either is set).
+
+    Small candidate networks train fastest with one or two threads, and several workers
+    on one machine should split the cores rather than oversubscribe them.
+    """
+    wanted = threads if threads is not None else os.environ.get("AUTOTASK_THREADS")
+    if wanted is None:
+        return
+    try:
+        count = int(wanted)
+    except ValueError:
+        raise ConfigError(f"thread count must be an integer, got {wanted!r}") from None
+    if count < 1:
+        raise ConfigError(f"thread count must be >= 1, got {count}")
+    torch.set_num_threads(count)

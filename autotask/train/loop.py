@@ -1,0 +1,172 @@
+"""Training one network (a task tree) with a balancer, early stopping and metrics."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from autotask.balancing import Balancer, build_balancer
+from autotask.models import build_network
+from autotask.models.cost import count_macs, count_parameters
+from autotask.models.tree import TreeNetwork
+from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
+from autotask.suites.base import Split
+from autotask.train.device import seed_everything
+from autotask.train.losses import masked_loss
+from autotask.train.metrics import task_metric
+from autotask.train.result import NetworkResult
+
+__all__ = ["EVAL_BATCH", "evaluate_network", "make_optimizer", "train_network"]
+
+#: Rows per forward pass when evaluating.
+EVAL_BATCH = 4096
+EpochCallback = Callable[[int, float], None]
+
+
+def make_optimizer(
+    spec: OptimizerSpec, params: Sequence[torch.nn.Parameter]
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The optimizer (and schedule) described by ``spec``."""
+    opt: torch.optim.Optimizer
+    if spec.name == "sgd":
+        opt = torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    elif spec.name == "adamw":
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs)
+        if spec.schedule == "cosine"
+        else None
+    )
+    return opt, sched
+
+
+@torch.no_grad()
+def _predict(net: TreeNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    outputs: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, x.shape[0], EVAL_BATCH):
+        for task, out in net(x[start : start + EVAL_BATCH]).items():
+            outputs.setdefault(task, []).append(out)
+    return {t: torch.cat(chunks) for t, chunks in outputs.items()}
+
+
+def _losses(
+    outputs: Mapping[str, torch.Tensor],
+    split: Split,
+    kinds: Mapping[str, str],
+    tasks: Sequence[str],
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t if rows is None else t[rows]
+
+    return torch.stack(
+        [
+            masked_loss(kinds[t], outputs[t], pick(split.targets[t]), pick(split.masks[t]))
+            for t in tasks
+        ]
+    )
+
+
+def evaluate_network(
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str]
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Per-task metrics and per-task losses of ``net`` on ``split`` (eval mode)."""
+    was_training = net.training
+    net.eval()
+    outputs = _predict(net, split.x)
+    net.train(was_training)
+    tasks = list(net.tasks)
+    metrics = {
+        t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in tasks
+    }
+    return metrics, _losses(outputs, split, kinds, tasks)
+
+
+def train_network(
+    tree: TaskTree,
+    data: Mapping[str, Split],
+    interface: ModelInterface,
+    *,
+    backbone: BackboneSpec,
+    optimizer: OptimizerSpec,
+    balancer: BalancerSpec,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[TreeNetwork, NetworkResult]:
+    """Train ``tree`` on ``data`` (splits already on the target device).
+
+    Keeps the weights of the epoch with the lowest validation loss (sum over the
+    network's tasks), stops after ``optimizer.patience`` epochs without improvement,
+    and reports metrics on val and test at that epoch. A non-finite loss stops the
+    network and returns a ``diverged`` result instead of raising.
+    """
+    started = time.perf_counter()
+    generator = seed_everything(seed)
+    device = data["train"].x.device
+    net = build_network(tree, backbone, interface)
+    params, macs = count_parameters(net), count_macs(net, interface.input_shape)
+    net.to(device)
+    tasks = list(net.tasks)
+    kinds = {t: interface.heads[t][0] for t in tasks}
+    bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
+    opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
+
+    train = data["train"]
+    n, bs = len(train), optimizer.batch_size
+    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
+    history: list[float] = []
+    stale, epoch = 0, 0
+
+    def result(status: str, reason: str | None = None, **kw: object) -> NetworkResult:
+        return NetworkResult(
+            tasks=tasks, status=status, reason=reason, best_epoch=best_epoch,  # type: ignore[arg-type]
+            epochs_run=epoch, params=params, macs=macs, history=history,
+            train_seconds=time.perf_counter() - started, **kw,  # type: ignore[arg-type]
+        )
+
+    net.train()
+    for epoch in range(1, optimizer.epochs + 1):  # noqa: B007 - read by result()
+        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        epoch_loss = torch.zeros(len(tasks), device=device)
+        for start in range(0, n, bs):
+            rows = order[start : start + bs]
+            losses = _losses(net(train.x[rows]), train, kinds, tasks, rows)
+            opt.zero_grad(set_to_none=True)
+            bal.backward(losses, net)
+            if optimizer.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), optimizer.grad_clip)
+            opt.step()
+            epoch_loss += losses.detach()
+        if sched is not None:
+            sched.step()
+        if not bool(torch.isfinite(epoch_loss).all()):
+            bad = [t for t, v in zip(tasks, epoch_loss.tolist(), strict=True) if not math.isfinite(v)]
+            return net, result("diverged", f"non-finite training loss at epoch {epoch} ({', '.join(bad)})")
+        bal.end_epoch(epoch_loss * (bs / n))
+        _, val_losses = evaluate_network(net, data["val"], kinds)
+        val_loss = float(val_losses.sum())
+        history.append(val_loss)
+        if not math.isfinite(val_loss):
+            return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
+        if on_epoch is not None:
+            on_epoch(epoch, val_loss)
+        if val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            stale += 1
+            if stale >= optimizer.patience:
+                break
+
+    net.load_state_dict(best_state)
+    val_metrics, _ = evaluate_network(net, data["val"], kinds)
+    test_metrics, _ = evaluate_network(net, data["test"], kinds)
+    return net, result("ok", val_metrics=val_metrics, test_metrics=test_metrics, val_loss=best_loss)

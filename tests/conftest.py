@@ -1,0 +1,64 @@
+"""Shared fixtures: single-threaded torch (small models, shared CI cores), tiny studies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from autotask.suites.base import Split, Task, TaskSuite
+
+os.environ.setdefault("AUTOTASK_THREADS", "1")
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device under test: ``$AUTOTASK_TEST_DEVICE`` (e.g. cuda) or cpu."""
+    return torch.device(os.environ.get("AUTOTASK_TEST_DEVICE", "cpu"))
+
+
+def make_tiny_suite(n: int = 240, seed: int = 0, poison: str | None = None) -> TaskSuite:
+    """Three small tasks on random 8-d inputs: classification, binary, regression.
+
+    ``poison`` names a task whose training targets are made infinite (to force divergence).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    w = torch.randn(8, 3, generator=g)
+    z = x @ w
+    targets = {
+        "cls": (z[:, 0] > 0).long() + (z[:, 0] > 1).long(),
+        "bin": (z[:, 1] > 0).float(),
+        "reg": z[:, 2] + 0.1 * torch.randn(n, generator=g),
+    }
+    masks = {t: torch.ones(n, dtype=torch.bool) for t in targets}
+    cut1, cut2 = int(n * 0.6), int(n * 0.8)
+    parts = {"train": slice(0, cut1), "val": slice(cut1, cut2), "test": slice(cut2, n)}
+    splits = {
+        name: Split(
+            x=x[s], targets={t: v[s].clone() for t, v in targets.items()},
+            masks={t: m[s] for t, m in masks.items()},
+        )
+        for name, s in parts.items()
+    }
+    if poison is not None:
+        splits["train"].targets[poison] = torch.full_like(splits["train"].targets[poison], float("inf"))
+    return TaskSuite(
+        name="tiny",
+        tasks=[Task("cls", "classification", 3), Task("bin", "binary", 1), Task("reg", "regression", 1)],
+        splits=splits,
+        input_shape=(8,),
+        default_backbone={"name": "mlp", "params": {"width": 16, "depth": 3}},
+        params={"n": n, "seed": seed, "poison": poison},
+    )
+
+
+@pytest.fixture
+def tiny_suite() -> TaskSuite:
+    return make_tiny_suite()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from autotask.errors import StorageError
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
+from autotask.store import Database, DatabaseCache, NetworkJob
+from autotask.store.models import SCHEMA_VERSION
+from autotask.train.result import NetworkResult
+
+
+def job(seed: int = 0, lr: float = 0.001) -> NetworkJob:
+    return NetworkJob(
+        "suite", TaskTree(tasks=("a", "b")), BackboneSpec(name="mlp"),
+        OptimizerSpec(lr=lr), BalancerSpec(), seed,
+    )
+
+
+def result(value: float) -> NetworkResult:
+    return NetworkResult(tasks=["a", "b"], status="ok", val_metrics={"a": value, "b": value})
+
+
+def test_key_depends_on_everything_that_determines_training() -> None:
+    assert job().key == job().key
+    assert len({job().key, job(seed=1).key, job(lr=0.01).key}) == 3
+
+
+def test_cache_round_trip_and_first_result_wins(tmp_path: Path) -> None:
+    cache = DatabaseCache(Database(f"sqlite:///{tmp_path}/s.db"))
+    assert cache.get(job()) is None
+    stored = cache.put(job(), result(0.5), "study")
+    assert cache.get(job()) == stored
+    again = cache.put(job(), result(0.9), "other")
+    assert again.val_metrics == {"a": 0.5, "b": 0.5}
+    assert len(cache.rows()) == 1
+
+
+def test_sqlite_database_uses_wal(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    with db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE autotask_schema SET version = :v"), {"v": SCHEMA_VERSION + 1})
+    with pytest.raises(StorageError, match="newer than this autotask"):
+        Database(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("not a url", "not a database URL"), ("nosuchdb://x/y", "cannot use database URL")],
+)
+def test_bad_urls_are_storage_errors(url: str, message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        Database(url)
