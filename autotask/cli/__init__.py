@@ -1,0 +1,5 @@
+"""Command-line interface (``autotask ...``)."""
+
+from autotask.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,149 @@
+"""``autotask search``, ``status`` and ``export``: running and reading studies."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import typer
+
+from autotask.cli.app import app
+from autotask.cli.console import err, out, progress_bar, table
+from autotask.search.export import export_best
+from autotask.search.storage import resolve_storage_url
+from autotask.search.study import (
+    ALL_IN_ONE_ATTR,
+    BASELINES_ATTR,
+    SearchSession,
+    best_spec,
+    load_study,
+)
+from autotask.search.study_config import load_study_config
+
+STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
+
+
+def _best_line(study: optuna.Study) -> str:
+    try:
+        trial = study.best_trial
+    except ValueError:
+        return "no completed trial yet"
+    return f"best Δm {trial.value:+.2f}% (trial {trial.number})"
+
+
+@app.command()
+def search(
+    study_file: Path = typer.Argument(..., help="Study YAML (see studies/)."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    study_name: str | None = typer.Option(None, help="Study name (default: the file's name)."),
+    trials: int | None = typer.Option(None, min=1, help="Finished trials the study should have."),
+    timeout: float | None = typer.Option(None, min=1, help="Stop starting trials after SEC."),
+    seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Search task groupings, branch depths and balancers; resumes a study of the same name."""
+    config = load_study_config(study_file)
+    session = SearchSession.open(
+        config, storage=storage, study_name=study_name, seed=seed, device=device
+    )
+    budget = trials or config.trials
+    study = session.study
+    with progress_bar(quiet) as progress:
+        bar = progress.add_task("baselines", total=budget, status="")
+        session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
+        all_in_one = session.prepare_baselines()
+        progress.update(
+            bar, description="trials", completed=session.finished_trials(),
+            status=_best_line(study),
+        )
+
+        def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+            progress.update(bar, completed=session.finished_trials(), status=_best_line(study))
+
+        session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
+    spec = best_spec(study)
+    best = study.best_trial
+    out.print(f"[bold]Study[/bold] {study.study_name}  ({session.storage_url})", markup=True)
+    out.print(f"[bold]Best architecture[/bold] (trial {best.number}): {spec.describe()}", markup=True)
+    out.print(
+        f"  Δm val {best.user_attrs['delta_m_val']:+.2f}%  test {best.user_attrs['delta_m_test']:+.2f}%"
+        f"  cost {best.user_attrs['cost']:.2f} single-task networks",
+    )
+    out.print(
+        f"  all-in-one network: Δm val {all_in_one.delta_m_val:+.2f}%  "
+        f"test {all_in_one.delta_m_test:+.2f}%"
+    )
+    verdict = "beats" if best.user_attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
+    out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
+    out.print(f"Export it with: autotask export {study.study_name} --storage {session.storage_url} -o best.yaml")
+
+
+def _storage_for(study_name: str, storage: str | None) -> str:
+    return resolve_storage_url(storage, None, study_name)
+
+
+@app.command()
+def status(
+    study_name: str = typer.Argument(..., help="Name of the study."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Trials by state, the best architecture, and its per-task metrics against baselines."""
+    study, config, _ = load_study(study_name, _storage_for(study_name, storage))
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    trained = sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials)
+    reused = sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials)
+    baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
+    all_in_one: dict[str, Any] = study.user_attrs.get(ALL_IN_ONE_ATTR, {})
+    summary: dict[str, Any] = {
+        "study": study_name, "suite": config.suite.name, "trials": dict(states),
+        "networks_trained": trained, "networks_reused": reused, "all_in_one": all_in_one,
+        "failed": {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"},
+    }
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    if best is not None:
+        summary["best"] = {"trial": best.number, **{k: best.user_attrs.get(k) for k in (
+            "architecture", "delta_m_val", "delta_m_test", "cost")}}
+    if json_out:
+        out.print_json(json.dumps(summary, default=str))
+        return
+    out.print(table(f"Study {study_name} ({config.suite.name})", ["state", "trials"],
+                    sorted(states.items())))
+    out.print(f"networks trained: {trained}, reused from the cache: {reused}")
+    for number, reason in summary["failed"].items():
+        err.print(f"trial {number} failed: {reason}")
+    if best is None:
+        out.print("no completed trial yet")
+        return
+    out.print(f"[bold]Best[/bold] trial {best.number}: {best.user_attrs['architecture']}", markup=True)
+    rows = []
+    for task in sorted(baselines):
+        rows.append((task, best.user_attrs.get(f"val.{task}"), baselines[task]["val"],
+                     best.user_attrs.get(f"test.{task}"), baselines[task]["test"]))
+    out.print(table("Per task (best vs single-task)",
+                    ["task", "val", "single-task val", "test", "single-task test"], rows))
+    out.print(
+        f"Δm val {best.user_attrs['delta_m_val']:+.2f}%  test {best.user_attrs['delta_m_test']:+.2f}%"
+        f"  cost {best.user_attrs['cost']:.2f};  all-in-one Δm val "
+        f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
+    )
+
+
+@app.command()
+def export(
+    study_name: str = typer.Argument(..., help="Name of the study."),
+    output: Path = typer.Option(Path("best.yaml"), "-o", "--output", help="Where to write."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Write the best architecture (with its suite and metrics) as YAML for build_model."""
+    study, config, _ = load_study(study_name, _storage_for(study_name, storage))
+    spec = export_best(study, config, output)
+    out.print(f"wrote {output}: {spec.describe()}")

@@ -1,0 +1,92 @@
+"""Re-training a given architecture on its suite over several seeds."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autotask.errors import ConfigError
+from autotask.search.scoring import ArchitectureScore, TrainingContext
+from autotask.search.study import build_suite
+from autotask.search.study_config import SuiteConfig
+from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
+from autotask.store.cache import MemoryCache
+from autotask.train.device import pick_device
+
+__all__ = ["Evaluation", "evaluate_architecture"]
+
+
+@dataclass
+class Evaluation:
+    """Scores of one architecture over several seeds."""
+
+    spec: ArchitectureSpec
+    scores: dict[int, ArchitectureScore]
+
+    def mean_std(self, values: Sequence[float]) -> tuple[float, float]:
+        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    def summary(self) -> dict[str, Any]:
+        seeds = sorted(self.scores)
+        scores = [self.scores[s] for s in seeds]
+        tasks = self.spec.tasks
+
+        def stats(values: Sequence[float]) -> dict[str, float]:
+            mean, std = self.mean_std(values)
+            return {"mean": mean, "std": std}
+
+        return {
+            "architecture": self.spec.describe(),
+            "seeds": seeds,
+            "delta_m_val": stats([s.delta_m_val for s in scores]),
+            "delta_m_test": stats([s.delta_m_test for s in scores]),
+            "cost": scores[0].cost,
+            "val": {t: stats([s.val_metrics[t] for s in scores]) for t in tasks},
+            "test": {t: stats([s.test_metrics[t] for s in scores]) for t in tasks},
+            "per_seed": {str(seed): self.scores[seed].summary() for seed in seeds},
+        }
+
+
+def _baseline_settings(path: Path, spec: ArchitectureSpec) -> tuple[OptimizerSpec, BackboneSpec | None]:
+    """Baseline settings recorded by ``autotask export``, else the spec's own."""
+    data = yaml.safe_load(path.read_text()) or {}
+    recorded = data.get("baseline") or {}
+    optimizer = OptimizerSpec.model_validate(recorded.get("optimizer", spec.optimizer.model_dump()))
+    backbone = recorded.get("backbone")
+    return optimizer, BackboneSpec.model_validate(backbone) if backbone else spec.backbone
+
+
+def evaluate_architecture(
+    path: str | Path,
+    seeds: Sequence[int],
+    device: str | None = None,
+    on_network: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Train the architecture in ``path`` (and its single-task baselines) once per seed."""
+    path = Path(path)
+    spec = load_spec(path)
+    if spec.suite is None:
+        raise ConfigError(f"{path}: the architecture names no suite (add 'suite: {{name: ...}}')")
+    suite = build_suite(SuiteConfig.model_validate(spec.suite.model_dump()))
+    for task in spec.tasks:
+        suite.task(task)
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    baseline_optimizer, baseline_backbone = _baseline_settings(path, spec)
+    backbone = baseline_backbone or BackboneSpec.model_validate(suite.default_backbone)
+    cache = MemoryCache()
+    torch_device = pick_device(device)
+    scores = {}
+    for seed in seeds:
+        context = TrainingContext.create(
+            suite, cache, seed=seed, device=torch_device,
+            baseline_optimizer=baseline_optimizer, baseline_backbone=backbone,
+        )
+        context.on_network = on_network
+        scores[seed] = context.score(spec)
+    return Evaluation(spec, scores)

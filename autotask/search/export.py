@@ -1,0 +1,56 @@
+"""Exporting a study's best architecture as a YAML that rebuilds the model in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autotask.models import interface_for
+from autotask.search.study import BASELINES_ATTR, best_spec, build_suite
+from autotask.search.study_config import StudyConfig
+from autotask.spec import ArchitectureSpec, SuiteRef
+
+__all__ = ["export_best", "exported_document"]
+
+
+def exported_document(study: optuna.Study, config: StudyConfig) -> tuple[ArchitectureSpec, dict[str, Any]]:
+    """The best spec (with suite and model interface filled in) and its info sections."""
+    spec = best_spec(study)
+    suite = build_suite(config.suite)
+    trial = study.best_trial
+    space = config.search_space
+    full = spec.model_copy(
+        update={
+            "suite": SuiteRef.model_validate(config.suite.model_dump(mode="json", exclude_none=True)),
+            "interface": interface_for(suite),
+            "backbone": spec.backbone or space.backbone.default(suite.default_backbone),
+        }
+    )
+    baselines = study.user_attrs.get(BASELINES_ATTR, {})
+    info: dict[str, Any] = {
+        "baseline": {
+            "optimizer": space.optimizer.default().model_dump(mode="json"),
+            "backbone": space.backbone.default(suite.default_backbone).model_dump(mode="json"),
+        },
+        "metrics": {
+            "delta_m_val": trial.user_attrs.get("delta_m_val"),
+            "delta_m_test": trial.user_attrs.get("delta_m_test"),
+            "cost": trial.user_attrs.get("cost"),
+            "val": {t: trial.user_attrs.get(f"val.{t}") for t in spec.tasks},
+            "test": {t: trial.user_attrs.get(f"test.{t}") for t in spec.tasks},
+            "single_task_val": {t: b["val"] for t, b in baselines.items()},
+            "single_task_test": {t: b["test"] for t, b in baselines.items()},
+        },
+        "study": {"name": study.study_name, "trial": trial.number, "seed": config.seed},
+    }
+    return full, info
+
+
+def export_best(study: optuna.Study, config: StudyConfig, path: str | Path) -> ArchitectureSpec:
+    """Write the best architecture of ``study`` to ``path``; returns the exported spec."""
+    spec, info = exported_document(study, config)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(spec.to_yaml(extra=info))
+    return spec

@@ -1,0 +1,215 @@
+"""Running a study: baselines first, then Optuna trials scored from cached networks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from autotask.backbones import build_backbone
+from autotask.balancing import BALANCERS
+from autotask.errors import AutotaskError, ConfigError, StorageError
+from autotask.search.sampling import sample_architecture, task_units
+from autotask.search.scoring import ArchitectureScore, TrainingContext
+from autotask.search.space import SearchSpace
+from autotask.search.storage import open_storage, resolve_storage_url
+from autotask.search.study_config import StudyConfig, SuiteConfig
+from autotask.spec import ArchitectureSpec
+from autotask.store.cache import DatabaseCache
+from autotask.store.db import Database
+from autotask.suites import TaskSuite, get_suite
+from autotask.train.device import pick_device
+
+__all__ = [
+    "CONFIG_ATTR",
+    "FINISHED",
+    "SearchSession",
+    "build_suite",
+    "load_study",
+    "validate_space",
+]
+
+logger = logging.getLogger("autotask")
+
+CONFIG_ATTR = "autotask:config"
+BASELINES_ATTR = "autotask:baselines"
+ALL_IN_ONE_ATTR = "autotask:all_in_one"
+FINISHED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def build_suite(config: SuiteConfig) -> TaskSuite:
+    """The configured suite, restricted to its task subset if one is given."""
+    suite = get_suite(config.name, **config.suite_args())
+    subset = config.task_subset()
+    return suite.select_tasks(subset) if subset is not None else suite
+
+
+def validate_space(space: SearchSpace, suite: TaskSuite) -> None:
+    """Reject a search space that cannot produce a valid architecture for ``suite``."""
+    for option in space.balancers:
+        BALANCERS.get(option.name)
+    task_units(suite.task_names, space)
+    backbone = space.backbone.default(suite.default_backbone)
+    stages = build_backbone(backbone.name, suite.input_shape, **backbone.params).num_stages
+    for depth in space.branching.depths:
+        if depth is not None and not 1 <= depth < stages:
+            raise ConfigError(
+                f"search space: branch depth {depth} is not in 1..{stages - 1} for the "
+                f"{backbone.name!r} backbone with {stages} stages (null = no branching)"
+            )
+
+
+def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
+    """Trial user attributes (optuna-dashboard shows them as columns)."""
+    attrs: dict[str, Any] = {
+        "delta_m_val": score.delta_m_val,
+        "delta_m_test": score.delta_m_test,
+        "cost": score.cost,
+        "architecture": score.spec.describe(),
+        "spec": score.spec.to_dict(),
+        "networks_trained": score.trained,
+        "networks_reused": score.reused,
+        "network_keys": score.network_keys,
+    }
+    attrs.update({f"val.{t}": v for t, v in score.val_metrics.items()})
+    attrs.update({f"test.{t}": v for t, v in score.test_metrics.items()})
+    return attrs
+
+
+def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyConfig, Database]:
+    """An existing autotask study and its stored configuration."""
+    storage, db = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise StorageError(
+            f"no study {study_name!r} in {db.safe_url}; studies there: {', '.join(names) or 'none'}"
+        ) from None
+    raw = study.user_attrs.get(CONFIG_ATTR)
+    if raw is None:
+        raise StorageError(f"study {study_name!r} was not created by autotask")
+    return study, StudyConfig.model_validate(raw), db
+
+
+@dataclass
+class SearchSession:
+    """One study opened for searching: its Optuna study, suite and training context."""
+
+    config: StudyConfig
+    study: optuna.Study
+    context: TrainingContext
+    storage_url: str
+
+    @classmethod
+    def open(
+        cls,
+        config: StudyConfig,
+        *,
+        storage: str | None = None,
+        study_name: str | None = None,
+        seed: int | None = None,
+        device: str | None = None,
+    ) -> SearchSession:
+        """Validate everything, then create (or resume) the study."""
+        if seed is not None:
+            config = config.model_copy(update={"seed": seed})
+        name = study_name or config.name
+        suite = build_suite(config.suite)
+        validate_space(config.search_space, suite)
+        url = resolve_storage_url(storage, config.storage, name)
+        optuna_storage, db = open_storage(url)
+        sampler = optuna.samplers.TPESampler(seed=config.seed)
+        study = optuna.create_study(
+            study_name=name, storage=optuna_storage, direction="maximize",
+            sampler=sampler, load_if_exists=True,
+        )
+        stored = study.user_attrs.get(CONFIG_ATTR)
+        current = config.model_dump(mode="json", exclude={"trials", "timeout", "storage"})
+        if stored is None:
+            study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
+            study.set_metric_names(["Δm"])
+        elif _identity(stored) != current:
+            raise ConfigError(
+                f"study {name!r} already exists in {db.safe_url} with a different suite, "
+                "search space or seed; choose another --study-name"
+            )
+        space = config.search_space
+        context = TrainingContext.create(
+            suite, DatabaseCache(db), seed=config.seed, device=pick_device(device),
+            baseline_optimizer=space.optimizer.default(),
+            baseline_backbone=space.backbone.default(suite.default_backbone),
+            study_name=name,
+        )
+        return cls(config, study, context, db.safe_url)
+
+    def finished_trials(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED))
+
+    def prepare_baselines(self) -> ArchitectureScore:
+        """Train the single-task baselines and the all-in-one network; store their scores."""
+        baselines = self.context.baselines()
+        self.study.set_user_attr(
+            BASELINES_ATTR,
+            {t: {"val": r.val_metrics[t], "test": r.test_metrics[t]} for t, r in baselines.items()},
+        )
+        all_in_one = self.context.score(self.context.all_in_one())
+        self.study.set_user_attr(ALL_IN_ONE_ATTR, {
+            **all_in_one.summary(), "architecture": all_in_one.spec.describe()
+        })
+        return all_in_one
+
+    def objective(self, trial: optuna.Trial) -> float:
+        spec = sample_architecture(
+            trial, self.config.search_space, self.context.tasks, self.context.suite.default_backbone
+        )
+        trial.set_user_attr("architecture", spec.describe())
+        try:
+            score = self.context.score(spec)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, AutotaskError) else f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("fail_reason", reason)
+            logger.warning("trial %d failed: %s", trial.number, reason)
+            raise
+        for key, value in score_attrs(score).items():
+            trial.set_user_attr(key, value)
+        return score.delta_m_val
+
+    def run(
+        self,
+        trials: int,
+        timeout: float | None = None,
+        callbacks: Sequence[TrialCallback] = (),
+    ) -> None:
+        """Run trials until the study has ``trials`` finished ones (or ``timeout`` passes)."""
+        remaining = trials - self.finished_trials()
+        if remaining <= 0:
+            return
+        self.study.optimize(
+            self.objective, n_trials=remaining, timeout=timeout,
+            catch=(Exception,), callbacks=list(callbacks),
+        )
+
+    def best_spec(self) -> ArchitectureSpec:
+        return best_spec(self.study)
+
+
+def best_spec(study: optuna.Study) -> ArchitectureSpec:
+    """The spec of the best completed trial."""
+    try:
+        trial = study.best_trial
+    except ValueError:
+        raise StorageError(f"study {study.study_name!r} has no completed trial yet") from None
+    return ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
+
+
+def _identity(stored: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stored.items() if k not in ("trials", "timeout", "storage")}

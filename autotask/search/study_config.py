@@ -1,0 +1,106 @@
+"""The study YAML: which suite and tasks, which search space, budget and seed.
+
+Example (``studies/digits.yaml``)::
+
+    name: digits
+    suite: {name: digits, seed: 0}
+    search_space: ../search_spaces/digits.yaml   # relative to this file, or inline
+    trials: 30
+    seed: 0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autotask.errors import ConfigError
+from autotask.search.space import SearchSpace, load_search_space, parse_search_space
+from autotask.validation import format_validation_error
+
+__all__ = ["StudyConfig", "SuiteConfig", "load_study_config"]
+
+
+class SuiteConfig(BaseModel):
+    """A suite name (registered or ``module:function``), its parameters, and a task subset."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str
+    tasks: list[Any] | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def _task_entries(self) -> tuple[list[str] | None, list[Any] | None]:
+        items = self.tasks
+        if items is None:
+            return None, None
+        if all(isinstance(i, str) for i in items):
+            return list(items), None
+        if all(isinstance(i, dict) for i in items):
+            return None, list(items)
+        raise ConfigError("suite.tasks: give either task names or task mappings, not both")
+
+    def suite_args(self) -> dict[str, Any]:
+        """Keyword arguments of the suite factory (task definitions of ``tabular`` included)."""
+        args = self.params
+        _, definitions = self._task_entries()
+        if definitions is not None:
+            args["tasks"] = definitions
+        return args
+
+    def task_subset(self) -> list[str] | None:
+        """Task names to keep when ``suite.tasks`` lists names (``tasks: [a, b]``)."""
+        return self._task_entries()[0]
+
+
+class StudyConfig(BaseModel):
+    """A study: suite, search space, trial budget and seed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    suite: SuiteConfig
+    search_space: SearchSpace = SearchSpace()
+    trials: int = Field(default=30, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
+    storage: str | None = None
+
+    @field_validator("suite", mode="before")
+    @classmethod
+    def _suite_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+_MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read a study YAML; a ``search_space`` path is resolved relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    space = data.get("search_space")
+    if isinstance(space, str):
+        space_path = (path.parent / space).resolve()
+        data["search_space"] = load_search_space(space_path)
+    elif isinstance(space, dict) or space is None:
+        data["search_space"] = parse_search_space(space, f"{path}: search_space")
+    else:
+        raise ConfigError(f"{path}: search_space must be a file path or a mapping")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path), _MODELS)) from None
