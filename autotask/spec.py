@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from autotask.errors import ConfigError
 from autotask.validation import format_validation_error
@@ -72,6 +81,11 @@ class SuiteRef(_Canonical):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @property
     def params(self) -> dict[str, Any]:
@@ -140,9 +154,7 @@ class TaskTree(_Canonical):
             raise ValueError("a network needs at least one task")
         if self.children or self.branch_at is not None:
             if not self.children or self.branch_at is None:
-                raise ValueError(
-                    f"node {list(self.tasks)}: 'branch_at' and 'children' go together"
-                )
+                raise ValueError(f"node {list(self.tasks)}: 'branch_at' and 'children' go together")
             if len(self.children) < 2:
                 raise ValueError(f"node {list(self.tasks)}: a branch needs at least 2 children")
             covered = [t for c in self.children for t in c.tasks]
@@ -155,6 +167,14 @@ class TaskTree(_Canonical):
                 self, "children", tuple(sorted(self.children, key=lambda c: c.tasks))
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_leaf_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.branch_at is None:
+            data.pop("branch_at", None)
+            data.pop("children", None)
+        return data
 
     def iter_nodes(self, start: int = 0) -> Iterator[tuple[TaskTree, int, int | None]]:
         """Yield ``(node, first_stage, end_stage)``; ``end_stage`` None means to the end."""
@@ -227,7 +247,9 @@ class ArchitectureSpec(_Canonical):
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the architecture (suite and interface excluded)."""
-        return self.model_dump(mode="json", include={"networks", "balancer", "optimizer", "backbone"})
+        return self.model_dump(
+            mode="json", include={"networks", "balancer", "optimizer", "backbone"}
+        )
 
     def key(self) -> str:
         return stable_hash(self.identity())
@@ -274,5 +296,11 @@ def load_spec(path: str | Path) -> ArchitectureSpec:
 
 
 _SPEC_MODELS: tuple[type[BaseModel], ...] = (
-    ArchitectureSpec, TaskTree, BalancerSpec, OptimizerSpec, BackboneSpec, ModelInterface, SuiteRef
+    ArchitectureSpec,
+    TaskTree,
+    BalancerSpec,
+    OptimizerSpec,
+    BackboneSpec,
+    ModelInterface,
+    SuiteRef,
 )

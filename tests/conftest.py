@@ -42,16 +42,23 @@ def make_tiny_suite(n: int = 240, seed: int = 0, poison: str | None = None) -> T
     parts = {"train": slice(0, cut1), "val": slice(cut1, cut2), "test": slice(cut2, n)}
     splits = {
         name: Split(
-            x=x[s], targets={t: v[s].clone() for t, v in targets.items()},
+            x=x[s],
+            targets={t: v[s].clone() for t, v in targets.items()},
             masks={t: m[s] for t, m in masks.items()},
         )
         for name, s in parts.items()
     }
     if poison is not None:
-        splits["train"].targets[poison] = torch.full_like(splits["train"].targets[poison], float("inf"))
+        splits["train"].targets[poison] = torch.full_like(
+            splits["train"].targets[poison], float("inf")
+        )
     return TaskSuite(
         name="tiny",
-        tasks=[Task("cls", "classification", 3), Task("bin", "binary", 1), Task("reg", "regression", 1)],
+        tasks=[
+            Task("cls", "classification", 3),
+            Task("bin", "binary", 1),
+            Task("reg", "regression", 1),
+        ],
         splits=splits,
         input_shape=(8,),
         default_backbone={"name": "mlp", "params": {"width": 16, "depth": 3}},

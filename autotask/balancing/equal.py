@@ -30,5 +30,5 @@ class Equal(Balancer):
 
     def backward(self, losses: torch.Tensor, network: TreeNetwork) -> torch.Tensor:
         total = losses.sum() if self.params["reduction"] == "sum" else losses.mean()
-        total.backward()
+        torch.autograd.backward(total)
         return self._weights

@@ -29,11 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         configure_threads()
         app(args=argv, standalone_mode=True)
     except AutotaskError as exc:
-        from rich.markup import escape
-
         from autotask.cli.console import err
 
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"error: {exc}", style="red")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -39,12 +39,22 @@ def evaluate(
     evaluation = evaluate_architecture(config, _parse_seeds(seeds), device, on_network)
     summary = evaluation.summary()
     rows = [
-        (t, summary["val"][t]["mean"], summary["val"][t]["std"],
-         summary["test"][t]["mean"], summary["test"][t]["std"])
+        (
+            t,
+            summary["val"][t]["mean"],
+            summary["val"][t]["std"],
+            summary["test"][t]["mean"],
+            summary["test"][t]["std"],
+        )
         for t in evaluation.spec.tasks
     ]
-    out.print(table(f"{summary['architecture']}  (seeds {summary['seeds']})",
-                    ["task", "val mean", "val std", "test mean", "test std"], rows))
+    out.print(
+        table(
+            f"{summary['architecture']}  (seeds {summary['seeds']})",
+            ["task", "val mean", "val std", "test mean", "test std"],
+            rows,
+        )
+    )
     dm_val, dm_test = summary["delta_m_val"], summary["delta_m_test"]
     out.print(
         f"Δm val {dm_val['mean']:+.2f} ± {dm_val['std']:.2f} %   "

@@ -31,7 +31,14 @@ def balancers(pattern: str = typer.Argument("*", help="Shell-style name pattern.
     out.print(
         table(
             "Balancers",
-            ["name", "family", "hyperparameters (defaults)", "relative cost", "source", "description"],
+            [
+                "name",
+                "family",
+                "hyperparameters (defaults)",
+                "relative cost",
+                "source",
+                "description",
+            ],
             rows,
         )
     )

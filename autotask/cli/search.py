@@ -57,7 +57,9 @@ def search(
         session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
         all_in_one = session.prepare_baselines()
         progress.update(
-            bar, description="trials", completed=session.finished_trials(),
+            bar,
+            description="trials",
+            completed=session.finished_trials(),
             status=_best_line(study),
         )
 
@@ -67,19 +69,25 @@ def search(
         session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
     spec = best_spec(study)
     best = study.best_trial
-    out.print(f"[bold]Study[/bold] {study.study_name}  ({session.storage_url})", markup=True)
-    out.print(f"[bold]Best architecture[/bold] (trial {best.number}): {spec.describe()}", markup=True)
+    out.print(f"Study {study.study_name}  ({session.storage_url})", style="bold")
+    out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
+    attrs = best.user_attrs
     out.print(
-        f"  Δm val {best.user_attrs['delta_m_val']:+.2f}%  test {best.user_attrs['delta_m_test']:+.2f}%"
-        f"  cost {best.user_attrs['cost']:.2f} single-task networks",
+        f"  Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
+        f"  cost {attrs['cost']:.2f} single-task networks",
     )
     out.print(
         f"  all-in-one network: Δm val {all_in_one.delta_m_val:+.2f}%  "
         f"test {all_in_one.delta_m_test:+.2f}%"
     )
-    verdict = "beats" if best.user_attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
+    verdict = (
+        "beats" if best.user_attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
+    )
     out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
-    out.print(f"Export it with: autotask export {study.study_name} --storage {session.storage_url} -o best.yaml")
+    out.print(
+        f"Export it with: autotask export {study.study_name} "
+        f"--storage {session.storage_url} -o best.yaml"
+    )
 
 
 def _storage_for(study_name: str, storage: str | None) -> str:
@@ -101,38 +109,65 @@ def status(
     baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
     all_in_one: dict[str, Any] = study.user_attrs.get(ALL_IN_ONE_ATTR, {})
     summary: dict[str, Any] = {
-        "study": study_name, "suite": config.suite.name, "trials": dict(states),
-        "networks_trained": trained, "networks_reused": reused, "all_in_one": all_in_one,
-        "failed": {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"},
+        "study": study_name,
+        "suite": config.suite.name,
+        "trials": dict(states),
+        "networks_trained": trained,
+        "networks_reused": reused,
+        "all_in_one": all_in_one,
+        "failed": {
+            t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
+        },
     }
     try:
         best = study.best_trial
     except ValueError:
         best = None
     if best is not None:
-        summary["best"] = {"trial": best.number, **{k: best.user_attrs.get(k) for k in (
-            "architecture", "delta_m_val", "delta_m_test", "cost")}}
+        summary["best"] = {
+            "trial": best.number,
+            **{
+                k: best.user_attrs.get(k)
+                for k in ("architecture", "delta_m_val", "delta_m_test", "cost")
+            },
+        }
     if json_out:
         out.print_json(json.dumps(summary, default=str))
         return
-    out.print(table(f"Study {study_name} ({config.suite.name})", ["state", "trials"],
-                    sorted(states.items())))
+    out.print(
+        table(
+            f"Study {study_name} ({config.suite.name})", ["state", "trials"], sorted(states.items())
+        )
+    )
     out.print(f"networks trained: {trained}, reused from the cache: {reused}")
     for number, reason in summary["failed"].items():
         err.print(f"trial {number} failed: {reason}")
     if best is None:
         out.print("no completed trial yet")
         return
-    out.print(f"[bold]Best[/bold] trial {best.number}: {best.user_attrs['architecture']}", markup=True)
+    out.print(f"Best trial {best.number}: {best.user_attrs['architecture']}", style="bold")
     rows = []
     for task in sorted(baselines):
-        rows.append((task, best.user_attrs.get(f"val.{task}"), baselines[task]["val"],
-                     best.user_attrs.get(f"test.{task}"), baselines[task]["test"]))
-    out.print(table("Per task (best vs single-task)",
-                    ["task", "val", "single-task val", "test", "single-task test"], rows))
+        rows.append(
+            (
+                task,
+                best.user_attrs.get(f"val.{task}"),
+                baselines[task]["val"],
+                best.user_attrs.get(f"test.{task}"),
+                baselines[task]["test"],
+            )
+        )
     out.print(
-        f"Δm val {best.user_attrs['delta_m_val']:+.2f}%  test {best.user_attrs['delta_m_test']:+.2f}%"
-        f"  cost {best.user_attrs['cost']:.2f};  all-in-one Δm val "
+        table(
+            "Per task (best vs single-task)",
+            ["task", "val", "single-task val", "test", "single-task test"],
+            rows,
+        )
+    )
+    attrs = best.user_attrs
+    out.print(
+        f"Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
+        f"  cost {attrs['cost']:.2f};  all-in-one Δm val "
         f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
     )
 

@@ -52,7 +52,9 @@ class Evaluation:
         }
 
 
-def _baseline_settings(path: Path, spec: ArchitectureSpec) -> tuple[OptimizerSpec, BackboneSpec | None]:
+def _baseline_settings(
+    path: Path, spec: ArchitectureSpec
+) -> tuple[OptimizerSpec, BackboneSpec | None]:
     """Baseline settings recorded by ``autotask export``, else the spec's own."""
     data = yaml.safe_load(path.read_text()) or {}
     recorded = data.get("baseline") or {}
@@ -84,8 +86,12 @@ def evaluate_architecture(
     scores = {}
     for seed in seeds:
         context = TrainingContext.create(
-            suite, cache, seed=seed, device=torch_device,
-            baseline_optimizer=baseline_optimizer, baseline_backbone=backbone,
+            suite,
+            cache,
+            seed=seed,
+            device=torch_device,
+            baseline_optimizer=baseline_optimizer,
+            baseline_backbone=backbone,
         )
         context.on_network = on_network
         scores[seed] = context.score(spec)

@@ -15,7 +15,9 @@ from autotask.spec import ArchitectureSpec, SuiteRef
 __all__ = ["export_best", "exported_document"]
 
 
-def exported_document(study: optuna.Study, config: StudyConfig) -> tuple[ArchitectureSpec, dict[str, Any]]:
+def exported_document(
+    study: optuna.Study, config: StudyConfig
+) -> tuple[ArchitectureSpec, dict[str, Any]]:
     """The best spec (with suite and model interface filled in) and its info sections."""
     spec = best_spec(study)
     suite = build_suite(config.suite)
@@ -23,7 +25,9 @@ def exported_document(study: optuna.Study, config: StudyConfig) -> tuple[Archite
     space = config.search_space
     full = spec.model_copy(
         update={
-            "suite": SuiteRef.model_validate(config.suite.model_dump(mode="json", exclude_none=True)),
+            "suite": SuiteRef.model_validate(
+                config.suite.model_dump(mode="json", exclude_none=True)
+            ),
             "interface": interface_for(suite),
             "backbone": spec.backbone or space.backbone.default(suite.default_backbone),
         }

@@ -81,7 +81,9 @@ def suggest(trial: optuna.Trial, name: str, value: Searchable) -> Any:
     if isinstance(value, Range):
         if value.is_int:
             step = int(value.step or 1)
-            return trial.suggest_int(name, int(value.low), int(value.high), step=step, log=value.log)
+            return trial.suggest_int(
+                name, int(value.low), int(value.high), step=step, log=value.log
+            )
         return trial.suggest_float(name, value.low, value.high, step=value.step, log=value.log)
     if isinstance(value, Choice):
         if len(value.choices) == 1:

@@ -60,8 +60,10 @@ def _sample_groups(trial: optuna.Trial, units: list[list[str]], max_groups: int)
     for unit in units:
         open_now = len(groups)
         choices = list(range(open_now + (1 if open_now < max_groups else 0)))
-        pick = choices[0] if len(choices) == 1 else trial.suggest_categorical(
-            f"group[{unit[0]}]/{open_now}", choices
+        pick = (
+            choices[0]
+            if len(choices) == 1
+            else trial.suggest_categorical(f"group[{unit[0]}]/{open_now}", choices)
         )
         if pick == open_now:
             groups.append(list(unit))

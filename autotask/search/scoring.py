@@ -148,7 +148,10 @@ class TrainingContext:
         """Single-task networks with the baseline settings and equal weighting."""
         return {
             t: self.job(
-                TaskTree(tasks=(t,)), self.baseline_backbone, self.baseline_optimizer, BalancerSpec()
+                TaskTree(tasks=(t,)),
+                self.baseline_backbone,
+                self.baseline_optimizer,
+                BalancerSpec(),
             )
             for t in self.tasks
         }
@@ -236,7 +239,9 @@ def _best_serving(
             score = value if higher[task] else -value
             if best is None or score > best[0]:
                 best = (score, index)
-        serving[task] = best[1] if best is not None else next(
-            i for i, r in enumerate(results) if task in r.tasks
+        serving[task] = (
+            best[1]
+            if best is not None
+            else next(i for i, r in enumerate(results) if task in r.tasks)
         )
     return serving

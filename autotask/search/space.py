@@ -60,13 +60,17 @@ class PartitionSpace(BaseModel):
         return value
 
 
+def _share_everything() -> list[int | None]:
+    return [None]
+
+
 class BranchingSpace(BaseModel):
     """Candidate branch depths of a group: ``None`` shares every stage; ``k`` shares ``[0, k)``
     and gives each task its own branch from stage ``k`` on."""
 
     model_config = _STRICT
 
-    depths: list[int | None] = Field(default_factory=lambda: [None])
+    depths: list[int | None] = Field(default_factory=lambda: _share_everything())
 
     @field_validator("depths")
     @classmethod
@@ -87,7 +91,9 @@ class BalancerOption(BaseModel):
     params: dict[str, Searchable] = Field(default_factory=dict)
 
     def default(self) -> BalancerSpec:
-        return BalancerSpec(name=self.name, params={k: default_of(v) for k, v in self.params.items()})
+        return BalancerSpec(
+            name=self.name, params={k: default_of(v) for k, v in self.params.items()}
+        )
 
 
 class OptimizerSpace(BaseModel):
@@ -150,8 +156,14 @@ class SearchSpace(BaseModel):
 
 
 _MODELS: tuple[type[BaseModel], ...] = (
-    SearchSpace, PartitionSpace, BranchingSpace, BalancerOption, OptimizerSpace, BackboneSpace,
-    Range, Choice,
+    SearchSpace,
+    PartitionSpace,
+    BranchingSpace,
+    BalancerOption,
+    OptimizerSpace,
+    BackboneSpace,
+    Range,
+    Choice,
 )
 
 

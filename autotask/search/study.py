@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from autotask.errors import AutotaskError, ConfigError, StorageError
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace
-from autotask.search.storage import open_storage, resolve_storage_url
+from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
 from autotask.search.study_config import StudyConfig, SuiteConfig
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
@@ -85,7 +86,10 @@ def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
 
 
 def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyConfig, Database]:
-    """An existing autotask study and its stored configuration."""
+    """An existing autotask study and its stored configuration (nothing is created)."""
+    missing = sqlite_file_missing(storage_url)
+    if missing is not None:
+        raise StorageError(f"no study {study_name!r}: database {missing} does not exist")
     storage, db = open_storage(storage_url)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
@@ -129,14 +133,19 @@ class SearchSession:
         optuna_storage, db = open_storage(url)
         sampler = optuna.samplers.TPESampler(seed=config.seed)
         study = optuna.create_study(
-            study_name=name, storage=optuna_storage, direction="maximize",
-            sampler=sampler, load_if_exists=True,
+            study_name=name,
+            storage=optuna_storage,
+            direction="maximize",
+            sampler=sampler,
+            load_if_exists=True,
         )
         stored = study.user_attrs.get(CONFIG_ATTR)
         current = config.model_dump(mode="json", exclude={"trials", "timeout", "storage"})
         if stored is None:
             study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
-            study.set_metric_names(["Δm"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(["Δm"])
         elif _identity(stored) != current:
             raise ConfigError(
                 f"study {name!r} already exists in {db.safe_url} with a different suite, "
@@ -144,7 +153,10 @@ class SearchSession:
             )
         space = config.search_space
         context = TrainingContext.create(
-            suite, DatabaseCache(db), seed=config.seed, device=pick_device(device),
+            suite,
+            DatabaseCache(db),
+            seed=config.seed,
+            device=pick_device(device),
             baseline_optimizer=space.optimizer.default(),
             baseline_backbone=space.backbone.default(suite.default_backbone),
             study_name=name,
@@ -162,9 +174,9 @@ class SearchSession:
             {t: {"val": r.val_metrics[t], "test": r.test_metrics[t]} for t, r in baselines.items()},
         )
         all_in_one = self.context.score(self.context.all_in_one())
-        self.study.set_user_attr(ALL_IN_ONE_ATTR, {
-            **all_in_one.summary(), "architecture": all_in_one.spec.describe()
-        })
+        self.study.set_user_attr(
+            ALL_IN_ONE_ATTR, {**all_in_one.summary(), "architecture": all_in_one.spec.describe()}
+        )
         return all_in_one
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -194,8 +206,11 @@ class SearchSession:
         if remaining <= 0:
             return
         self.study.optimize(
-            self.objective, n_trials=remaining, timeout=timeout,
-            catch=(Exception,), callbacks=list(callbacks),
+            self.objective,
+            n_trials=remaining,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=list(callbacks),
         )
 
     def best_spec(self) -> ArchitectureSpec:

@@ -3,4 +3,11 @@
 from autotask.store.cache import DatabaseCache, MemoryCache, NetworkJob, ResultCache
 from autotask.store.db import Database, default_storage_url
 
-__all__ = ["Database", "DatabaseCache", "MemoryCache", "NetworkJob", "ResultCache", "default_storage_url"]
+__all__ = [
+    "Database",
+    "DatabaseCache",
+    "MemoryCache",
+    "NetworkJob",
+    "ResultCache",
+    "default_storage_url",
+]

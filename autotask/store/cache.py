@@ -45,7 +45,9 @@ class NetworkJob:
 class ResultCache(Protocol):
     def get(self, job: NetworkJob) -> NetworkResult | None: ...
 
-    def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult: ...
+    def put(
+        self, job: NetworkJob, result: NetworkResult, study_name: str | None
+    ) -> NetworkResult: ...
 
 
 class MemoryCache:
@@ -69,7 +71,9 @@ class DatabaseCache:
 
     def get(self, job: NetworkJob) -> NetworkResult | None:
         with self.db.session() as session:
-            row = session.scalars(select(GroupResultRow).where(GroupResultRow.key == job.key)).first()
+            row = session.scalars(
+                select(GroupResultRow).where(GroupResultRow.key == job.key)
+            ).first()
             return None if row is None else NetworkResult.from_dict(row.result)
 
     def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult:

@@ -82,7 +82,9 @@ class Database:
                         f"newer than this autotask understands ({SCHEMA_VERSION}); upgrade autotask"
                     )
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open database {self.safe_url}: {_first_line(exc)}") from None
+            raise StorageError(
+                f"cannot open database {self.safe_url}: {_first_line(exc)}"
+            ) from None
 
     @property
     def safe_url(self) -> str:

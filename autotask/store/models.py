@@ -19,7 +19,7 @@ def _utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    pass
 
 
 class SchemaVersionRow(Base):

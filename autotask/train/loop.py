@@ -18,7 +18,7 @@ from autotask.suites.base import Split
 from autotask.train.device import seed_everything
 from autotask.train.losses import masked_loss
 from autotask.train.metrics import task_metric
-from autotask.train.result import NetworkResult
+from autotask.train.result import NetworkResult, Status
 
 __all__ = ["EVAL_BATCH", "evaluate_network", "make_optimizer", "train_network"]
 
@@ -125,15 +125,21 @@ def train_network(
     history: list[float] = []
     stale, epoch = 0, 0
 
-    def result(status: str, reason: str | None = None, **kw: object) -> NetworkResult:
+    def result(status: Status, reason: str | None = None) -> NetworkResult:
         return NetworkResult(
-            tasks=tasks, status=status, reason=reason, best_epoch=best_epoch,  # type: ignore[arg-type]
-            epochs_run=epoch, params=params, macs=macs, history=history,
-            train_seconds=time.perf_counter() - started, **kw,  # type: ignore[arg-type]
+            tasks=tasks,
+            status=status,
+            reason=reason,
+            best_epoch=best_epoch,
+            epochs_run=epoch,
+            params=params,
+            macs=macs,
+            history=history,
+            train_seconds=time.perf_counter() - started,
         )
 
     net.train()
-    for epoch in range(1, optimizer.epochs + 1):  # noqa: B007 - read by result()
+    for epoch in range(1, optimizer.epochs + 1):
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         epoch_loss = torch.zeros(len(tasks), device=device)
         for start in range(0, n, bs):
@@ -148,8 +154,12 @@ def train_network(
         if sched is not None:
             sched.step()
         if not bool(torch.isfinite(epoch_loss).all()):
-            bad = [t for t, v in zip(tasks, epoch_loss.tolist(), strict=True) if not math.isfinite(v)]
-            return net, result("diverged", f"non-finite training loss at epoch {epoch} ({', '.join(bad)})")
+            bad = [
+                t for t, v in zip(tasks, epoch_loss.tolist(), strict=True) if not math.isfinite(v)
+            ]
+            return net, result(
+                "diverged", f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"
+            )
         bal.end_epoch(epoch_loss * (bs / n))
         _, val_losses = evaluate_network(net, data["val"], kinds)
         val_loss = float(val_losses.sum())
@@ -167,6 +177,8 @@ def train_network(
                 break
 
     net.load_state_dict(best_state)
-    val_metrics, _ = evaluate_network(net, data["val"], kinds)
-    test_metrics, _ = evaluate_network(net, data["test"], kinds)
-    return net, result("ok", val_metrics=val_metrics, test_metrics=test_metrics, val_loss=best_loss)
+    final = result("ok")
+    final.val_metrics, _ = evaluate_network(net, data["val"], kinds)
+    final.test_metrics, _ = evaluate_network(net, data["test"], kinds)
+    final.val_loss = best_loss
+    return net, final

@@ -24,9 +24,9 @@ def masked_loss(
     elif kind == "binary":
         per_row = F.binary_cross_entropy_with_logits(output.float(), target, reduction="none")
     elif kind == "multilabel":
-        per_row = F.binary_cross_entropy_with_logits(
-            output.float(), target, reduction="none"
-        ).mean(dim=1)
+        per_row = F.binary_cross_entropy_with_logits(output.float(), target, reduction="none").mean(
+            dim=1
+        )
     elif kind == "regression":
         per_row = (output.float() - target) ** 2
         if per_row.dim() > 1:

@@ -16,9 +16,7 @@ def task_metric(kind: str, output: torch.Tensor, target: torch.Tensor, mask: tor
     out, tgt = output[mask], target[mask]
     if kind == "classification":
         value = (out.argmax(dim=1) == tgt).float().mean()
-    elif kind == "binary":
-        value = ((out > 0).float() == tgt).float().mean()
-    elif kind == "multilabel":
+    elif kind in ("binary", "multilabel"):
         value = ((out > 0).float() == tgt).float().mean()
     elif kind in ("regression", "dense"):
         value = (out.float() - tgt).abs().mean()

@@ -66,8 +66,10 @@ def test_branch_depth_gives_one_branch_per_task() -> None:
 
 def test_searchable_optimizer_and_balancer_parameters() -> None:
     space = parse_search_space(
-        {"optimizer": {"lr": {"low": 0.001, "high": 0.1, "log": True}, "epochs": 3},
-         "backbone": {"params": {"width": {"choices": [8, 16]}}}},
+        {
+            "optimizer": {"lr": {"low": 0.001, "high": 0.1, "log": True}, "epochs": 3},
+            "backbone": {"params": {"width": {"choices": [8, 16]}}},
+        },
         "space",
     )
     params = {"optimizer.lr": 0.01, "backbone.width": 16, **partition_params([TASKS], TASKS, space)}

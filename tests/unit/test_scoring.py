@@ -15,8 +15,12 @@ OPT = OptimizerSpec(lr=0.01, epochs=4, batch_size=32, patience=2)
 
 def context(suite: TaskSuite, seed: int = 0) -> TrainingContext:
     return TrainingContext.create(
-        suite, MemoryCache(), seed=seed, device=torch.device("cpu"),
-        baseline_optimizer=OPT, baseline_backbone=BackboneSpec(**suite.default_backbone),
+        suite,
+        MemoryCache(),
+        seed=seed,
+        device=torch.device("cpu"),
+        baseline_optimizer=OPT,
+        baseline_backbone=BackboneSpec(**suite.default_backbone),
     )
 
 
@@ -53,7 +57,10 @@ def test_repeated_architecture_trains_nothing(tiny_suite: TaskSuite) -> None:
 def test_overlapping_networks_serve_each_task_from_its_best(tiny_suite: TaskSuite) -> None:
     ctx = context(tiny_suite)
     spec = ArchitectureSpec(
-        networks=(TaskTree(tasks=("bin", "cls", "reg")), *(TaskTree(tasks=(t,)) for t in tiny_suite.task_names)),
+        networks=(
+            TaskTree(tasks=("bin", "cls", "reg")),
+            *(TaskTree(tasks=(t,)) for t in tiny_suite.task_names),
+        ),
         optimizer=OPT,
     )
     score = ctx.score(spec)
@@ -65,8 +72,12 @@ def test_overlapping_networks_serve_each_task_from_its_best(tiny_suite: TaskSuit
 def test_diverging_network_raises_trial_diverged_and_is_cached() -> None:
     suite = make_tiny_suite(poison="reg")
     ctx = TrainingContext.create(
-        suite, MemoryCache(), seed=0, device=torch.device("cpu"),
-        baseline_optimizer=OPT, baseline_backbone=BackboneSpec(**suite.default_backbone),
+        suite,
+        MemoryCache(),
+        seed=0,
+        device=torch.device("cpu"),
+        baseline_optimizer=OPT,
+        baseline_backbone=BackboneSpec(**suite.default_backbone),
     )
     spec = ArchitectureSpec(networks=(TaskTree(tasks=("bin", "cls", "reg")),), optimizer=OPT)
     with pytest.raises(TrialDiverged, match="non-finite training loss"):

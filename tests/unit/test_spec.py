@@ -49,10 +49,19 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ([{"tasks": []}], "at least one task"),
         ([{"tasks": ["a", "b"], "branch_at": 1}], "go together"),
         (
-            [{"tasks": ["a", "b"], "branch_at": 1, "children": [{"tasks": ["a"]}, {"tasks": ["c"]}]}],
+            [
+                {
+                    "tasks": ["a", "b"],
+                    "branch_at": 1,
+                    "children": [{"tasks": ["a"]}, {"tasks": ["c"]}],
+                }
+            ],
             "split its tasks exactly",
         ),
-        ([{"tasks": ["a", "b"], "branch_at": 1, "children": [{"tasks": ["a", "b"]}]}], "2 children"),
+        (
+            [{"tasks": ["a", "b"], "branch_at": 1, "children": [{"tasks": ["a", "b"]}]}],
+            "2 children",
+        ),
         ([], "at least one network"),
         ([{"tasks": ["a"]}, {"tasks": ["a"]}], "listed twice"),
     ],

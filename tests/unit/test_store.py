@@ -14,8 +14,12 @@ from autotask.train.result import NetworkResult
 
 def job(seed: int = 0, lr: float = 0.001) -> NetworkJob:
     return NetworkJob(
-        "suite", TaskTree(tasks=("a", "b")), BackboneSpec(name="mlp"),
-        OptimizerSpec(lr=lr), BalancerSpec(), seed,
+        "suite",
+        TaskTree(tasks=("a", "b")),
+        BackboneSpec(name="mlp"),
+        OptimizerSpec(lr=lr),
+        BalancerSpec(),
+        seed,
     )
 
 

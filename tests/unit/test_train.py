@@ -14,10 +14,13 @@ def run(suite: TaskSuite, device: torch.device, **opt: object) -> object:
     data = {k: v.to(device) for k, v in suite.splits.items()}
     settings = {"lr": 0.01, "epochs": 6, "batch_size": 32, "patience": 3, **opt}
     return train_network(
-        TaskTree(tasks=("bin", "cls", "reg")), data, interface_for(suite),
+        TaskTree(tasks=("bin", "cls", "reg")),
+        data,
+        interface_for(suite),
         backbone=BackboneSpec(**suite.default_backbone),
         optimizer=OptimizerSpec(**settings),  # type: ignore[arg-type]
-        balancer=BalancerSpec(), seed=0,
+        balancer=BalancerSpec(),
+        seed=0,
     )[1]
 
 
@@ -30,7 +33,9 @@ def test_training_is_deterministic_and_learns(tiny_suite: TaskSuite, device: tor
     assert first.val_metrics["bin"] > 0.6  # type: ignore[attr-defined]
 
 
-def test_metrics_are_reported_at_the_best_validation_epoch(tiny_suite: TaskSuite, device: torch.device) -> None:
+def test_metrics_are_reported_at_the_best_validation_epoch(
+    tiny_suite: TaskSuite, device: torch.device
+) -> None:
     result = run(tiny_suite, device, lr=0.05, epochs=30, patience=2)
     history = result.history  # type: ignore[attr-defined]
     best = min(range(len(history)), key=history.__getitem__) + 1
@@ -45,7 +50,19 @@ def test_masked_rows_do_not_contribute() -> None:
     full = masked_loss("classification", out, target, torch.tensor([True, True]))
     first = masked_loss("classification", out, target, torch.tensor([True, False]))
     assert first < full
-    none = masked_loss("regression", torch.ones(2, requires_grad=True), torch.zeros(2), torch.tensor([False, False]))
+    none = masked_loss(
+        "regression",
+        torch.ones(2, requires_grad=True),
+        torch.zeros(2),
+        torch.tensor([False, False]),
+    )
     assert none.item() == 0.0 and none.requires_grad
-    assert task_metric("classification", out, torch.tensor([0, 0]), torch.tensor([True, False])) == 1.0
-    assert task_metric("regression", torch.tensor([1.0, 5.0]), torch.zeros(2), torch.tensor([True, False])) == 1.0
+    assert (
+        task_metric("classification", out, torch.tensor([0, 0]), torch.tensor([True, False])) == 1.0
+    )
+    assert (
+        task_metric(
+            "regression", torch.tensor([1.0, 5.0]), torch.zeros(2), torch.tensor([True, False])
+        )
+        == 1.0
+    )

@@ -1,0 +1,5 @@
+"""``python -m autotask`` runs the CLI."""
+
+from autotask.cli import main
+
+main()
