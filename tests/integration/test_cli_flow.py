@@ -1,0 +1,115 @@
+"""The real CLI end to end on a tiny digits study: search, status, export, build, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import autotask
+
+STUDY = """
+name: tiny-digits
+suite: {name: digits, seed: 0}
+search_space:
+  partition: {max_groups: 3}
+  branching: {depths: [null, 1]}
+  optimizer: {lr: 0.005, epochs: 8, patience: 3}
+trials: 4
+seed: 0
+"""
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOTASK_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "autotask", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("flow")
+    (root / "study.yaml").write_text(STUDY)
+    run = cli("search", "study.yaml", "--quiet", cwd=root)
+    assert run.returncode == 0, run.stderr
+    assert "Best architecture" in run.stdout
+    assert "all-in-one network" in run.stdout
+    return root
+
+
+def test_search_writes_the_default_sqlite_database(finished_study: Path) -> None:
+    db = finished_study / "studies" / "tiny-digits.db"
+    assert db.is_file()
+    study = optuna.load_study(study_name="tiny-digits", storage=f"sqlite:///{db}")
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 4
+    for trial in trials:
+        for key in ("delta_m_val", "delta_m_test", "cost", "spec", "networks_trained", "val.digit"):
+            assert key in trial.user_attrs
+        assert trial.user_attrs["cost"] > 0
+
+
+def test_status_shows_states_and_per_task_table(finished_study: Path) -> None:
+    run = cli("status", "tiny-digits", "--json", cwd=finished_study)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["trials"] == {"COMPLETE": 4}
+    assert summary["best"]["delta_m_val"] is not None
+    table = cli("status", "tiny-digits", cwd=finished_study)
+    assert "single-task val" in table.stdout and "digit" in table.stdout
+
+
+def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_study: Path) -> None:
+    run = cli("export", "tiny-digits", "-o", "best.yaml", cwd=finished_study)
+    assert run.returncode == 0, run.stderr
+    path = finished_study / "best.yaml"
+    model = autotask.build_model(path)
+    outputs = model(torch.randn(3, 64))
+    spec = autotask.load_spec(path)
+    assert set(outputs) == set(spec.tasks) == set(autotask.get_suite("digits").task_names)
+
+    run = cli(
+        "evaluate",
+        "best.yaml",
+        "--seeds",
+        "0,1",
+        "--json",
+        "eval.json",
+        "--quiet",
+        cwd=finished_study,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads((finished_study / "eval.json").read_text())
+    import yaml
+
+    stored = yaml.safe_load(path.read_text())["metrics"]
+    # Same seed and settings as the study: identical metrics on CPU.
+    assert result["per_seed"]["0"]["delta_m_val"] == pytest.approx(stored["delta_m_val"], abs=1e-6)
+    assert result["per_seed"]["0"]["val_metrics"] == pytest.approx(stored["val"], abs=1e-6)
+    # Another seed stays within seed noise.
+    assert abs(result["per_seed"]["1"]["delta_m_val"] - stored["delta_m_val"]) < 10.0
+
+
+def test_repeated_architecture_trains_nothing(finished_study: Path) -> None:
+    storage = f"sqlite:///{finished_study}/studies/tiny-digits.db"
+    study = optuna.load_study(study_name="tiny-digits", storage=storage)
+    study.enqueue_trial(study.best_trial.params)
+    run = cli("search", "study.yaml", "--trials", "5", "--quiet", cwd=finished_study)
+    assert run.returncode == 0, run.stderr
+    study = optuna.load_study(study_name="tiny-digits", storage=storage)
+    last = study.trials[-1]
+    assert last.params == study.best_trial.params or last.value == study.best_trial.value
+    assert last.user_attrs["networks_trained"] == 0
+    assert last.user_attrs["networks_reused"] == len(last.user_attrs["spec"]["networks"])
