@@ -20,7 +20,13 @@ from autotask.train.losses import masked_loss
 from autotask.train.metrics import task_metric
 from autotask.train.result import NetworkResult, Status
 
-__all__ = ["EVAL_BATCH", "evaluate_network", "make_optimizer", "train_network"]
+__all__ = [
+    "EVAL_BATCH",
+    "evaluate_network",
+    "make_optimizer",
+    "train_network",
+    "validation_losses",
+]
 
 #: Rows per forward pass when evaluating.
 EVAL_BATCH = 4096
@@ -57,37 +63,51 @@ def _predict(net: TreeNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {t: torch.cat(chunks) for t, chunks in outputs.items()}
 
 
-def _losses(
+MaskMap = Mapping[str, torch.Tensor | None]
+
+
+def _sparse_masks(split: Split, tasks: Sequence[str]) -> dict[str, torch.Tensor | None]:
+    """Each task's mask, or None where every row is labelled (skips the masking work)."""
+    return {t: None if bool(split.masks[t].all()) else split.masks[t] for t in tasks}
+
+
+def _task_losses(
     outputs: Mapping[str, torch.Tensor],
-    split: Split,
+    targets: Mapping[str, torch.Tensor],
+    masks: MaskMap,
     kinds: Mapping[str, str],
     tasks: Sequence[str],
-    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    def pick(t: torch.Tensor) -> torch.Tensor:
-        return t if rows is None else t[rows]
-
-    return torch.stack(
-        [
-            masked_loss(kinds[t], outputs[t], pick(split.targets[t]), pick(split.masks[t]))
-            for t in tasks
-        ]
-    )
+    return torch.stack([masked_loss(kinds[t], outputs[t], targets[t], masks[t]) for t in tasks])
 
 
-def evaluate_network(
-    net: TreeNetwork, split: Split, kinds: Mapping[str, str]
-) -> tuple[dict[str, float], torch.Tensor]:
-    """Per-task metrics and per-task losses of ``net`` on ``split`` (eval mode)."""
+def _shuffle(split: Split, masks: MaskMap, order: torch.Tensor) -> tuple[Split, MaskMap]:
+    """The split's rows in ``order``: one gather per tensor per epoch, then batches are views."""
+    targets = {t: y[order] for t, y in split.targets.items()}
+    shuffled = {t: None if m is None else m[order] for t, m in masks.items()}
+    return Split(split.x[order], targets, {}), shuffled
+
+
+def validation_losses(
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str], masks: MaskMap
+) -> torch.Tensor:
+    """Per-task losses of ``net`` on ``split`` in eval mode."""
     was_training = net.training
     net.eval()
     outputs = _predict(net, split.x)
     net.train(was_training)
-    tasks = list(net.tasks)
-    metrics = {
-        t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in tasks
+    return _task_losses(outputs, split.targets, masks, kinds, list(net.tasks))
+
+
+def evaluate_network(net: TreeNetwork, split: Split, kinds: Mapping[str, str]) -> dict[str, float]:
+    """Per-task metrics of ``net`` on ``split`` (eval mode)."""
+    was_training = net.training
+    net.eval()
+    outputs = _predict(net, split.x)
+    net.train(was_training)
+    return {
+        t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in net.tasks
     }
-    return metrics, _losses(outputs, split, kinds, tasks)
 
 
 def train_network(
@@ -119,7 +139,8 @@ def train_network(
     bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
     opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
 
-    train = data["train"]
+    train, val = data["train"], data["val"]
+    train_masks, val_masks = _sparse_masks(train, tasks), _sparse_masks(val, tasks)
     n, bs = len(train), optimizer.batch_size
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
     history: list[float] = []
@@ -141,10 +162,13 @@ def train_network(
     net.train()
     for epoch in range(1, optimizer.epochs + 1):
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        epoch_data, epoch_masks = _shuffle(train, train_masks, order)
         epoch_loss = torch.zeros(len(tasks), device=device)
         for start in range(0, n, bs):
-            rows = order[start : start + bs]
-            losses = _losses(net(train.x[rows]), train, kinds, tasks, rows)
+            end = start + bs
+            targets = {t: y[start:end] for t, y in epoch_data.targets.items()}
+            masks = {t: None if m is None else m[start:end] for t, m in epoch_masks.items()}
+            losses = _task_losses(net(epoch_data.x[start:end]), targets, masks, kinds, tasks)
             opt.zero_grad(set_to_none=True)
             bal.backward(losses, net)
             if optimizer.grad_clip is not None:
@@ -161,8 +185,7 @@ def train_network(
                 "diverged", f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"
             )
         bal.end_epoch(epoch_loss * (bs / n))
-        _, val_losses = evaluate_network(net, data["val"], kinds)
-        val_loss = float(val_losses.sum())
+        val_loss = float(validation_losses(net, val, kinds, val_masks).sum())
         history.append(val_loss)
         if not math.isfinite(val_loss):
             return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
@@ -178,7 +201,7 @@ def train_network(
 
     net.load_state_dict(best_state)
     final = result("ok")
-    final.val_metrics, _ = evaluate_network(net, data["val"], kinds)
-    final.test_metrics, _ = evaluate_network(net, data["test"], kinds)
+    final.val_metrics = evaluate_network(net, val, kinds)
+    final.test_metrics = evaluate_network(net, data["test"], kinds)
     final.val_loss = best_loss
     return net, final

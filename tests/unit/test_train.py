@@ -66,3 +66,17 @@ def test_masked_rows_do_not_contribute() -> None:
         )
         == 1.0
     )
+
+
+def test_unmasked_path_equals_masked_path_with_all_rows() -> None:
+    torch.manual_seed(0)
+    cases = {
+        "classification": (torch.randn(6, 4), torch.randint(0, 4, (6,))),
+        "binary": (torch.randn(6), torch.randint(0, 2, (6,)).float()),
+        "multilabel": (torch.randn(6, 3), torch.randint(0, 2, (6, 3)).float()),
+        "regression": (torch.randn(6), torch.randn(6)),
+        "dense": (torch.randn(6, 2, 3, 3), torch.randn(6, 2, 3, 3)),
+    }
+    for kind, (out, target) in cases.items():
+        full = masked_loss(kind, out, target, torch.ones(6, dtype=torch.bool))
+        assert torch.allclose(masked_loss(kind, out, target, None), full, atol=1e-6), kind
