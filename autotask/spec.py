@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 from autotask.errors import ConfigError
-from autotask.validation import format_validation_error
+from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = [
     "ArchitectureSpec",
@@ -127,13 +127,18 @@ class BackboneSpec(_Canonical):
 
 
 class TaskTree(_Canonical):
-    """One node of a task tree (the root node is a whole network)."""
+    """One node of a task tree (the root node is a whole network).
+
+    ``balancer`` (root nodes only) trains this network with its own balancer instead of
+    the architecture's; None (the default, left out of the dump) uses the architecture's.
+    """
 
     model_config = _FROZEN
 
     tasks: tuple[str, ...]
     branch_at: int | None = None
     children: tuple[TaskTree, ...] = ()
+    balancer: BalancerSpec | None = None
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -163,6 +168,10 @@ class TaskTree(_Canonical):
                     f"node {list(self.tasks)}: children must split its tasks exactly, got "
                     f"{[list(c.tasks) for c in self.children]}"
                 )
+            if any(c.balancer is not None for c in self.children):
+                raise ValueError(
+                    f"node {list(self.tasks)}: only a network's root may name a balancer"
+                )
             object.__setattr__(
                 self, "children", tuple(sorted(self.children, key=lambda c: c.tasks))
             )
@@ -174,6 +183,8 @@ class TaskTree(_Canonical):
         if self.branch_at is None:
             data.pop("branch_at", None)
             data.pop("children", None)
+        if self.balancer is None:
+            data.pop("balancer", None)
         return data
 
     def iter_nodes(self, start: int = 0) -> Iterator[tuple[TaskTree, int, int | None]]:
@@ -255,7 +266,10 @@ class ArchitectureSpec(_Canonical):
         return stable_hash(self.identity())
 
     def describe(self) -> str:
-        nets = " | ".join(n.describe() for n in self.networks)
+        nets = " | ".join(
+            n.describe() + (f" ({n.balancer.name})" if n.balancer is not None else "")
+            for n in self.networks
+        )
         return f"{nets}  balancer={self.balancer.name}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -281,15 +295,7 @@ INFO_KEYS = ("metrics", "study", "baseline")
 
 def load_spec(path: str | Path) -> ArchitectureSpec:
     """Read an architecture YAML (hand-written or exported)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path)
     for key in INFO_KEYS:
         data.pop(key, None)
     return ArchitectureSpec.from_dict(data, source=str(path))

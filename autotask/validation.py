@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
-from autotask.errors import closest
+from autotask.errors import ConfigError, closest
 
-__all__ = ["format_validation_error"]
+__all__ = ["format_validation_error", "read_yaml_mapping"]
+
+
+def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """The mapping at the top of a YAML file; a missing file, malformed YAML or another
+    top-level type is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 def format_validation_error(

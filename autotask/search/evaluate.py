@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autotask.errors import ConfigError
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.study import build_suite
@@ -17,6 +15,7 @@ from autotask.search.study_config import SuiteConfig
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
 from autotask.store.cache import MemoryCache
 from autotask.train.device import pick_device
+from autotask.validation import read_yaml_mapping
 
 __all__ = ["Evaluation", "evaluate_architecture"]
 
@@ -56,7 +55,7 @@ def _baseline_settings(
     path: Path, spec: ArchitectureSpec
 ) -> tuple[OptimizerSpec, BackboneSpec | None]:
     """Baseline settings recorded by ``autotask export``, else the spec's own."""
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_mapping(path)
     recorded = data.get("baseline") or {}
     optimizer = OptimizerSpec.model_validate(recorded.get("optimizer", spec.optimizer.model_dump()))
     backbone = recorded.get("backbone")

@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
-from autotask.validation import format_validation_error
+from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = ["StudyConfig", "SuiteConfig", "load_study_config"]
 
@@ -84,14 +83,7 @@ _MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig)
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read a study YAML; a ``search_space`` path is resolved relative to the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such study file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, "study file")
     space = data.get("search_space")
     if isinstance(space, str):
         space_path = (path.parent / space).resolve()
