@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -12,23 +13,33 @@ from autotask.errors import ConfigError
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork
 
+__all__ = ["Equal"]
+
 
 class Equal(Balancer):
-    """Sum (default) or mean of the task losses; the plain multi-task baseline."""
+    """Sum (default) or mean of the task losses; the plain multi-task baseline.
+
+    Weights are 1 each with ``reduction=sum`` (the common scale: they sum to ``k``) and
+    ``1/k`` each with ``reduction=mean`` (they sum to 1: the learning rate is effectively
+    divided by ``k``).
+    """
 
     name = "equal"
     family: ClassVar[Family] = "loss"
+    relative_cost = "1.0x"
     hparams: ClassVar[dict[str, Any]] = {"reduction": "sum"}
-    description = "Equal weights: sum of task losses (reduction=sum) or their mean."
+    description = (
+        "Equal weights: sum of task losses (reduction=sum, weights 1) or their mean "
+        "(reduction=mean, weights 1/k)."
+    )
 
-    def __init__(self, tasks: Any, **params: Any) -> None:
+    def __init__(self, tasks: Sequence[str], **params: Any) -> None:
         super().__init__(tasks, **params)
         if self.params["reduction"] not in ("sum", "mean"):
             raise ConfigError("balancer 'equal': reduction must be 'sum' or 'mean'")
-        scale = 1.0 if self.params["reduction"] == "sum" else 1.0 / self.num_tasks
-        self._weights = torch.full((self.num_tasks,), scale)
+        self._scale = 1.0 if self.params["reduction"] == "sum" else 1.0 / self.num_tasks
 
-    def backward(self, losses: torch.Tensor, network: TreeNetwork) -> torch.Tensor:
+    def _backward(self, losses: torch.Tensor, network: TreeNetwork) -> torch.Tensor:
         total = losses.sum() if self.params["reduction"] == "sum" else losses.mean()
         torch.autograd.backward(total)
-        return self._weights
+        return torch.full_like(losses, self._scale).detach()

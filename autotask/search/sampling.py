@@ -110,8 +110,14 @@ def sample_architecture(
         depth = None
         if len(group) >= 2:
             depth = suggest(trial, f"depth[g{index}]", _choice(space.branching.depths))
-        networks.append(group_tree(group, depth))
-    balancer = _sample_balancer(trial, space)
+        tree = group_tree(group, depth)
+        if space.balancer_per_network and len(group) >= 2:
+            own = _sample_balancer(trial, space, f"balancer[g{index}]")
+            tree = tree.model_copy(update={"balancer": own})
+        networks.append(tree)
+    # per network: single-task networks train plainly whatever the balancer, so they keep
+    # the default (and share cached results with the single-task baselines' settings)
+    balancer = BalancerSpec() if space.balancer_per_network else _sample_balancer(trial, space)
     optimizer = OptimizerSpec(
         **{k: suggest(trial, f"optimizer.{k}", v) for k, v in space.optimizer.fields().items()}
     )
@@ -132,9 +138,13 @@ def _choice(values: list[Any]) -> Choice:
     return Choice(choices=values)
 
 
-def _sample_balancer(trial: optuna.Trial, space: SearchSpace) -> BalancerSpec:
+def _sample_balancer(
+    trial: optuna.Trial, space: SearchSpace, prefix: str = "balancer"
+) -> BalancerSpec:
+    """The balancer (parameter ``prefix``) and its hyperparameters, each the conditional
+    parameter ``{prefix}.{name}.{param}``."""
     names = [b.name for b in space.balancers]
-    name = names[0] if len(names) == 1 else trial.suggest_categorical("balancer", names)
+    name = names[0] if len(names) == 1 else trial.suggest_categorical(prefix, names)
     option = next(b for b in space.balancers if b.name == name)
-    params = {k: suggest(trial, f"balancer.{name}.{k}", v) for k, v in option.params.items()}
+    params = {k: suggest(trial, f"{prefix}.{name}.{k}", v) for k, v in option.params.items()}
     return BalancerSpec(name=name, params=params)

@@ -195,7 +195,11 @@ class TrainingContext:
         trained = reused = 0
         keys = []
         for tree in spec.networks:
-            job = self.job(tree, backbone, spec.optimizer, spec.balancer)
+            # a network's own balancer wins; the job's tree leaves it out, so the cache key
+            # is the same as for that balancer given at the architecture level
+            balancer = tree.balancer or spec.balancer
+            plain = tree if tree.balancer is None else tree.model_copy(update={"balancer": None})
+            job = self.job(plain, backbone, spec.optimizer, balancer)
             result, was_trained = self.run(job)
             trained, reused = trained + was_trained, reused + (not was_trained)
             keys.append(job.key)

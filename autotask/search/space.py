@@ -9,6 +9,9 @@ Example (``search_spaces/default.yaml``)::
       depths: [null, 2]        # null: share the whole backbone; k: share stages [0, k)
     balancers:
       - name: equal
+      - name: mgda             # gradient methods: mode auto = representation for large trunks
+        params: {mode: {choices: [parameters, representation]}}
+    balancer_per_network: false  # true: each network of a trial picks its own balancer
     optimizer:
       lr: {low: 0.001, high: 0.01, log: true, default: 0.003}
       epochs: 40
@@ -22,13 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autotask.errors import ConfigError
 from autotask.search.params import Choice, Range, Searchable, default_of
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec
-from autotask.validation import format_validation_error
+from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = [
     "BackboneSpace",
@@ -141,6 +143,9 @@ class SearchSpace(BaseModel):
     partition: PartitionSpace = PartitionSpace()
     branching: BranchingSpace = BranchingSpace()
     balancers: list[BalancerOption] = Field(default_factory=lambda: [BalancerOption(name="equal")])
+    #: False: one balancer per architecture (parameter ``balancer``); True: every network
+    #: of two or more tasks picks its own (``balancer[g{i}]`` for the i-th group opened).
+    balancer_per_network: bool = False
     optimizer: OptimizerSpace = OptimizerSpace()
     backbone: BackboneSpace = BackboneSpace()
 
@@ -180,11 +185,4 @@ def parse_search_space(data: Any, source: str) -> SearchSpace:
 
 def load_search_space(path: str | Path) -> SearchSpace:
     """Read and validate a search space YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such search space file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    return parse_search_space(data, str(path))
+    return parse_search_space(read_yaml_mapping(path, "search space file"), str(path))

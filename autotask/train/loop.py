@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from autotask.balancing import Balancer, build_balancer
+from autotask.errors import TrialDiverged
 from autotask.models import build_network
 from autotask.models.cost import count_macs, count_parameters
 from autotask.models.tree import TreeNetwork
@@ -125,8 +126,9 @@ def train_network(
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the
     network's tasks), stops after ``optimizer.patience`` epochs without improvement,
-    and reports metrics on val and test at that epoch. A non-finite loss stops the
-    network and returns a ``diverged`` result instead of raising.
+    and reports metrics on val and test at that epoch. A non-finite loss, or a balancer
+    that cannot produce a finite update (:class:`TrialDiverged` from its ``backward`` or
+    ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising.
     """
     started = time.perf_counter()
     generator = seed_everything(seed)
@@ -137,6 +139,7 @@ def train_network(
     tasks = list(net.tasks)
     kinds = {t: interface.heads[t][0] for t in tasks}
     bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
+    bal.attach(net)
     opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
 
     train, val = data["train"], data["val"]
@@ -164,17 +167,20 @@ def train_network(
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         epoch_data, epoch_masks = _shuffle(train, train_masks, order)
         epoch_loss = torch.zeros(len(tasks), device=device)
-        for start in range(0, n, bs):
-            end = start + bs
-            targets = {t: y[start:end] for t, y in epoch_data.targets.items()}
-            masks = {t: None if m is None else m[start:end] for t, m in epoch_masks.items()}
-            losses = _task_losses(net(epoch_data.x[start:end]), targets, masks, kinds, tasks)
-            opt.zero_grad(set_to_none=True)
-            bal.backward(losses, net)
-            if optimizer.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), optimizer.grad_clip)
-            opt.step()
-            epoch_loss += losses.detach()
+        try:
+            for start in range(0, n, bs):
+                end = start + bs
+                targets = {t: y[start:end] for t, y in epoch_data.targets.items()}
+                masks = {t: None if m is None else m[start:end] for t, m in epoch_masks.items()}
+                losses = _task_losses(net(epoch_data.x[start:end]), targets, masks, kinds, tasks)
+                opt.zero_grad(set_to_none=True)
+                bal.backward(losses, net)
+                if optimizer.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), optimizer.grad_clip)
+                opt.step()
+                epoch_loss += losses.detach()
+        except TrialDiverged as exc:  # the balancer could not produce a finite update
+            return net, result("diverged", f"{exc} at epoch {epoch}")
         if sched is not None:
             sched.step()
         if not bool(torch.isfinite(epoch_loss).all()):
@@ -184,7 +190,10 @@ def train_network(
             return net, result(
                 "diverged", f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"
             )
-        bal.end_epoch(epoch_loss * (bs / n))
+        try:
+            bal.end_epoch(epoch_loss * (bs / n))
+        except TrialDiverged as exc:
+            return net, result("diverged", f"{exc} at epoch {epoch}")
         val_loss = float(validation_losses(net, val, kinds, val_masks).sum())
         history.append(val_loss)
         if not math.isfinite(val_loss):
