@@ -37,7 +37,9 @@ def main() -> None:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_study_config(args.study)
-    print(f"{'seed':>4} {'first planted trial':>20} {'planted Δm':>11} {'best trial':>11} {'best Δm':>8}")
+    print(
+        f"{'seed':>4} {'first planted trial':>20} {'planted Δm':>11} {'best trial':>11} {'best Δm':>8}"
+    )
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

@@ -32,13 +32,16 @@ def test_grouping_search_finds_the_planted_partition(seed: int, tmp_path: Path) 
     if partition(found) == planted:
         return
     # Otherwise the best must be as good as the planted partition within seed noise.
-    base = found.model_copy(update={"networks": tuple(TaskTree(tasks=tuple(sorted(g))) for g in planted)})
+    base = found.model_copy(
+        update={"networks": tuple(TaskTree(tasks=tuple(sorted(g))) for g in planted)}
+    )
     planted_score = session.context.score(base).delta_m_val
     noise = []
     for other in (seed + 100, seed + 200):
         session.context.seed = other
         noise.append(session.context.score(base).delta_m_val)
-    spread = max(noise + [planted_score]) - min(noise + [planted_score])
+    values = [*noise, planted_score]
+    spread = max(values) - min(values)
     assert session.study.best_value >= planted_score - max(spread, 0.5), (
         f"best {found.describe()} Δm {session.study.best_value:.2f} vs planted {planted_score:.2f}"
     )
