@@ -37,9 +37,8 @@ def main() -> None:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_study_config(args.study)
-    print(
-        f"{'seed':>4} {'first planted trial':>20} {'planted Δm':>11} {'best trial':>11} {'best Δm':>8}"
-    )
+    header = ("seed", "first planted trial", "planted Δm", "best trial", "best Δm")
+    print("{:>4} {:>20} {:>11} {:>11} {:>8}".format(*header))
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -54,9 +53,10 @@ def main() -> None:
             best = session.study.best_trial
             first = hits[0].number if hits else None
             found.append(first)
+            planted_value = hits[0].value if hits else float("nan")
             print(
                 f"{seed:>4} {first if first is not None else 'never':>20} "
-                f"{hits[0].value if hits else float('nan'):>11.2f} {best.number:>11} {best.value:>8.2f}"
+                f"{planted_value:>11.2f} {best.number:>11} {best.value:>8.2f}"
             )
     hit = [f for f in found if f is not None]
     print(f"planted partition found in {len(hit)}/{len(found)} seeds; trials needed: {hit}")
