@@ -43,8 +43,12 @@ def _load_entry_points() -> None:
             SUITES.add(ep.name, ep.load())
 
 
+_BUILTINS = ("digits", "synthetic", "tabular")
+
+
 def _import_builtins() -> None:
-    from autotask.suites import digits, synthetic, tabular  # noqa: F401
+    for module in _BUILTINS:
+        importlib.import_module(f"autotask.suites.{module}")
 
 
 def list_suites(pattern: str = "*") -> list[str]:
