@@ -56,10 +56,12 @@ def split_indices(
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def standardize(values: FloatArray, train_rows: npt.NDArray[np.bool_]) -> tuple[FloatArray, float, float]:
-    """``values`` scaled by the mean and std of ``values[train_rows]`` (std 0 -> 1)."""
-    mean = float(values[train_rows].mean())
-    std = float(values[train_rows].std())
+def standardize(
+    values: FloatArray, reference: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, float, float]:
+    """``values`` scaled by the mean and std of ``values[reference]`` (std 0 -> 1)."""
+    mean = float(values[reference].mean())
+    std = float(values[reference].std())
     std = std if std > 0 else 1.0
     return (values - mean) / std, mean, std
 
@@ -84,9 +86,7 @@ def _tasks() -> list[Task]:
 
 
 @register_suite("digits")
-def digits(
-    *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15
-) -> TaskSuite:
+def digits(*, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> TaskSuite:
     """The 1797 8x8 digits as 64 pixels in [0, 1]; tasks derived from the digit and image.
 
     Tasks: ``digit`` (10 classes); binary ``parity`` (odd), ``gt4`` (digit > 4), ``prime``
@@ -98,7 +98,10 @@ def digits(
     pixels = np.asarray(bunch.data, dtype=np.float64) / 16.0
     labels = np.asarray(bunch.target, dtype=np.int64)
     rows = split_indices(
-        len(labels), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        len(labels),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
         stratify=labels,
     )
     is_train = np.zeros(len(labels), dtype=bool)

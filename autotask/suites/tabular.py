@@ -1,28 +1,23 @@
-"""``tabular``: a user's CSV or Parquet file with one column per target.
+"""``tabular``: a user's CSV or Parquet file with one column per prediction target.
 
-Example study entry::
+Features: numeric columns are standardized with train-split mean and std (std 0 -> 1);
+missing or infinite values are imputed with the train mean (0 after scaling). Columns
+of bool, string, object or category dtype are one-hot encoded with the categories of
+the whole column, sorted by their text; a missing value encodes as all zeros.
 
-    suite:
-      name: tabular
-      path: data/measurements.csv
-      tasks:
-        - {name: yield, column: yield, kind: regression}
-        - {name: grade, column: grade, kind: classification}
-        - {name: defect, column: defect, kind: binary}
-      features: [temperature, pressure, line]   # default: every other column
-      split: {column: fold}                       # or {fractions: [0.7, 0.15, 0.15], seed: 0}
-
-Numeric features are standardized with train-split statistics (missing values take the
-train mean); categorical features (strings, booleans, categories) are one-hot encoded
-over the categories of the whole column, in sorted order. A row whose target is missing
-is masked for that task only. Regression targets are standardized with train statistics
-(``metadata["target_scaling"]`` holds mean and std); class labels are mapped to
-``0..C-1`` in sorted order (``metadata["classes"]``).
+Targets: ``classification`` labels become ids 0..C-1 in sorted order, ``binary`` columns
+need exactly two distinct values (sorted: the second is 1), ``regression`` columns are
+standardized with the labelled train rows' mean and std. ``metadata["classes"]`` and
+``metadata["target_scaling"]`` keep what is needed to map predictions back. A row with a
+missing target is masked for that task only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,164 +33,290 @@ from autotask.suites.digits import split_indices, standardize
 
 __all__ = ["tabular"]
 
-_KINDS = ("classification", "binary", "regression")
-_SPLIT_KEYS = {"fractions", "seed", "column"}
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+Scalar = str | int | float | bool
+
+_KINDS: tuple[str, ...] = ("classification", "binary", "regression")
+_READERS: dict[str, Callable[[io.BytesIO], pd.DataFrame]] = {
+    ".csv": pd.read_csv,
+    ".parquet": pd.read_parquet,
+    ".pq": pd.read_parquet,
+}
+_DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
-def _fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class _TaskSpec:
+    name: str
+    column: str
+    kind: TaskKind
 
 
-def _read(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise ConfigError(f"{path}: expected a .csv or .parquet file")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
-    if frame.empty:
-        raise DataError(f"{path}: the file has no rows")
-    return frame
+@dataclass
+class _Target:
+    values: npt.NDArray[Any]
+    labelled: BoolArray
+    task: Task
+    classes: list[Scalar] | None = None
+    scaling: dict[str, float] | None = None
 
 
-def _parse_tasks(tasks: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """``(name, column, kind)`` per task; config errors name the offending entry."""
-    if not tasks:
-        raise ConfigError("suite tabular: list at least one task under 'tasks'")
-    parsed, seen = [], set()
+class _File:
+    """The loaded table plus what error messages need to name it."""
+
+    def __init__(self, path: str, frame: pd.DataFrame) -> None:
+        self.path = path
+        self.frame = frame
+
+    def error(self, message: str) -> DataError:
+        return DataError(f"tabular: {self.path}: {message}")
+
+    def column(self, name: str, role: str) -> pd.Series:
+        if name not in self.frame.columns:
+            available = ", ".join(map(str, self.frame.columns))
+            raise self.error(f"no column {name!r} ({role}); available columns: {available}")
+        return self.frame[name]
+
+
+def _task_specs(tasks: object) -> list[_TaskSpec]:
+    if not isinstance(tasks, Sequence) or isinstance(tasks, str) or not tasks:
+        raise ConfigError("tabular: 'tasks' must be a non-empty list of {name, column, kind}")
+    specs: list[_TaskSpec] = []
     for entry in tasks:
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ConfigError(f"suite tabular: each task needs a name, got {entry!r}")
-        unknown = set(entry) - {"name", "column", "kind"}
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"tabular: each task needs a string 'name', got {entry!r}")
+        unknown = sorted(set(entry) - {"name", "column", "kind"})
         if unknown:
-            raise ConfigError(
-                f"suite tabular: task {entry['name']!r}: unknown keys {sorted(unknown)}"
-            )
-        name, column = str(entry["name"]), str(entry.get("column", entry["name"]))
-        kind = str(entry.get("kind", "regression"))
+            raise ConfigError(f"tabular: task {entry['name']!r}: unknown keys {unknown}")
+        kind = entry.get("kind")
         if kind not in _KINDS:
             raise ConfigError(
-                f"suite tabular: task {name!r}: unknown kind {kind!r}; known: {', '.join(_KINDS)}"
+                f"tabular: task {entry['name']!r}: kind must be one of {', '.join(_KINDS)}, "
+                f"got {kind!r}"
             )
-        if name in seen:
-            raise ConfigError(f"suite tabular: task listed twice: {name!r}")
-        seen.add(name)
-        parsed.append((name, column, kind))
-    return parsed
+        column = entry.get("column", entry["name"])
+        if not isinstance(column, str):
+            raise ConfigError(f"tabular: task {entry['name']!r}: 'column' must be a string")
+        if any(s.name == entry["name"] for s in specs):
+            raise ConfigError(f"tabular: task listed twice: {entry['name']!r}")
+        specs.append(_TaskSpec(entry["name"], column, cast(TaskKind, kind)))
+    return specs
 
 
-def _require(frame: pd.DataFrame, path: Path, columns: list[str], role: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        available = ", ".join(map(str, frame.columns))
-        raise DataError(f"{path}: {role} column {missing[0]!r} not found; columns: {available}")
-
-
-def _split_rows(
-    frame: pd.DataFrame, path: Path, split: dict[str, Any] | None, seed: int
-) -> dict[str, npt.NDArray[np.int64]]:
-    split = dict(split or {})
-    unknown = set(split) - _SPLIT_KEYS
-    if unknown:
-        raise ConfigError(f"suite tabular: split: unknown keys {sorted(unknown)}")
-    if "column" in split:
-        column = str(split["column"])
-        _require(frame, path, [column], "split")
-        values = frame[column].astype(str).str.strip().str.lower()
-        bad = sorted(set(values) - set(SPLITS))
-        if bad:
-            raise DataError(
-                f"{path}: split column {column!r} has values other than train/val/test: {bad[:3]}"
-            )
-        rows = {s: np.flatnonzero((values == s).to_numpy()).astype(np.int64) for s in SPLITS}
-        empty = [s for s, r in rows.items() if len(r) == 0]
-        if empty:
-            raise DataError(f"{path}: split column {column!r} has no {empty[0]!r} rows")
-        return rows
-    fractions = split.get("fractions", [0.7, 0.15, 0.15])
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
+def _split_spec(split: object, seed: int) -> dict[str, Any]:
+    """``{"fractions": [train, val, test], "seed": s}`` or ``{"column": name}``."""
+    if split is None:
+        return {"fractions": list(_DEFAULT_FRACTIONS), "seed": seed}
+    if not isinstance(split, Mapping) or ("column" in split) == ("fractions" in split):
         raise ConfigError(
-            f"suite tabular: split.fractions must be three numbers summing to 1, got {fractions}"
+            "tabular: 'split' must be {fractions: [train, val, test], seed: N} or {column: NAME}"
         )
-    if len(frame) < 3:
-        raise DataError(f"{path}: {len(frame)} rows are too few for a train/val/test split")
-    return split_indices(
-        len(frame),
-        val_fraction=float(fractions[1]),
-        test_fraction=float(fractions[2]),
-        seed=int(split.get("seed", seed)),
+    if "column" in split:
+        if set(split) != {"column"} or not isinstance(split["column"], str):
+            raise ConfigError(f"tabular: split {{column: NAME}} takes one string, got {split!r}")
+        return {"column": split["column"]}
+    unknown = sorted(set(split) - {"fractions", "seed"})
+    fractions = split["fractions"]
+    if unknown or not _valid_fractions(fractions):
+        raise ConfigError(
+            f"tabular: split fractions must be three positive numbers summing to 1, got {split!r}"
+        )
+    return {"fractions": [float(f) for f in fractions], "seed": int(split.get("seed", seed))}
+
+
+def _valid_fractions(fractions: object) -> bool:
+    return (
+        isinstance(fractions, Sequence)
+        and len(fractions) == 3
+        and all(isinstance(f, int | float) and f > 0 for f in fractions)
+        and abs(sum(fractions) - 1) < 1e-6
     )
 
 
-def _features(
-    frame: pd.DataFrame, columns: list[str], is_train: npt.NDArray[np.bool_]
-) -> tuple[npt.NDArray[np.float32], list[str]]:
-    """Standardized numeric and one-hot categorical features, and their names."""
-    blocks: list[npt.NDArray[np.float64]] = []
-    names: list[str] = []
-    for column in columns:
-        series = frame[column]
-        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-            train_mean = (
-                np.nanmean(values[is_train]) if np.isfinite(values[is_train]).any() else 0.0
-            )
-            values = np.where(np.isnan(values), train_mean, values)
-            scaled, _, _ = standardize(values, is_train)
-            blocks.append(scaled[:, None])
-            names.append(column)
-        else:
-            text = series.astype("string").fillna("<missing>")
-            categories = sorted(set(text))
-            onehot = np.stack([(text == c).to_numpy(dtype=bool) for c in categories], axis=1)
-            blocks.append(onehot.astype(np.float64))
-            names += [f"{column}={c}" for c in categories]
-    return np.concatenate(blocks, axis=1).astype(np.float32), names
-
-
-def _target(
-    series: pd.Series, kind: str, path: Path, column: str, is_train: npt.NDArray[np.bool_]
-) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_], dict[str, Any]]:
-    """Encoded target values, the labelled-row mask, and metadata for one task."""
-    labelled = series.notna().to_numpy()
-    if not labelled.any():
-        raise DataError(f"{path}: target column {column!r} has no labels")
-    if kind == "regression":
-        numeric = pd.to_numeric(series, errors="coerce")
-        bad = series[numeric.isna() & series.notna()]
-        if len(bad):
-            raise DataError(
-                f"{path}: regression target column {column!r} is not numeric (e.g. {bad.iloc[0]!r})"
-            )
-        values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
-        train = is_train & labelled
-        if not train.any():
-            raise DataError(f"{path}: target column {column!r} has no labels in the train split")
-        scaled, mean, std = standardize(np.nan_to_num(values), train)
-        return scaled.astype(np.float32), labelled, {"mean": mean, "std": std}
-    classes = sorted(series[series.notna()].unique().tolist(), key=str)
-    if len(classes) < 2:
-        raise DataError(f"{path}: target column {column!r} has only one class ({classes[0]!r})")
-    if kind == "binary" and len(classes) > 2:
-        raise DataError(
-            f"{path}: binary target column {column!r} has {len(classes)} values, expected 2"
+def _read(path: str) -> tuple[_File, str]:
+    """The table and the first 16 hex digits of the sha256 of its bytes."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _READERS:
+        raise ConfigError(
+            f"tabular: {path}: unsupported file type {suffix!r}; use .csv, .parquet or .pq"
         )
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"tabular: file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"tabular: cannot read {path}: {exc}") from None
+    try:
+        frame = _READERS[suffix](io.BytesIO(data))
+    except pd.errors.EmptyDataError:
+        raise DataError(f"tabular: {path}: the file is empty") from None
+    except Exception as exc:  # parsers raise many types; all mean a malformed file
+        raise DataError(f"tabular: {path}: cannot parse the file: {exc}") from None
+    if len(frame) == 0:
+        raise DataError(f"tabular: {path}: the file has no rows")
+    frame.columns = pd.Index([str(c) for c in frame.columns])
+    return _File(path, frame.reset_index(drop=True)), hashlib.sha256(data).hexdigest()[:16]
+
+
+def _rows(file: _File, spec: Mapping[str, Any]) -> dict[str, npt.NDArray[np.int64]]:
+    n = len(file.frame)
+    if "column" in spec:
+        return _rows_from_column(file, spec["column"])
+    _, val, test = spec["fractions"]
+    try:
+        rows = split_indices(n, val_fraction=val, test_fraction=test, seed=spec["seed"])
+    except ValueError:
+        raise file.error(f"{n} rows are too few for split fractions {spec['fractions']}") from None
+    for name, idx in rows.items():
+        if len(idx) == 0:
+            raise file.error(f"split {name!r} is empty ({n} rows, fractions {spec['fractions']})")
+    return rows
+
+
+def _rows_from_column(file: _File, column: str) -> dict[str, npt.NDArray[np.int64]]:
+    values = file.column(column, "split column").astype(object)
+    bad = sorted({str(v) for v in values if not (isinstance(v, str) and v in SPLITS)})
+    if bad:
+        raise file.error(
+            f"split column {column!r} has values other than train/val/test: {', '.join(bad[:5])}"
+        )
+    rows = {s: np.flatnonzero((values == s).to_numpy()).astype(np.int64) for s in SPLITS}
+    for name, idx in rows.items():
+        if len(idx) == 0:
+            raise file.error(f"split column {column!r} has no {name!r} rows")
+    return rows
+
+
+def _feature_names(
+    file: _File, features: object, specs: list[_TaskSpec], split_column: str | None
+) -> list[str]:
+    reserved = {s.column for s in specs} | ({split_column} if split_column else set())
+    if features is None:
+        names = [c for c in file.frame.columns if c not in reserved]
+    else:
+        if not isinstance(features, Sequence) or isinstance(features, str):
+            raise ConfigError("tabular: 'features' must be a list of column names")
+        names = [str(f) for f in features]
+        twice = sorted({f for f in names if names.count(f) > 1})
+        if twice:
+            raise ConfigError(f"tabular: feature listed twice: {', '.join(twice)}")
+        for name in names:
+            if name in reserved:
+                raise ConfigError(f"tabular: feature {name!r} is also a task or split column")
+            file.column(name, "feature")
+    if not names:
+        raise file.error(
+            f"no feature columns left (columns: {', '.join(file.frame.columns)}; "
+            f"task/split columns: {', '.join(sorted(reserved))})"
+        )
+    return names
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return bool(
+        pd.api.types.is_bool_dtype(series)
+        or pd.api.types.is_object_dtype(series)
+        or pd.api.types.is_string_dtype(series)
+        or isinstance(series.dtype, pd.CategoricalDtype)
+    )
+
+
+def _encode_features(
+    file: _File, names: list[str], is_train: BoolArray
+) -> tuple[FloatArray, list[str]]:
+    """The ``[N, D]`` feature matrix and the name of each of its columns."""
+    blocks: list[FloatArray] = []
+    columns: list[str] = []
+    for name in names:
+        series = file.frame[name]
+        if _is_categorical(series):
+            block, categories = _one_hot(series)
+            columns += [f"{name}={c}" for c in categories]
+        elif pd.api.types.is_numeric_dtype(series):
+            block = _scaled_numeric(file, name, series, is_train)[:, None]
+            columns.append(name)
+        else:
+            raise file.error(
+                f"feature column {name!r} has unsupported dtype {series.dtype}; "
+                "convert it to numbers or strings"
+            )
+        blocks.append(block)
+    return np.concatenate(blocks, axis=1), columns
+
+
+def _one_hot(series: pd.Series) -> tuple[FloatArray, list[str]]:
+    values = series.astype(object).to_numpy()
+    present = pd.notna(values)
+    categories = sorted({str(v) for v in values[present]})
+    text = np.array([str(v) for v in values], dtype=object)
+    block = np.stack([(text == c) & present for c in categories], axis=1).astype(np.float64)
+    return block.reshape(len(values), len(categories)), categories
+
+
+def _scaled_numeric(file: _File, name: str, series: pd.Series, is_train: BoolArray) -> FloatArray:
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    known = np.isfinite(values)
+    if not (known & is_train).any():
+        raise file.error(f"feature column {name!r} has no values in the train split")
+    scaled, _, _ = standardize(values, known & is_train)
+    return np.where(known, scaled, 0.0)
+
+
+def _plain(value: Any) -> Scalar:
+    """A numpy or pandas scalar as a plain Python value (integral floats as int)."""
+    item: Scalar = value.item() if isinstance(value, np.generic) else value
+    if isinstance(item, float) and item.is_integer():
+        return int(item)
+    return item
+
+
+def _sorted_classes(values: Sequence[Any]) -> list[Scalar]:
+    distinct = {_plain(v) for v in values}
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return sorted(distinct, key=str)
+
+
+def _target(file: _File, spec: _TaskSpec, is_train: BoolArray) -> _Target:
+    series = file.column(spec.column, f"target of task {spec.name!r}")
+    labelled = series.notna().to_numpy()
+    what = f"{spec.kind} column {spec.column!r} (task {spec.name!r})"
+    if not (labelled & is_train).any():
+        raise file.error(f"{what} has no labelled rows in the train split")
+    if spec.kind == "regression":
+        return _regression(file, spec, series, labelled, is_train, what)
+    classes = _sorted_classes(series[labelled].tolist())
+    if len(classes) < 2:
+        raise file.error(f"{what} has only one class: {classes[0]!r}")
+    if spec.kind == "binary" and len(classes) > 2:
+        shown = ", ".join(map(repr, classes[:5]))
+        raise file.error(f"{what} has {len(classes)} distinct values, expected 2: {shown}")
     index = {c: i for i, c in enumerate(classes)}
-    codes = np.array([index.get(v, 0) for v in series.where(series.notna(), classes[0])])
-    dtype = np.float32 if kind == "binary" else np.int64
-    return codes.astype(dtype), labelled, {"classes": [str(c) for c in classes]}
+    ids = np.array([index[_plain(v)] if ok else 0 for v, ok in zip(series, labelled, strict=True)])
+    if spec.kind == "binary":
+        return _Target(ids.astype(np.float32), labelled, Task(spec.name, "binary", 1), classes)
+    task = Task(spec.name, "classification", len(classes))
+    return _Target(ids.astype(np.int64), labelled, task, classes)
+
+
+def _regression(
+    file: _File,
+    spec: _TaskSpec,
+    series: pd.Series,
+    labelled: BoolArray,
+    is_train: BoolArray,
+    what: str,
+) -> _Target:
+    numbers = pd.to_numeric(series.astype(object), errors="coerce").to_numpy(dtype=np.float64)
+    bad = labelled & ~np.isfinite(numbers)
+    if bad.any():
+        raise file.error(f"{what} is not numeric, e.g. {series[bad].iloc[0]!r}")
+    scaled, mean, std = standardize(np.where(labelled, numbers, 0.0), labelled & is_train)
+    values = np.where(labelled, scaled, 0.0).astype(np.float32)
+    task = Task(spec.name, "regression", 1)
+    return _Target(values, labelled, task, scaling={"mean": mean, "std": std})
 
 
 @register_suite("tabular")
@@ -206,65 +327,52 @@ def tabular(
     features: list[str] | None = None,
     split: dict[str, Any] | None = None,
     seed: int = 0,
+    fingerprint: str | None = None,
 ) -> TaskSuite:
-    """A user's CSV/Parquet table: one task per target column, the rest as features."""
-    file = Path(path)
-    frame = _read(file)
-    parsed = _parse_tasks(tasks)
-    _require(frame, file, [column for _, column, _ in parsed], "target")
-    split_column = (split or {}).get("column")
-    reserved = {column for _, column, _ in parsed} | (
-        {str(split_column)} if split_column else set()
-    )
-    if features is None:
-        features = [str(c) for c in frame.columns if str(c) not in reserved]
-    else:
-        _require(frame, file, list(features), "feature")
-        overlap = sorted(set(features) & reserved)
-        if overlap:
-            raise ConfigError(
-                f"suite tabular: column {overlap[0]!r} is both a feature and a target"
-            )
-    if not features:
-        raise DataError(f"{file}: no feature columns left besides the targets")
-    rows = _split_rows(frame, file, split, seed)
-    is_train = np.zeros(len(frame), dtype=bool)
+    """Tasks from the target columns of a CSV or Parquet file.
+
+    ``tasks``: ``[{name, column, kind}]`` (``column`` defaults to ``name``). ``features``
+    defaults to every column that is neither a task nor the split column. ``split`` is
+    ``{fractions: [0.7, 0.15, 0.15], seed: seed}`` (the default) or ``{column: NAME}`` for
+    a column of ``train``/``val``/``test``. ``params["fingerprint"]`` identifies the file
+    content; passing it back in fails if the file has changed since.
+    """
+    specs = _task_specs(tasks)
+    split_spec = _split_spec(split, seed)
+    file, digest = _read(path)
+    if fingerprint is not None and fingerprint != digest:
+        raise file.error(f"the file changed: fingerprint {digest}, expected {fingerprint}")
+    rows = _rows(file, split_spec)
+    is_train = np.zeros(len(file.frame), dtype=bool)
     is_train[rows["train"]] = True
-    x, feature_names = _features(frame, list(features), is_train)
-    task_list, targets, masks = [], {}, {}
-    classes: dict[str, list[str]] = {}
-    scaling: dict[str, dict[str, float]] = {}
-    for name, column, kind in parsed:
-        values, labelled, info = _target(frame[column], kind, file, column, is_train)
-        targets[name], masks[name] = values, labelled
-        if kind == "regression":
-            scaling[name] = info
-            task_list.append(Task(name, "regression", 1))
-        else:
-            classes[name] = info["classes"]
-            outputs = 1 if kind == "binary" else len(info["classes"])
-            task_list.append(Task(name, cast(TaskKind, kind), outputs))
+    targets = {s.name: _target(file, s, is_train) for s in specs}
+    names = _feature_names(file, features, specs, split_spec.get("column"))
+    x, columns = _encode_features(file, names, is_train)
     splits = {
-        s: Split(
-            x=torch.from_numpy(x[idx]),
-            targets={t: torch.from_numpy(np.ascontiguousarray(v[idx])) for t, v in targets.items()},
-            masks={t: torch.from_numpy(m[idx]) for t, m in masks.items()},
+        split_name: Split(
+            x=torch.from_numpy(x[idx].astype(np.float32)),
+            targets={n: torch.from_numpy(t.values[idx]) for n, t in targets.items()},
+            masks={n: torch.from_numpy(t.labelled[idx]) for n, t in targets.items()},
         )
-        for s, idx in rows.items()
+        for split_name, idx in rows.items()
     }
     return TaskSuite(
         name="tabular",
-        tasks=task_list,
+        tasks=[t.task for t in targets.values()],
         splits=splits,
         input_shape=(x.shape[1],),
         default_backbone={"name": "mlp", "params": {"width": 64, "depth": 3}},
         params={
-            "path": str(file.resolve()),
-            "fingerprint": _fingerprint(file),
-            "tasks": [list(t) for t in parsed],
-            "features": list(features),
-            "split": split,
+            "path": path,
+            "fingerprint": digest,
+            "tasks": [{"name": s.name, "column": s.column, "kind": s.kind} for s in specs],
+            "features": None if features is None else list(names),
+            "split": split_spec,
             "seed": seed,
         },
-        metadata={"classes": classes, "target_scaling": scaling, "feature_names": feature_names},
+        metadata={
+            "feature_names": columns,
+            "classes": {n: t.classes for n, t in targets.items() if t.classes is not None},
+            "target_scaling": {n: t.scaling for n, t in targets.items() if t.scaling is not None},
+        },
     )

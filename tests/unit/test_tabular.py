@@ -1,152 +1,246 @@
+"""The ``tabular`` suite: a user's CSV or Parquet file."""
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from autotask.errors import ConfigError, DataError
-from autotask.suites import get_suite
+from autotask.errors import AutotaskError, ConfigError, DataError
+from autotask.suites import TaskSuite, get_suite
 
-TASKS = [
-    {"name": "yield", "column": "yld", "kind": "regression"},
-    {"name": "grade", "kind": "classification"},
-    {"name": "defect", "kind": "binary"},
+TASKS: list[dict[str, Any]] = [
+    {"name": "price", "kind": "regression"},
+    {"name": "species", "column": "animal", "kind": "classification"},
+    {"name": "sold", "kind": "binary"},
 ]
 
 
-def frame(n: int = 60) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
+def _frame() -> pd.DataFrame:
+    """Ten rows: two numeric features, one string and one bool feature, three targets."""
     return pd.DataFrame(
         {
-            "temp": rng.normal(50, 10, n),
-            "line": rng.choice(["a", "b", "c"], n),
-            "yld": rng.normal(3, 2, n),
-            "grade": rng.choice(["hi", "lo", "mid"], n),
-            "defect": rng.choice([True, False], n),
-            "fold": ["train"] * (n - 20) + ["val"] * 10 + ["test"] * 10,
+            "size": [1.0, 2.0, 3.0, np.nan, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+            "const": [4.0] * 10,
+            "colour": ["red", "blue", "red", None, "green", "red", "blue", "blue", "teal", "red"],
+            "fresh": [True, False] * 5,
+            "price": [10.0, 20.0, np.nan, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0],
+            "animal": ["cat", "dog", "cat", "bird", None, "dog", "cat", "dog", "bird", "cat"],
+            "sold": [0, 1, 1, 0, 1, 0, 1, 0, 1, 0],
+            "fold": ["train"] * 6 + ["val"] * 2 + ["test"] * 2,
         }
     )
 
 
-def write(tmp_path: Path, df: pd.DataFrame, suffix: str = ".csv") -> str:
-    path = tmp_path / f"data{suffix}"
-    if suffix == ".csv":
-        df.to_csv(path, index=False)
+def _write(frame: pd.DataFrame, path: Path) -> str:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
     else:
-        df.to_parquet(path)
+        frame.to_parquet(path, index=False)
     return str(path)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_reads_features_targets_and_split_column(tmp_path: Path, suffix: str) -> None:
-    df = frame()
-    df.loc[3, "yld"] = np.nan  # missing label: masked for 'yield' only
-    suite = get_suite(
-        "tabular", path=write(tmp_path, df, suffix), tasks=TASKS, split={"column": "fold"}
-    )
-    assert [t.name for t in suite.tasks] == ["yield", "grade", "defect"]
-    assert suite.task("grade").out_features == 3 and suite.task("defect").kind == "binary"
-    assert suite.metadata["classes"]["grade"] == ["hi", "lo", "mid"]
-    # temp (1 numeric) + line one-hot (3); targets and the split column are excluded
-    assert suite.input_shape == (4,)
-    assert suite.metadata["feature_names"] == ["temp", "line=a", "line=b", "line=c"]
+def _suite(path: str, **params: Any) -> TaskSuite:
+    params.setdefault("tasks", TASKS)
+    params.setdefault("split", {"column": "fold"})
+    return get_suite("tabular", path=path, **params)
+
+
+@pytest.fixture(params=[".csv", ".parquet"])
+def table(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _write(_frame(), tmp_path / f"data{request.param}")
+
+
+def test_features_are_standardized_and_one_hot(table: str) -> None:
+    suite = _suite(table)
+    assert suite.metadata["feature_names"] == [
+        "size", "const", "colour=blue", "colour=green", "colour=red", "colour=teal",
+        "fresh=False", "fresh=True",
+    ]  # fmt: skip
+    assert suite.input_shape == (8,)
+    train, test = suite.splits["train"].x, suite.splits["test"].x
+    assert train.dtype == torch.float32
+    size = train[:, 0].double()
+    sizes = np.array([1.0, 2.0, 3.0, 5.0, 6.0])  # the train values that are not missing
+    assert float(size[3]) == 0.0  # missing -> the train mean
+    expected = (np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) - sizes.mean()) / sizes.std()
+    expected[3] = 0.0
+    assert np.allclose(size.numpy(), expected)
+    assert torch.equal(train[:, 1], torch.zeros(6))  # constant column: std 0 -> 1
+    assert train[3, 2:6].tolist() == [0.0, 0.0, 0.0, 0.0]  # missing category
+    assert train[0, 2:6].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert test[0, 2:6].tolist() == [0.0, 0.0, 0.0, 1.0]  # a category seen only in test
+    assert train[:, 6:].sum(dim=1).tolist() == [1.0] * 6
+
+
+def test_targets_kinds_and_per_task_masks(table: str) -> None:
+    suite = _suite(table)
+    assert [(t.name, t.kind, t.out_features) for t in suite.tasks] == [
+        ("price", "regression", 1),
+        ("species", "classification", 3),
+        ("sold", "binary", 1),
+    ]
+    assert suite.metadata["classes"] == {"species": ["bird", "cat", "dog"], "sold": [0, 1]}
     train = suite.splits["train"]
-    assert len(train) == 40 and len(suite.splits["val"]) == 10
-    assert torch.isclose(train.x[:, 0].mean(), torch.tensor(0.0), atol=1e-5)
-    assert not bool(train.masks["yield"][3]) and bool(train.masks["grade"][3])
-    assert torch.isclose(
-        train.targets["yield"][train.masks["yield"]].mean(), torch.tensor(0.0), atol=0.2
-    )
-    assert train.targets["grade"].dtype == torch.int64
-    assert set(train.targets["defect"].unique().tolist()) <= {0.0, 1.0}
+    assert train.masks["price"].tolist() == [True, True, False, True, True, True]
+    assert train.masks["species"].tolist() == [True, True, True, True, False, True]
+    assert bool(train.masks["sold"].all())
+    assert train.targets["species"].dtype == torch.int64
+    assert train.targets["species"].tolist() == [1, 2, 1, 0, 0, 2]  # row 4 is a placeholder
+    assert train.targets["sold"].tolist() == [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
 
 
-def test_fraction_split_is_seeded_and_changes_with_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, frame())
-    a = get_suite("tabular", path=path, tasks=TASKS, seed=1)
-    b = get_suite("tabular", path=path, tasks=TASKS, seed=1)
-    assert torch.equal(a.splits["test"].x, b.splits["test"].x)
-    assert sum(len(s) for s in a.splits.values()) == 60
-    key = a.key()
-    write(tmp_path, frame(61))
-    assert get_suite("tabular", path=path, tasks=TASKS, seed=1).key() != key
+def test_regression_target_is_standardized_on_train(table: str) -> None:
+    suite = _suite(table)
+    scaling = suite.metadata["target_scaling"]["price"]
+    known = np.array([10.0, 20.0, 40.0, 50.0, 60.0])
+    assert scaling["mean"] == pytest.approx(known.mean())
+    assert scaling["std"] == pytest.approx(known.std())
+    val = suite.splits["val"].targets["price"].double()
+    assert np.allclose(val.numpy() * scaling["std"] + scaling["mean"], [70.0, 80.0])
 
 
-BAD_CASES = {
-    "missing target column": (lambda df: df.drop(columns=["yld"]), {}, DataError, "'yld'"),
-    "non-numeric regression": (
-        lambda df: df.assign(yld=["x", *list(df.yld[1:])]),
-        {},
-        DataError,
-        "column 'yld' is not numeric",
-    ),
-    "one class": (
-        lambda df: df.assign(grade="hi"),
-        {},
-        DataError,
-        "column 'grade' has only one class",
-    ),
-    "binary with three values": (
-        lambda df: df.assign(defect=["a", "b", "c"] * 20),
-        {},
-        DataError,
-        "binary target column 'defect'",
-    ),
-    "bad split values": (
-        lambda df: df.assign(fold=["train", "valid"] * 30),
-        {"split": {"column": "fold"}},
-        DataError,
-        "'fold'",
-    ),
-    "missing split column": (
-        lambda df: df,
-        {"split": {"column": "nope"}},
-        DataError,
-        "split column 'nope'",
-    ),
-    "missing feature": (lambda df: df, {"features": ["temp", "pressure"]}, DataError, "'pressure'"),
-    "no features": (
-        lambda df: df[["yld", "grade", "defect"]],
-        {},
-        DataError,
-        "no feature columns",
-    ),
-}
+def test_csv_and_parquet_agree(tmp_path: Path) -> None:
+    csv = _suite(_write(_frame(), tmp_path / "a.csv"))
+    parquet = _suite(_write(_frame(), tmp_path / "a.pq"))
+    for split in ("train", "val", "test"):
+        assert torch.equal(csv.splits[split].x, parquet.splits[split].x)
+        for name in csv.task_names:
+            assert torch.equal(csv.splits[split].targets[name], parquet.splits[split].targets[name])
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_bad_files_name_the_column(tmp_path: Path, case: str) -> None:
-    change, extra, error, message = BAD_CASES[case]
-    path = write(tmp_path, change(frame()))
-    with pytest.raises(error, match=message) as info:
-        get_suite("tabular", path=path, tasks=TASKS, **extra)
-    assert "\n" not in str(info.value)
+def test_fraction_split_is_seeded(tmp_path: Path) -> None:
+    frame = pd.concat([_frame()] * 4, ignore_index=True).drop(columns="fold")
+    path = _write(frame, tmp_path / "big.csv")
+    split = {"fractions": [0.5, 0.25, 0.25], "seed": 3}
+    suite = _suite(path, split=split)
+    assert [len(suite.splits[s]) for s in ("train", "val", "test")] == [20, 10, 10]
+    again = _suite(path, split=split)
+    assert torch.equal(suite.splits["val"].x, again.splits["val"].x)
+    other = _suite(path, split={"fractions": [0.5, 0.25, 0.25], "seed": 4})
+    assert not torch.equal(suite.splits["val"].x, other.splits["val"].x)
+    default = _suite(path, split=None, seed=1)
+    assert default.params["split"] == {"fractions": [0.7, 0.15, 0.15], "seed": 1}
+    assert sum(len(s) for s in default.splits.values()) == 40
 
 
-def test_empty_and_missing_files(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
-    with pytest.raises(DataError, match="empty"):
-        get_suite("tabular", path=str(empty), tasks=TASKS)
-    header_only = tmp_path / "header.csv"
-    header_only.write_text("a,yld,grade,defect\n")
-    with pytest.raises(DataError, match="no rows"):
-        get_suite("tabular", path=str(header_only), tasks=TASKS)
-    with pytest.raises(DataError, match="no such file"):
-        get_suite("tabular", path=str(tmp_path / "none.csv"), tasks=TASKS)
+def test_explicit_features_and_bool_binary(tmp_path: Path) -> None:
+    frame = _frame().assign(sold=[True, False] * 5)
+    path = _write(frame, tmp_path / "b.csv")
+    suite = _suite(path, features=["size", "fresh"], tasks=[{"name": "sold", "kind": "binary"}])
+    assert suite.metadata["feature_names"] == ["size", "fresh=False", "fresh=True"]
+    assert suite.metadata["classes"] == {"sold": [False, True]}
+    assert suite.splits["train"].targets["sold"].tolist() == [1.0, 0.0] * 3
+
+
+def test_params_identify_the_file_content(tmp_path: Path) -> None:
+    path = _write(_frame(), tmp_path / "c.csv")
+    suite = _suite(path)
+    assert suite.params["path"] == path and len(suite.params["fingerprint"]) == 16
+    assert suite.params["tasks"][1] == {
+        "name": "species",
+        "column": "animal",
+        "kind": "classification",
+    }
+    rebuilt = get_suite("tabular", **suite.params)
+    assert rebuilt.key() == suite.key()
+    _write(_frame().assign(size=range(10)), tmp_path / "c.csv")
+    changed = _suite(path)
+    assert changed.key() != suite.key()
+    with pytest.raises(DataError, match="changed"):
+        get_suite("tabular", **suite.params)
+
+
+def _bad(tmp_path: Path, frame: pd.DataFrame | None = None, name: str = "bad.csv") -> str:
+    return _write(_frame() if frame is None else frame, tmp_path / name)
+
+
+WEIGHT = [{"name": "weight", "kind": "regression"}]
+BAD_SPLIT = ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
+TWICE = [*TASKS, {"name": "price", "kind": "regression"}]
+EXTRA_KEY = [{"name": "price", "kind": "regression", "wt": 1}]
+RANK = [{"name": "price", "kind": "rank"}]
+THIRDS = {"fractions": [0.5, 0.5, 0.5]}
 
 
 @pytest.mark.parametrize(
-    ("tasks", "message"),
+    ("changes", "error", "text"),
     [
-        ([{"name": "yld"}, {"name": "yld"}], "task listed twice"),
-        ([{"name": "yld", "kind": "ordinal"}], "unknown kind 'ordinal'"),
-        ([], "at least one task"),
+        pytest.param({"tasks": WEIGHT}, DataError, "'weight'", id="missing task column"),
+        pytest.param({"features": ["size", "height"]}, DataError, "'height'", id="missing feature"),
+        pytest.param({"split": {"column": "part"}}, DataError, "'part'", id="missing split column"),
+        pytest.param({"frame": {"price": ["10", "cheap"] * 5}}, DataError, "'price'", id="text"),
+        pytest.param({"frame": {"animal": ["cat"] * 10}}, DataError, "'animal'", id="one class"),
+        pytest.param({"frame": {"sold": [1] * 10}}, DataError, "'sold'", id="one binary class"),
+        pytest.param({"frame": {"sold": [0, 1, 2] * 3 + [0]}}, DataError, "'sold'", id="3 values"),
+        pytest.param({"frame": {"fold": BAD_SPLIT}}, DataError, "'fold'", id="bad split value"),
+        pytest.param({"frame": {"fold": ["train"] * 10}}, DataError, "'fold'", id="empty split"),
+        pytest.param({"frame": {"price": [np.nan] * 10}}, DataError, "'price'", id="no labels"),
+        pytest.param({"tasks": TWICE}, ConfigError, "'price'", id="task twice"),
+        pytest.param({"tasks": RANK}, ConfigError, "'price'", id="unknown kind"),
+        pytest.param({"tasks": EXTRA_KEY}, ConfigError, "'price'", id="unknown task key"),
+        pytest.param({"features": ["size", "price"]}, ConfigError, "'price'", id="feature target"),
+        pytest.param({"split": THIRDS}, ConfigError, "fractions", id="bad fractions"),
     ],
 )
-def test_bad_task_lists(tmp_path: Path, tasks: list[dict[str, str]], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        get_suite("tabular", path=write(tmp_path, frame()), tasks=tasks)
+def test_bad_data_names_the_column(
+    tmp_path: Path, changes: dict[str, Any], error: type[AutotaskError], text: str
+) -> None:
+    params = dict(changes)
+    frame = _frame().assign(**params.pop("frame", {}))
+    path = _bad(tmp_path, frame)
+    with pytest.raises(error) as info:
+        _suite(path, **params)
+    message = str(info.value)
+    assert text in message and "\n" not in message
+    if error is DataError:
+        assert path in message
+
+
+def test_non_numeric_regression_names_a_value(tmp_path: Path) -> None:
+    path = _bad(tmp_path, _frame().assign(price=["10", "12", "cheap"] + ["3"] * 7))
+    with pytest.raises(DataError, match=r"'price'.* not numeric, e\.g\. 'cheap'"):
+        _suite(path)
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="not found") as info:
+        _suite(missing)
+    assert missing in str(info.value)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("size,price,animal,sold,fold\n")
+    with pytest.raises(DataError, match="no rows"):
+        _suite(str(header_only))
+    blank = tmp_path / "blank.csv"
+    blank.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        _suite(str(blank))
+    with pytest.raises(DataError, match="no rows"):
+        _suite(_write(_frame().iloc[:0], tmp_path / "none.parquet"))
+    with pytest.raises(ConfigError, match="unsupported file type"):
+        _suite(str(tmp_path / "data.xlsx"))
+
+
+def test_no_feature_columns_left(tmp_path: Path) -> None:
+    path = _bad(tmp_path, _frame()[["price", "animal", "sold", "fold"]])
+    with pytest.raises(DataError, match="no feature columns left") as info:
+        _suite(path)
+    assert "price" in str(info.value)
+
+
+def test_unsupported_feature_dtype(tmp_path: Path) -> None:
+    frame = _frame().assign(when=pd.date_range("2024-01-01", periods=10))
+    path = _bad(tmp_path, frame, "dates.parquet")
+    with pytest.raises(DataError, match="'when'"):
+        _suite(path)
+
+
+def test_tiny_file_cannot_be_split(tmp_path: Path) -> None:
+    path = _bad(tmp_path, _frame().iloc[:2].drop(columns="fold"))
+    with pytest.raises(DataError, match="too few"):
+        _suite(path, split=None)
