@@ -18,7 +18,7 @@ import torch
 
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
-from autotask.spec import ArchitectureSpec
+from autotask.spec import ArchitectureSpec, TaskTree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,8 @@ def main() -> None:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_study_config(args.study)
-    header = ("seed", "first planted trial", "planted Δm", "best trial", "best Δm")
-    print("{:>4} {:>20} {:>11} {:>11} {:>8}".format(*header))
+    header = ("seed", "first planted trial", "planted Δm", "best trial", "best Δm", "best")
+    print("{:>4} {:>20} {:>11} {:>11} {:>8}  {}".format(*header))
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -53,10 +53,15 @@ def main() -> None:
             best = session.study.best_trial
             first = hits[0].number if hits else None
             found.append(first)
-            planted_value = hits[0].value if hits else float("nan")
+            best_spec = ArchitectureSpec.model_validate(best.user_attrs["spec"])
+            planted_spec = best_spec.model_copy(
+                update={"networks": tuple(TaskTree(tasks=tuple(g)) for g in planted)}
+            )
+            planted_value = session.context.score(planted_spec).delta_m_val
             print(
                 f"{seed:>4} {first if first is not None else 'never':>20} "
-                f"{planted_value:>11.2f} {best.number:>11} {best.value:>8.2f}"
+                f"{planted_value:>11.2f} {best.number:>11} {best.value:>8.2f}  "
+                f"{best_spec.describe()}"
             )
     hit = [f for f in found if f is not None]
     print(f"planted partition found in {len(hit)}/{len(found)} seeds; trials needed: {hit}")

@@ -131,7 +131,7 @@ class SearchSession:
         validate_space(config.search_space, suite)
         url = resolve_storage_url(storage, config.storage, name)
         optuna_storage, db = open_storage(url)
-        sampler = optuna.samplers.TPESampler(seed=config.seed)
+        sampler = _sampler(config.seed)
         study = optuna.create_study(
             study_name=name,
             storage=optuna_storage,
@@ -215,6 +215,14 @@ class SearchSession:
 
     def best_spec(self) -> ArchitectureSpec:
         return best_spec(self.study)
+
+
+def _sampler(seed: int) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE with grouping: partition parameters are conditional on the groups
+    opened so far, and ``group=True`` models each co-occurring set of them jointly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 def best_spec(study: optuna.Study) -> ArchitectureSpec:
