@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from autotask.backbones import build_backbone
-from autotask.balancing import BALANCERS
+from autotask.balancing import build_balancer
 from autotask.errors import AutotaskError, ConfigError, StorageError
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
@@ -56,7 +56,8 @@ def build_suite(config: SuiteConfig) -> TaskSuite:
 def validate_space(space: SearchSpace, suite: TaskSuite) -> None:
     """Reject a search space that cannot produce a valid architecture for ``suite``."""
     for option in space.balancers:
-        BALANCERS.get(option.name)
+        default = option.default()
+        build_balancer(default.name, suite.task_names, **default.params)
     task_units(suite.task_names, space)
     backbone = space.backbone.default(suite.default_backbone)
     stages = build_backbone(backbone.name, suite.input_shape, **backbone.params).num_stages

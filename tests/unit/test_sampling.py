@@ -116,3 +116,11 @@ def test_encodings_cover_bell_number() -> None:
         tuple(sorted(partition_params(p, TASKS, space).items())) for p in all_partitions(TASKS)
     }
     assert len(encodings) == 15  # Bell(4)
+
+
+def test_unknown_balancer_hyperparameter_fails_at_study_start(tiny_suite: TaskSuite) -> None:
+    space = parse_search_space(
+        {"balancers": [{"name": "dwa", "params": {"temprature": {"low": 1, "high": 2}}}]}, "s"
+    )
+    with pytest.raises(ConfigError, match="unknown hyperparameter"):
+        validate_space(space, tiny_suite)
