@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from autotask.models import interface_for
@@ -80,3 +81,20 @@ def test_unmasked_path_equals_masked_path_with_all_rows() -> None:
     for kind, (out, target) in cases.items():
         full = masked_loss(kind, out, target, torch.ones(6, dtype=torch.bool))
         assert torch.allclose(masked_loss(kind, out, target, None), full, atol=1e-6), kind
+
+
+def test_thread_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotask.errors import ConfigError
+    from autotask.train.device import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("AUTOTASK_THREADS", raising=False)
+        assert configure_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("AUTOTASK_THREADS", "2")
+        assert configure_threads() == 2
+        monkeypatch.setenv("AUTOTASK_THREADS", "many")
+        with pytest.raises(ConfigError, match="AUTOTASK_THREADS"):
+            configure_threads()
+    finally:
+        torch.set_num_threads(before)
