@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,23 +12,12 @@ import yaml
 import autotask
 from autotask.search.sampling import partition_params
 from autotask.search.space import load_search_space
+from tests.integration.cli_runner import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 FORCED = ["pcgrad", "uncertainty", "dwa", "gradnorm", "famo", "mgda", "static", "cagrad"]
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOTASK_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "autotask", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def test_search_over_balancers_exports_and_reevaluates(tmp_path: Path) -> None:
@@ -56,7 +42,7 @@ def test_search_over_balancers_exports_and_reevaluates(tmp_path: Path) -> None:
     # One fully shared network per trial, each trial with another balancer.
     grouping = partition_params([tasks], tasks, space)
     assert (
-        cli(
+        run_cli(
             "search", str(study_file), "--storage", storage, "--trials", "1", "-q", cwd=tmp_path
         ).returncode
         == 0
@@ -64,7 +50,7 @@ def test_search_over_balancers_exports_and_reevaluates(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="bal", storage=storage)
     for name in FORCED[1:]:
         study.enqueue_trial({**grouping, "depth[g0]": None, "balancer": name})
-    run = cli("search", str(study_file), "--storage", storage, "-q", cwd=tmp_path)
+    run = run_cli("search", str(study_file), "--storage", storage, "-q", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     study = optuna.load_study(study_name="bal", storage=storage)
     chosen = {
@@ -74,14 +60,15 @@ def test_search_over_balancers_exports_and_reevaluates(tmp_path: Path) -> None:
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
     assert (
-        cli("export", "bal", "--storage", storage, "-o", "best.yaml", cwd=tmp_path).returncode == 0
+        run_cli("export", "bal", "--storage", storage, "-o", "best.yaml", cwd=tmp_path).returncode
+        == 0
     )
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
     best = study.best_trial.user_attrs["spec"]["balancer"]
     assert exported["balancer"] == best
     model = autotask.build_model(tmp_path / "best.yaml")
     assert set(model.tasks) == set(tasks)
-    run = cli("evaluate", "best.yaml", "--json", "eval.json", "-q", cwd=tmp_path)
+    run = run_cli("evaluate", "best.yaml", "--json", "eval.json", "-q", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["per_seed"]["0"]["delta_m_val"] == pytest.approx(

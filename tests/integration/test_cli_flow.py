@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,6 +10,7 @@ import pytest
 import torch
 
 import autotask
+from tests.integration.cli_runner import run_cli
 
 STUDY = """
 name: tiny-digits
@@ -26,23 +24,11 @@ seed: 0
 """
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOTASK_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "autotask", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("flow")
     (root / "study.yaml").write_text(STUDY)
-    run = cli("search", "study.yaml", "--quiet", cwd=root)
+    run = run_cli("search", "study.yaml", "--quiet", cwd=root)
     assert run.returncode == 0, run.stderr
     assert "Best architecture" in run.stdout
     assert "all-in-one network" in run.stdout
@@ -62,17 +48,17 @@ def test_search_writes_the_default_sqlite_database(finished_study: Path) -> None
 
 
 def test_status_shows_states_and_per_task_table(finished_study: Path) -> None:
-    run = cli("status", "tiny-digits", "--json", cwd=finished_study)
+    run = run_cli("status", "tiny-digits", "--json", cwd=finished_study)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["trials"] == {"COMPLETE": 4}
     assert summary["best"]["delta_m_val"] is not None
-    table = cli("status", "tiny-digits", cwd=finished_study)
+    table = run_cli("status", "tiny-digits", cwd=finished_study)
     assert "single-task val" in table.stdout and "digit" in table.stdout
 
 
 def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_study: Path) -> None:
-    run = cli("export", "tiny-digits", "-o", "best.yaml", cwd=finished_study)
+    run = run_cli("export", "tiny-digits", "-o", "best.yaml", cwd=finished_study)
     assert run.returncode == 0, run.stderr
     path = finished_study / "best.yaml"
     model = autotask.build_model(path)
@@ -80,7 +66,7 @@ def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_stu
     spec = autotask.load_spec(path)
     assert set(outputs) == set(spec.tasks) == set(autotask.get_suite("digits").task_names)
 
-    run = cli(
+    run = run_cli(
         "evaluate",
         "best.yaml",
         "--seeds",
@@ -106,7 +92,7 @@ def test_repeated_architecture_trains_nothing(finished_study: Path) -> None:
     storage = f"sqlite:///{finished_study}/studies/tiny-digits.db"
     study = optuna.load_study(study_name="tiny-digits", storage=storage)
     study.enqueue_trial(study.best_trial.params)
-    run = cli("search", "study.yaml", "--trials", "5", "--quiet", cwd=finished_study)
+    run = run_cli("search", "study.yaml", "--trials", "5", "--quiet", cwd=finished_study)
     assert run.returncode == 0, run.stderr
     study = optuna.load_study(study_name="tiny-digits", storage=storage)
     last = study.trials[-1]
