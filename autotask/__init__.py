@@ -4,6 +4,7 @@ Search which tasks share a network, where shared networks branch and how task lo
 are balanced; export the best architecture and rebuild it with :func:`build_model`.
 """
 
+from autotask.affinity import group_tasks, select_networks
 from autotask.errors import (
     AutotaskError,
     ConfigError,
@@ -27,8 +28,10 @@ __all__ = [
     "UnknownNameError",
     "build_model",
     "get_suite",
+    "group_tasks",
     "list_suites",
     "load_spec",
+    "select_networks",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,167 @@
+"""The networks an autotask study has trained, as a pool for exact selection.
+
+Every network in the study database's group-result cache that was trained on the
+study's suite, with the study's seed (and epoch budget, where the search space fixes
+it), whose tasks are all among the study's tasks and which trained without diverging,
+is a candidate. Its metric for task ``t`` is ``t``'s contribution to Δm: the signed
+relative change (percent) of its validation metric against ``t``'s single-task
+baseline (higher is better), so that the mean over tasks of a selection is exactly the
+selection's validation Δm. Its cost is its MACs over the mean MACs of the single-task
+baselines (the study's cost unit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autotask.affinity.selection import Network, NetworkPool, Selection
+from autotask.errors import StorageError
+from autotask.search.params import Choice, Range
+from autotask.search.scoring import relative_change
+from autotask.search.study import BASELINES_ATTR, build_suite, load_study
+from autotask.spec import BalancerSpec, TaskTree
+from autotask.store.cache import DatabaseCache, NetworkJob
+from autotask.store.models import GroupResultRow
+from autotask.train.result import NetworkResult
+
+__all__ = ["StudyPool", "pool_from_results", "study_pool"]
+
+
+@dataclass
+class StudyPool:
+    """A study's cached networks as a pool, with what is needed to report test Δm."""
+
+    study: str
+    pool: NetworkPool
+    #: Network name -> task -> Δm contribution on the test split.
+    test: dict[str, dict[str, float]]
+    #: Network name -> cache key of the trained network.
+    keys: dict[str, str]
+    unit_macs: float
+
+    def test_delta_m(self, selection: Selection) -> float:
+        """Test Δm of a selection, each task served by the network chosen on validation."""
+        parts = [self.test[name][task] for task, name in selection.serving.items()]
+        return math.fsum(parts) / len(parts)
+
+
+def pool_from_results(
+    study: str,
+    results: Sequence[tuple[str, str, NetworkResult]],
+    baselines: Mapping[str, Mapping[str, float]],
+    higher_is_better: Mapping[str, bool],
+    baseline_macs: Mapping[str, int],
+) -> StudyPool:
+    """The pool from ``(name, key, result)`` triples (pure: no database).
+
+    ``baselines[task]`` holds the single-task ``val`` and ``test`` metrics,
+    ``baseline_macs[task]`` the MACs of the single-task network.
+    """
+    tasks = list(baselines)
+    if not tasks:
+        raise StorageError(f"study {study!r} has no single-task baselines yet")
+    unit = math.fsum(float(baseline_macs[t]) for t in tasks) / len(tasks)
+    if unit <= 0:
+        raise StorageError(f"study {study!r}: single-task baselines have no MACs recorded")
+    networks: list[Network] = []
+    test: dict[str, dict[str, float]] = {}
+    keys: dict[str, str] = {}
+    for name, key, result in results:
+        served = [t for t in result.tasks if t in baselines]
+        val = {
+            t: relative_change(result.val_metrics[t], baselines[t]["val"], higher_is_better[t])
+            for t in served
+            if _finite(result.val_metrics.get(t))
+        }
+        if not val:
+            continue
+        networks.append(Network(tuple(val), val, result.macs / unit, name))
+        test[name] = {
+            t: relative_change(
+                result.test_metrics.get(t, math.nan), baselines[t]["test"], higher_is_better[t]
+            )
+            for t in val
+        }
+        keys[name] = key
+    if not networks:
+        raise StorageError(f"study {study!r} has no cached network to select from")
+    return StudyPool(study, NetworkPool(networks, tasks), test, keys, unit)
+
+
+def study_pool(study_name: str, storage_url: str) -> StudyPool:
+    """Every usable cached network of a finished (or running) study, as a pool."""
+    study, config, db = load_study(study_name, storage_url)
+    baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
+    if not baselines:
+        raise StorageError(
+            f"study {study_name!r} has no single-task baselines yet; run `autotask search` first"
+        )
+    suite = build_suite(config.suite)
+    tasks = suite.task_names
+    higher = {t.name: t.higher_is_better for t in suite.tasks}
+    space = config.search_space
+    epochs = space.optimizer.epochs
+    fixed_epochs = None if isinstance(epochs, Range | Choice) else epochs
+    suite_key = suite.key()
+    baseline_keys = {
+        t: NetworkJob(
+            suite_key,
+            TaskTree(tasks=(t,)),
+            space.backbone.default(suite.default_backbone),
+            space.optimizer.default(),
+            BalancerSpec(),
+            config.seed,
+        ).key
+        for t in tasks
+    }
+    rows = DatabaseCache(db).rows(suite_key)
+    by_key = {row.key: row for row in rows}
+    baseline_macs: dict[str, int] = {}
+    for task, key in baseline_keys.items():
+        row = by_key.get(key)
+        if row is None:
+            raise StorageError(
+                f"study {study_name!r}: the single-task network of {task!r} is not cached"
+            )
+        baseline_macs[task] = int(row.result.get("macs", 0))
+    results: list[tuple[str, str, NetworkResult]] = []
+    names: set[str] = set()
+    for row in rows:
+        if not _usable(row, set(tasks), config.seed, fixed_epochs):
+            continue
+        result = NetworkResult.from_dict(row.result)
+        name = _network_name(row, names)
+        names.add(name)
+        results.append((name, row.key, result))
+    return pool_from_results(
+        study_name,
+        results,
+        {t: baselines[t] for t in tasks if t in baselines},
+        higher,
+        baseline_macs,
+    )
+
+
+def _usable(row: GroupResultRow, tasks: set[str], seed: int, epochs: Any) -> bool:
+    if row.status != "ok" or row.seed != seed:
+        return False
+    if epochs is not None and row.epochs != int(epochs):
+        return False
+    served = [t for t in row.tasks.split(",") if t]
+    return bool(served) and set(served) <= tasks
+
+
+def _network_name(row: GroupResultRow, taken: set[str]) -> str:
+    tree = TaskTree.model_validate(row.tree).describe()
+    balancer = str(row.balancer.get("name", "equal"))
+    name = f"{tree} {balancer}"
+    if name in taken:
+        name = f"{name} #{row.key[:8]}"
+    return name
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
