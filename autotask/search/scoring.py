@@ -131,18 +131,22 @@ class TrainingContext:
         cached = self.cache.get(job)
         if cached is not None:
             return cached, False
-        if self.on_network is not None:
-            self.on_network(job.tree.describe())
-        _, result = train_network(
-            job.tree,
-            self.data,
-            self.interface,
-            backbone=job.backbone,
-            optimizer=job.optimizer,
-            balancer=job.balancer,
-            seed=job.seed,
-        )
-        return self.cache.put(job, result, self.study_name), True
+        with self.cache.claim(job) as claim:  # concurrent workers: one trains, others wait
+            if claim.result is not None:
+                return claim.result, False
+            if self.on_network is not None:
+                self.on_network(job.tree.describe())
+            _, result = train_network(
+                job.tree,
+                self.data,
+                self.interface,
+                backbone=job.backbone,
+                optimizer=job.optimizer,
+                balancer=job.balancer,
+                seed=job.seed,
+                on_epoch=claim.heartbeat,
+            )
+            return self.cache.put(job, result, self.study_name), True
 
     def baseline_jobs(self) -> dict[str, NetworkJob]:
         """Single-task networks with the baseline settings and equal weighting."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
@@ -18,9 +19,11 @@ from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace
 from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
 from autotask.search.study_config import StudyConfig, SuiteConfig
+from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.db import Database
+from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite
 from autotask.train.device import pick_device
 
@@ -113,6 +116,8 @@ class SearchSession:
     study: optuna.Study
     context: TrainingContext
     storage_url: str
+    #: The study's cross-process trial gate (see :mod:`autotask.search.workers`).
+    gate: StudyLock | None = None
 
     @classmethod
     def open(
@@ -131,23 +136,25 @@ class SearchSession:
         suite = build_suite(config.suite)
         validate_space(config.search_space, suite)
         url = resolve_storage_url(storage, config.storage, name)
-        optuna_storage, db = open_storage(url)
-        sampler = _sampler(config.seed)
-        study = optuna.create_study(
-            study_name=name,
-            storage=optuna_storage,
-            direction="maximize",
-            sampler=sampler,
-            load_if_exists=True,
-        )
-        stored = study.user_attrs.get(CONFIG_ATTR)
-        current = config.model_dump(mode="json", exclude={"trials", "timeout", "storage"})
-        if stored is None:
-            study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(["Δm"])
-        elif _identity(stored) != current:
+        # Concurrent workers: create tables, the study and its attributes one at a time.
+        with _setup_lock(url):
+            optuna_storage, db = open_storage(url)
+            sampler = _sampler(config.seed)
+            study = optuna.create_study(
+                study_name=name,
+                storage=optuna_storage,
+                direction="maximize",
+                sampler=sampler,
+                load_if_exists=True,
+            )
+            stored = study.user_attrs.get(CONFIG_ATTR)
+            current = config.model_dump(mode="json", exclude={"trials", "timeout", "storage"})
+            if stored is None:
+                study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(["Δm"])
+        if stored is not None and _identity(stored) != current:
             raise ConfigError(
                 f"study {name!r} already exists in {db.safe_url} with a different suite, "
                 "search space or seed; choose another --study-name"
@@ -162,7 +169,7 @@ class SearchSession:
             baseline_backbone=space.backbone.default(suite.default_backbone),
             study_name=name,
         )
-        return cls(config, study, context, db.safe_url)
+        return cls(config, study, context, db.safe_url, study_lock(url, f"study:{name}"))
 
     def finished_trials(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=FINISHED))
@@ -201,17 +208,20 @@ class SearchSession:
         trials: int,
         timeout: float | None = None,
         callbacks: Sequence[TrialCallback] = (),
-    ) -> None:
-        """Run trials until the study has ``trials`` finished ones (or ``timeout`` passes)."""
-        remaining = trials - self.finished_trials()
-        if remaining <= 0:
-            return
-        self.study.optimize(
+    ) -> int:
+        """Run trials until the study has ``trials`` finished or running ones (or ``timeout``
+        passes); the budget is shared with concurrent ``autotask worker`` processes.
+
+        Returns the number of trials this call started.
+        """
+        gate = self.gate or LocalLock(self.storage_url, f"study:{self.study.study_name}")
+        return run_gated(
+            self.study,
             self.objective,
-            n_trials=remaining,
+            gate,
+            budget=trials,
             timeout=timeout,
-            catch=(Exception,),
-            callbacks=list(callbacks),
+            callbacks=callbacks,
         )
 
     def best_spec(self) -> ArchitectureSpec:
@@ -233,6 +243,16 @@ def best_spec(study: optuna.Study) -> ArchitectureSpec:
     except ValueError:
         raise StorageError(f"study {study.study_name!r} has no completed trial yet") from None
     return ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
+
+
+def _setup_lock(url: str) -> StudyLock:
+    """The database-wide lock held while a study is created (see autotask.store.locks)."""
+    try:
+        return study_lock(url, SETUP_LOCK)
+    except ArgumentError:
+        raise StorageError(f"not a database URL: {url!r}") from None
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StorageError(f"cannot use database URL {url!r}: {exc}") from None
 
 
 def _identity(stored: dict[str, Any]) -> dict[str, Any]:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, stable_hash
+from autotask.store.claims import DEFAULT_GRACE_S, DEFAULT_POLL_S, Claim, ClaimStore
 from autotask.store.db import Database
 from autotask.store.models import GroupResultRow
 from autotask.train.result import NetworkResult
 
-__all__ = ["DatabaseCache", "MemoryCache", "NetworkJob", "ResultCache"]
+__all__ = ["Claim", "DatabaseCache", "MemoryCache", "NetworkJob", "ResultCache"]
 
 
 class NetworkJob:
@@ -49,6 +52,10 @@ class ResultCache(Protocol):
         self, job: NetworkJob, result: NetworkResult, study_name: str | None
     ) -> NetworkResult: ...
 
+    def claim(self, job: NetworkJob) -> AbstractContextManager[Claim]:
+        """Held while ``job`` trains; yields another process's result if one appeared."""
+        ...
+
 
 class MemoryCache:
     """A process-local cache (for ``autotask evaluate`` and tests)."""
@@ -62,12 +69,34 @@ class MemoryCache:
     def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult:
         return self._results.setdefault(job.key, result)
 
+    @contextmanager
+    def claim(self, job: NetworkJob) -> Iterator[Claim]:
+        """Nothing to coordinate within one process."""
+        yield Claim()
+
 
 class DatabaseCache:
-    """The cache as rows of ``autotask_group_results``; the first stored result wins."""
+    """The cache as rows of ``autotask_group_results``; the first stored result wins.
 
-    def __init__(self, db: Database) -> None:
+    Concurrent processes coordinate through claims (:mod:`autotask.store.claims`), so
+    each network is trained by one of them and reused by the others.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        owner: str | None = None,
+        claim_grace_s: float = DEFAULT_GRACE_S,
+        poll_s: float = DEFAULT_POLL_S,
+    ) -> None:
         self.db = db
+        self.claims = ClaimStore(db, owner=owner, grace_s=claim_grace_s, poll_s=poll_s)
+
+    def claim(self, job: NetworkJob) -> AbstractContextManager[Claim]:
+        """Hold the claim on ``job`` while it trains (call :meth:`put` inside), or wait for
+        the process that holds it and yield its stored result."""
+        return self.claims.hold(job.key, lambda: self.get(job))
 
     def get(self, job: NetworkJob) -> NetworkResult | None:
         with self.db.session() as session:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["SCHEMA_VERSION", "Base", "GroupResultRow", "SchemaVersionRow"]
+__all__ = ["SCHEMA_VERSION", "Base", "ClaimRow", "GroupResultRow", "SchemaVersionRow"]
 
 #: Version of autotask's tables; bumped with every migration in ``autotask.store.db``.
 SCHEMA_VERSION = 1
@@ -57,3 +57,19 @@ class GroupResultRow(Base):
     train_seconds: Mapped[float] = mapped_column(Float)
     study_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class ClaimRow(Base):
+    """A network being trained right now: one row per cache key, held by one process.
+
+    Other processes that need the same network wait for its result instead of training it
+    again; a claim whose ``heartbeat_at`` stops moving for a grace period is taken over.
+    """
+
+    __tablename__ = "autotask_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    owner: Mapped[str] = mapped_column(String(255))  # hostname:pid
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)

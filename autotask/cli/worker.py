@@ -1,0 +1,66 @@
+"""``autotask worker``: one more process training trials of a shared study."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+import typer
+
+from autotask.cli.app import app
+from autotask.cli.console import out, progress_bar
+from autotask.cli.search import STORAGE_HELP
+from autotask.search.storage import resolve_storage_url
+from autotask.search.study import SearchSession
+from autotask.search.study_config import load_study_config
+from autotask.search.workers import count_budget_trials
+from autotask.store.claims import default_owner
+from autotask.store.db import is_sqlite
+
+logger = logging.getLogger("autotask")
+
+SQLITE_NOTE = "SQLite is fine for a few local workers; use PostgreSQL for many"
+
+
+@app.command()
+def worker(
+    study_file: Path = typer.Argument(..., help="Study YAML (see studies/)."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    study_name: str | None = typer.Option(None, help="Study name (default: the file's name)."),
+    trials: int | None = typer.Option(
+        None, min=1, help="Finished trials the study should have (shared by all workers)."
+    ),
+    timeout: float | None = typer.Option(None, min=1, help="Stop starting trials after SEC."),
+    seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Join a study (creating it if needed) and train trials until its budget is spent.
+
+    Workers on any number of machines share one budget, and each network is trained once.
+    """
+    config = load_study_config(study_file)
+    url = resolve_storage_url(storage, config.storage, study_name or config.name)
+    if is_sqlite(url):
+        logger.warning(SQLITE_NOTE)
+    session = SearchSession.open(
+        config, storage=url, study_name=study_name, seed=seed, device=device
+    )
+    budget = trials or config.trials
+    study = session.study
+    with progress_bar(quiet) as progress:
+        bar = progress.add_task("baselines", total=budget, status="")
+        session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
+        session.prepare_baselines()
+        progress.update(bar, description="trials", completed=count_budget_trials(study))
+
+        def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+            progress.update(bar, completed=session.finished_trials(), status="")
+
+        ran = session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
+    out.print(
+        f"worker {default_owner()} ran {ran} trials; study {study.study_name} has "
+        f"{session.finished_trials()} finished trials of {budget} "
+        f"({session.storage_url})"
+    )
