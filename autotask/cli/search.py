@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.search.export import export_best
+from autotask.search.launcher import WorkerPool, parse_gpus
+from autotask.search.scoring import ArchitectureScore
 from autotask.search.storage import resolve_storage_url
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
@@ -22,7 +26,12 @@ from autotask.search.study import (
     load_study,
 )
 from autotask.search.study_config import load_study_config
+from autotask.store.db import is_sqlite
 
+logger = logging.getLogger("autotask")
+
+#: More local workers than this on one SQLite file get a warning.
+SQLITE_MAX_WORKERS = 4
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
 
 
@@ -43,33 +52,69 @@ def search(
     timeout: float | None = typer.Option(None, min=1, help="Stop starting trials after SEC."),
     seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
+    workers: int = typer.Option(1, min=1, help="Local worker processes sharing the study."),
+    gpus: str | None = typer.Option(None, help="One worker per GPU, e.g. 0,1,2,3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Search task groupings, branch depths and balancers; resumes a study of the same name."""
     config = load_study_config(study_file)
-    session = SearchSession.open(
-        config, storage=storage, study_name=study_name, seed=seed, device=device
-    )
+    gpu_list = parse_gpus(gpus)
+    name = study_name or config.name
+    url = resolve_storage_url(storage, config.storage, name)
+    pool_size = len(gpu_list) or workers
+    if pool_size > SQLITE_MAX_WORKERS and is_sqlite(url):
+        logger.warning(
+            "%d workers share one SQLite file: expect lock waits; use PostgreSQL for many "
+            "workers (--storage postgresql+psycopg://...)",
+            pool_size,
+        )
+    session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
     budget = trials or config.trials
     study = session.study
     with progress_bar(quiet) as progress:
         bar = progress.add_task("baselines", total=budget, status="")
-        session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
+        session.context.on_network = lambda net: progress.update(bar, status=f"training {net}")
         all_in_one = session.prepare_baselines()
-        progress.update(
-            bar,
-            description="trials",
-            completed=session.finished_trials(),
-            status=_best_line(study),
-        )
 
-        def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-            progress.update(bar, completed=session.finished_trials(), status=_best_line(study))
+        def refresh(*_: object) -> None:
+            progress.update(
+                bar,
+                description="trials",
+                completed=session.finished_trials(),
+                status=_best_line(study),
+            )
 
-        session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
+        refresh()
+        limit = timeout or config.timeout
+        if pool_size > 1 or gpu_list:
+            _run_pool(
+                WorkerPool(study_file, url, name, budget, workers, limit, seed, gpu_list), refresh
+            )
+        else:
+            session.run(budget, timeout=limit, callbacks=[refresh])
+    _print_best(study, all_in_one, session.storage_url)
+
+
+def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
+    """Run the worker processes; Ctrl-C stops them (running trials end FAIL: interrupted)."""
+    pool.start()
+    try:
+        pool.wait(refresh)
+        for line in pool.errors():
+            err.print(f"worker failed: {line}", style="red")
+    except KeyboardInterrupt:
+        err.print("interrupted: stopping the workers (running trials end FAIL: interrupted)")
+        pool.interrupt()
+        refresh()
+        raise
+    finally:
+        pool.close()
+
+
+def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
     spec = best_spec(study)
     best = study.best_trial
-    out.print(f"Study {study.study_name}  ({session.storage_url})", style="bold")
+    out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
     out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
     attrs = best.user_attrs
     out.print(
@@ -80,13 +125,10 @@ def search(
         f"  all-in-one network: Δm val {all_in_one.delta_m_val:+.2f}%  "
         f"test {all_in_one.delta_m_test:+.2f}%"
     )
-    verdict = (
-        "beats" if best.user_attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
-    )
+    verdict = "beats" if attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
     out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
     out.print(
-        f"Export it with: autotask export {study.study_name} "
-        f"--storage {session.storage_url} -o best.yaml"
+        f"Export it with: autotask export {study.study_name} --storage {storage_url} -o best.yaml"
     )
 
 

@@ -199,6 +199,9 @@ class SearchSession:
             trial.set_user_attr("fail_reason", reason)
             logger.warning("trial %d failed: %s", trial.number, reason)
             raise
+        except KeyboardInterrupt:  # Optuna marks the trial FAIL and re-raises
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
         for key, value in score_attrs(score).items():
             trial.set_user_attr(key, value)
         return score.delta_m_val
