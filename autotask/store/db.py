@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autotask.errors import StorageError
+from autotask.store.migrations import migrate
 from autotask.store.models import SCHEMA_VERSION, Base, SchemaVersionRow
+
+logger = logging.getLogger("autotask")
 
 __all__ = ["SQLITE_TIMEOUT_S", "Database", "default_storage_url", "engine_kwargs"]
 
@@ -70,16 +74,28 @@ class Database:
         self._ensure_schema()
 
     def _ensure_schema(self) -> None:
+        """Create autotask's tables, or migrate them forward; refuse a newer schema."""
         try:
-            Base.metadata.create_all(self.engine)
-            with self.session() as session:
-                row = session.scalars(select(SchemaVersionRow)).first()
-                if row is None:
-                    session.add(SchemaVersionRow(id=1, version=SCHEMA_VERSION))
-                elif row.version > SCHEMA_VERSION:
+            with self.engine.begin() as conn:
+                if not inspect(conn).has_table(SchemaVersionRow.__tablename__):
+                    Base.metadata.create_all(conn)
+                    conn.execute(insert(SchemaVersionRow).values(id=1, version=SCHEMA_VERSION))
+                    return
+                stored = conn.execute(select(SchemaVersionRow.version)).scalar()
+                if stored is not None and stored > SCHEMA_VERSION:
                     raise StorageError(
-                        f"{self.safe_url}: autotask tables have schema version {row.version}, "
-                        f"newer than this autotask understands ({SCHEMA_VERSION}); upgrade autotask"
+                        f"{self.safe_url}: autotask tables have schema version {stored}, "
+                        f"newer than this autotask understands ({SCHEMA_VERSION}); "
+                        "upgrade autotask"
+                    )
+                applied = migrate(conn, stored or 0) if (stored or 0) < SCHEMA_VERSION else []
+                Base.metadata.create_all(conn)
+                if stored is None:
+                    conn.execute(insert(SchemaVersionRow).values(id=1, version=SCHEMA_VERSION))
+                elif applied:
+                    conn.execute(update(SchemaVersionRow).values(version=SCHEMA_VERSION))
+                    logger.info(
+                        "migrated autotask tables from version %d to %d", stored, SCHEMA_VERSION
                     )
         except SQLAlchemyError as exc:
             raise StorageError(

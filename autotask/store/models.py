@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = ["SCHEMA_VERSION", "Base", "ClaimRow", "GroupResultRow", "SchemaVersionRow"]
 
 #: Version of autotask's tables; bumped with every migration in ``autotask.store.db``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _utcnow() -> datetime:

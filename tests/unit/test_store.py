@@ -64,3 +64,35 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_bad_urls_are_storage_errors(url: str, message: str) -> None:
     with pytest.raises(StorageError, match=message):
         Database(url)
+
+
+def test_an_older_schema_is_migrated_forward(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    from autotask.store.models import GroupResultRow, SchemaVersionRow
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a version-1 database: no claims table yet
+        SchemaVersionRow.__table__.create(conn)
+        GroupResultRow.__table__.create(conn)
+        conn.execute(text("INSERT INTO autotask_schema (id, version) VALUES (1, 1)"))
+    engine.dispose()
+    db = Database(url)
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM autotask_schema")).scalar() == SCHEMA_VERSION
+        assert inspect(conn).has_table("autotask_claims")
+
+
+def test_a_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    url = f"sqlite:///{tmp_path}/new.db"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE autotask_schema (id INTEGER PRIMARY KEY, version INTEGER)"))
+        conn.execute(text("INSERT INTO autotask_schema VALUES (1, :v)"), {"v": SCHEMA_VERSION + 5})
+    with pytest.raises(StorageError, match="newer than this autotask"):
+        Database(url)
+    with engine.connect() as conn:
+        assert inspect(conn).get_table_names() == ["autotask_schema"]
