@@ -25,13 +25,34 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    from autotask.cli.console import err
+
     try:
         configure_threads()
-        app(args=argv, standalone_mode=True)
+        result = app(args=argv, standalone_mode=False)
     except AutotaskError as exc:
-        from autotask.cli.console import err
-
         err.print(f"error: {exc}", style="red")
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if message:  # empty when the parser has shown the help instead (no arguments)
+            err.print(f"error: {message}{_help_hint(exc)}", style="red")
+        sys.exit(int(exc.exit_code))  # type: ignore[attr-defined]
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Bad options or arguments, as raised by Typer's command-line parser."""
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _help_hint(exc: BaseException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    return f" (see '{path} --help')" if path else ""

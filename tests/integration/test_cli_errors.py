@@ -93,6 +93,11 @@ def test_bad_csv_names_the_column(
         (["status", "nope", "--storage", "not-a-url"], "not a database URL"),
         (["evaluate", "missing.yaml"], "no such file"),
         (["evaluate", "arch.yaml", "--seeds", "a,b"], "--seeds"),
+        (["search", "study.yaml", "--trials", "-1"], "Invalid value for '--trials'"),
+        (["search", "study.yaml", "--workers", "0"], "Invalid value for '--workers'"),
+        (["search", "study.yaml", "--gpus", "x"], "--gpus: expected comma-separated GPU indices"),
+        (["serch", "study.yaml"], "No such command 'serch'. Did you mean 'search'?"),
+        (["status"], "Missing argument"),
     ],
 )
 def test_bad_commands(
@@ -104,8 +109,10 @@ def test_bad_commands(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "arch.yaml").write_text("suite: digits\nnetworks: [{tasks: [digit]}]\n")
+    (tmp_path / "study.yaml").write_text("name: x\nsuite: digits\n")
     code, err = run_cli(args, capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert "secret" not in err
+    assert not (tmp_path / "studies").exists()
