@@ -146,6 +146,7 @@ def status(
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
+    states_by_number = {t.number: t.state.name for t in trials}
     trained = sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials)
     reused = sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials)
     baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
@@ -160,6 +161,7 @@ def status(
         "failed": {
             t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
         },
+        "retried": _retries(trials),
     }
     try:
         best = study.best_trial
@@ -184,6 +186,8 @@ def status(
     out.print(f"networks trained: {trained}, reused from the cache: {reused}")
     for number, reason in summary["failed"].items():
         err.print(f"trial {number} failed: {reason}")
+    for failed, retry in summary["retried"].items():
+        out.print(f"trial {failed} was retried as trial {retry} ({states_by_number[retry]})")
     if best is None:
         out.print("no completed trial yet")
         return
@@ -212,6 +216,16 @@ def status(
         f"  cost {attrs['cost']:.2f};  all-in-one Δm val "
         f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
     )
+
+
+def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """Failed trial number -> the number of the trial that re-ran it (heartbeat retries)."""
+    retried = {}
+    for trial in trials:
+        source = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        if source is not None:
+            retried[source] = trial.number
+    return retried
 
 
 @app.command()

@@ -116,3 +116,17 @@ def test_bad_commands(
     assert message in err
     assert "secret" not in err
     assert not (tmp_path / "studies").exists()
+
+
+def test_status_reports_retried_trials() -> None:
+    import optuna
+
+    from autotask.cli.search import _retries
+
+    failed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)
+    retry = optuna.trial.create_trial(
+        value=1.0, system_attrs={"failed_trial": 0, "retry_history": [0]}
+    )
+    study = optuna.create_study()
+    study.add_trials([failed, retry])
+    assert _retries(study.get_trials()) == {0: 1}
