@@ -222,7 +222,7 @@ def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     """Failed trial number -> the number of the trial that re-ran it (heartbeat retries)."""
     retried = {}
     for trial in trials:
-        source = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        source = trial.system_attrs.get("failed_trial")  # set by Optuna's retry callback
         if source is not None:
             retried[source] = trial.number
     return retried

@@ -56,11 +56,11 @@ def worker(
         progress.update(bar, description="trials", completed=count_budget_trials(study))
 
         def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-            progress.update(bar, completed=session.finished_trials(), status="")
+            progress.update(bar, completed=count_budget_trials(study), status="")
 
         ran = session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
     out.print(
         f"worker {default_owner()} ran {ran} trials; study {study.study_name} has "
-        f"{session.finished_trials()} finished trials of {budget} "
+        f"{count_budget_trials(study)} of {budget} trials "
         f"({session.storage_url})"
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from sqlalchemy.engine import make_url
@@ -11,7 +14,27 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from autotask.errors import StorageError
 from autotask.store.db import Database, default_storage_url, engine_kwargs
 
-__all__ = ["open_storage", "resolve_storage_url", "sqlite_file_missing"]
+__all__ = [
+    "HEARTBEAT_GRACE_ENV",
+    "HEARTBEAT_INTERVAL_ENV",
+    "MAX_RETRY",
+    "STALE_REASON",
+    "RetryStaleTrial",
+    "heartbeat_settings",
+    "open_storage",
+    "resolve_storage_url",
+    "sqlite_file_missing",
+]
+
+#: Seconds between a running trial's heartbeats (an integer, as Optuna requires).
+HEARTBEAT_INTERVAL_ENV = "AUTOTASK_HEARTBEAT_INTERVAL"
+#: Seconds without a heartbeat after which a running trial's worker counts as dead.
+HEARTBEAT_GRACE_ENV = "AUTOTASK_HEARTBEAT_GRACE"
+DEFAULT_HEARTBEAT_INTERVAL = 10
+DEFAULT_HEARTBEAT_GRACE = 30
+#: How many times a trial whose worker died is re-run (as a WAITING copy, same params).
+MAX_RETRY = 2
+STALE_REASON = "worker died (no heartbeat)"
 
 
 def resolve_storage_url(explicit: str | None, configured: str | None, study_name: str) -> str:
@@ -23,10 +46,69 @@ def open_storage(url: str) -> tuple[optuna.storages.RDBStorage, Database]:
     """Optuna's storage and autotask's tables; failures are one-line :class:`StorageError`."""
     db = Database(url)  # first: creates the SQLite folder and switches the file to WAL
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        interval, grace = heartbeat_settings()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs(url),
+                heartbeat_interval=interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=MAX_RETRY),
+            )
     except (SQLAlchemyError, ValueError, ImportError, RuntimeError) as exc:
         raise StorageError(f"cannot open Optuna storage at {db.safe_url}: {_line(exc)}") from None
     return storage, db
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """``(interval, grace)`` in whole seconds, from the environment or the defaults."""
+    interval = _positive_int(HEARTBEAT_INTERVAL_ENV, DEFAULT_HEARTBEAT_INTERVAL)
+    grace = _positive_int(HEARTBEAT_GRACE_ENV, max(DEFAULT_HEARTBEAT_GRACE, 2 * interval))
+    if grace <= interval:
+        raise StorageError(
+            f"{HEARTBEAT_GRACE_ENV} ({grace} s) must exceed {HEARTBEAT_INTERVAL_ENV} "
+            f"({interval} s), or live workers' trials would be failed"
+        )
+    return interval, grace
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise StorageError(f"{name} must be a positive whole number of seconds, not {raw!r}")
+    return value
+
+
+class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of heartbeat-stale trials (a WAITING copy with the same params and the
+    ``failed_trial`` / ``retry_history`` system attributes), plus the user attribute
+    ``retry_of`` (the stale trial's number) and without the stale trial's ``fail_reason``."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        system_attrs: dict[str, Any] = {
+            "failed_trial": trial.number,
+            **trial.system_attrs,
+            "retry_history": [*trial.system_attrs.get("retry_history", []), trial.number],
+        }
+        if self._max_retry is not None and self._max_retry < len(system_attrs["retry_history"]):
+            return
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+        study.add_trial(
+            optuna.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={**user_attrs, "retry_of": trial.number},
+                system_attrs=system_attrs,
+            )
+        )
 
 
 def _line(exc: BaseException) -> str:

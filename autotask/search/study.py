@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import torch
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from autotask.backbones import build_backbone
@@ -22,6 +25,7 @@ from autotask.search.study_config import StudyConfig, SuiteConfig
 from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
+from autotask.store.claims import ClaimStore, default_owner
 from autotask.store.db import Database
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite
@@ -41,6 +45,8 @@ logger = logging.getLogger("autotask")
 CONFIG_ATTR = "autotask:config"
 BASELINES_ATTR = "autotask:baselines"
 ALL_IN_ONE_ATTR = "autotask:all_in_one"
+#: Trial user attribute: ``hostname:pid`` of the process running the trial.
+WORKER_ATTR = "worker"
 FINISHED = (
     optuna.trial.TrialState.COMPLETE,
     optuna.trial.TrialState.PRUNED,
@@ -188,6 +194,15 @@ class SearchSession:
         return all_in_one
 
     def objective(self, trial: optuna.Trial) -> float:
+        """Sample, train and score one architecture; failures record ``fail_reason``."""
+        try:
+            return self._score_trial(trial)
+        except KeyboardInterrupt:  # wherever it lands: Optuna marks the trial FAIL, re-raises
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+
+    def _score_trial(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, default_owner())
         spec = sample_architecture(
             trial, self.config.search_space, self.context.tasks, self.context.suite.default_backbone
         )
@@ -195,12 +210,16 @@ class SearchSession:
         try:
             score = self.context.score(spec)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, AutotaskError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, torch.OutOfMemoryError):
+                reason = f"out of memory: {_first_line(exc)}"
+                traceback.clear_frames(exc.__traceback__)  # the training frames' tensors
+                _free_memory()  # the worker goes on with its next trial
+            elif isinstance(exc, AutotaskError):
+                reason = str(exc)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("fail_reason", reason)
             logger.warning("trial %d failed: %s", trial.number, reason)
-            raise
-        except KeyboardInterrupt:  # Optuna marks the trial FAIL and re-raises
-            trial.set_user_attr("fail_reason", "interrupted")
             raise
         for key, value in score_attrs(score).items():
             trial.set_user_attr(key, value)
@@ -225,10 +244,33 @@ class SearchSession:
             budget=trials,
             timeout=timeout,
             callbacks=callbacks,
+            on_stale=self._release_dead_worker,
         )
+
+    def _release_dead_worker(self, trial: optuna.trial.FrozenTrial) -> None:
+        """``trial``'s worker died: drop its network claims now, so that the retry (or
+        anyone needing those networks) need not wait for the claims' own grace period."""
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        cache = self.context.cache
+        if isinstance(owner, str) and isinstance(cache, DatabaseCache):
+            released = ClaimStore(cache.db, owner=owner).release_all()
+            if released:
+                logger.warning("released %d network claim(s) of dead worker %s", released, owner)
 
     def best_spec(self) -> ArchitectureSpec:
         return best_spec(self.study)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _free_memory() -> None:
+    """Drop what a failed trial left behind (its tensors die with the traceback)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _sampler(seed: int) -> optuna.samplers.BaseSampler:

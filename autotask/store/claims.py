@@ -147,6 +147,13 @@ class ClaimStore:
                 delete(ClaimRow).where(ClaimRow.key == key, ClaimRow.owner == self.owner)
             )
 
+    def release_all(self) -> int:
+        """Delete every claim held by ``owner`` (e.g. a worker known to be dead); returns
+        how many there were."""
+        with self.db.session() as session:
+            done = session.execute(delete(ClaimRow).where(ClaimRow.owner == self.owner))
+            return int(getattr(done, "rowcount", 0) or 0)
+
     def keys(self) -> list[str]:
         """Keys of all claims held now (by anyone)."""
         with self.db.session() as session:

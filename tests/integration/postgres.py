@@ -16,12 +16,13 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "postgres_server", "postgres_url"]
+__all__ = ["PostgresServer", "postgres_server", "postgres_url", "temporary_server"]
 
 
 def _bindir() -> Path | None:
@@ -126,6 +127,18 @@ def _start() -> tuple[PostgresServer | None, str]:
 def _stop(server: PostgresServer) -> None:
     server.run(str(server.bindir / "pg_ctl"), "-D", str(server.root / "data"), "-m", "fast", "stop")
     shutil.rmtree(server.root, ignore_errors=True)
+
+
+@contextmanager
+def temporary_server() -> Iterator[PostgresServer]:
+    """The same throwaway server for scripts (benchmarks); RuntimeError if none starts."""
+    server, reason = _start()
+    if server is None:
+        raise RuntimeError(f"no PostgreSQL server: {reason}")
+    try:
+        yield server
+    finally:
+        _stop(server)
 
 
 @pytest.fixture(scope="session")

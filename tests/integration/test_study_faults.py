@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
+import torch
 
+from autotask.search import scoring
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
 
@@ -37,3 +41,83 @@ def test_diverging_trial_fails_with_reason_and_study_continues(tmp_path: Path) -
     assert "non-finite" in trials[0].user_attrs["fail_reason"]
     assert trials[1].state == optuna.trial.TrialState.COMPLETE
     assert session.finished_trials() == 3
+
+
+def _tiny_config(trials: int) -> StudyConfig:
+    return StudyConfig.model_validate(
+        {
+            "name": "faults",
+            "suite": {"name": "tests.conftest:make_tiny_suite"},
+            "search_space": {
+                "partition": {"max_groups": 1},
+                "optimizer": {
+                    "name": "sgd",
+                    "lr": {"choices": [0.01, 0.02], "default": 0.01},
+                    "epochs": 2,
+                    "batch_size": 32,
+                },
+            },
+            "trials": trials,
+        }
+    )
+
+
+def _fail_first_trial_training(
+    monkeypatch: pytest.MonkeyPatch, session: SearchSession, exc: Exception
+) -> list[int]:
+    """Make the next ``train_network`` call raise ``exc``; later calls train for real."""
+    real = getattr(scoring, "train_network")  # noqa: B009 - not re-exported
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("autotask.search.scoring.train_network", flaky)
+    return calls
+
+
+def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = SearchSession.open(_tiny_config(2), storage=f"sqlite:///{tmp_path}/oom.db")
+    session.prepare_baselines()
+    freed: list[bool] = []
+
+    def collect(*_args: Any) -> int:
+        freed.append(True)
+        return 0
+
+    monkeypatch.setattr("autotask.search.study.gc.collect", collect)
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    calls = _fail_first_trial_training(monkeypatch, session, oom)
+    session.study.enqueue_trial({"optimizer.lr": 0.02})  # not cached: trained in the trial
+    session.study.enqueue_trial({"optimizer.lr": 0.02})  # the same network: trained now
+    assert session.run(2) == 2
+    trials = session.study.get_trials()
+    assert [t.state for t in trials] == [
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.COMPLETE,
+    ]
+    reason = trials[0].user_attrs["fail_reason"]
+    assert "out of memory" in reason and "Tried to allocate" in reason
+    assert freed and len(calls) == 2
+    # The claim on the network that ran out of memory was released: trial 1 trained it.
+    assert trials[1].user_attrs["networks_trained"] == 1
+
+
+def test_an_exception_in_training_fails_the_trial_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = SearchSession.open(_tiny_config(2), storage=f"sqlite:///{tmp_path}/raise.db")
+    session.prepare_baselines()
+    _fail_first_trial_training(monkeypatch, session, IndexError("target 7 is out of bounds"))
+    session.study.enqueue_trial({"optimizer.lr": 0.02})
+    session.run(2)
+    trials = session.study.get_trials()
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert trials[0].user_attrs["fail_reason"] == "IndexError: target 7 is out of bounds"
+    assert trials[1].state == optuna.trial.TrialState.COMPLETE
+    assert session.finished_trials() == 2
