@@ -50,7 +50,7 @@ search is used; its result says ``exact=False``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -620,6 +620,22 @@ def _make_grid(problem: _Problem, budgets: Sequence[float], count_levels: int) -
 # --------------------------------------------------------------------------- exact solver
 
 
+def _block_rest_chunks(
+    n: int,
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Every (block, rest) pair of disjoint masks over ``n`` tasks whose block holds the
+    lowest task of ``block | rest``, in chunks; unions with a higher lowest task come
+    first, so a DP reading ``rest`` finds it final."""
+    all_s, all_r = _disjoint_pairs(n - 1)
+    for low in range(n - 1, -1, -1):
+        count = 3 ** (n - 1 - low)
+        for lo in range(0, count, _CHUNK):
+            hi = min(count, lo + _CHUNK)
+            block = (all_s[lo:hi].astype(np.int64) << (low + 1)) | (1 << low)
+            rest = all_r[lo:hi].astype(np.int64) << (low + 1)
+            yield block, rest
+
+
 def _disjoint_pairs(u: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Every pair (S, R) of disjoint subsets of ``u`` bits (``3^u`` pairs).
 
@@ -711,26 +727,20 @@ class _ExactSolver:
             k_moves = [(k, k - 1) for k in range(1, kl)]
         else:
             k_moves = [(0, 0)]
-        all_s, all_r = _disjoint_pairs(n - 1)
-        for low in range(n - 1, -1, -1):
-            count = 3 ** (n - 1 - low)
-            for lo in range(0, count, _CHUNK):
-                hi = min(count, lo + _CHUNK)
-                s = (all_s[lo:hi].astype(np.int64) << (low + 1)) | (1 << low)
-                r = all_r[lo:hi].astype(np.int64) << (low + 1)
-                m = s | r
-                for j, c in enumerate(self.level_values):
-                    if c >= bl:
-                        continue
-                    g = self.blocks[j][s]
-                    ok = g > _NEG
-                    if not ok.any():
-                        continue
-                    gj, rj, mj = (g, r, m) if ok.all() else (g[ok], r[ok], m[ok])
-                    for k_to, k_from in k_moves:
-                        for b in range(c, bl):
-                            cand = gj + table[k_from, b - c][rj]
-                            np.maximum.at(table[k_to, b], mj, cand)
+        for s, r in _block_rest_chunks(n):
+            m = s | r
+            for j, c in enumerate(self.level_values):
+                if c >= bl:
+                    continue
+                g = self.blocks[j][s]
+                ok = g > _NEG
+                if not ok.any():
+                    continue
+                gj, rj, mj = (g, r, m) if ok.all() else (g[ok], r[ok], m[ok])
+                for k_to, k_from in k_moves:
+                    for b in range(c, bl):
+                        cand = gj + table[k_from, b - c][rj]
+                        np.maximum.at(table[k_to, b], mj, cand)
         return table
 
     # reading the programme
@@ -923,14 +933,8 @@ def _cover_programme(p: _Problem, block_cost: FloatArray) -> FloatArray:
     best[0] = 0.0
     if n > EXACT_MAX_TASKS:
         return best
-    all_s, all_r = _disjoint_pairs(n - 1)
-    for low in range(n - 1, -1, -1):
-        count = 3 ** (n - 1 - low)
-        for lo in range(0, count, _CHUNK):
-            hi = min(count, lo + _CHUNK)
-            s = (all_s[lo:hi].astype(np.int64) << (low + 1)) | (1 << low)
-            r = all_r[lo:hi].astype(np.int64) << (low + 1)
-            np.minimum.at(best, s | r, block_cost[s] + best[r])
+    for s, r in _block_rest_chunks(n):
+        np.minimum.at(best, s | r, block_cost[s] + best[r])
     return best
 
 

@@ -15,22 +15,7 @@ from autotask.search.study_config import StudyConfig
 
 
 def test_diverging_trial_fails_with_reason_and_study_continues(tmp_path: Path) -> None:
-    config = StudyConfig.model_validate(
-        {
-            "name": "faults",
-            "suite": {"name": "tests.conftest:make_tiny_suite"},
-            "search_space": {
-                "partition": {"max_groups": 1},
-                "optimizer": {
-                    "name": "sgd",
-                    "lr": {"choices": [0.01, 1.0e12], "default": 0.01},
-                    "epochs": 3,
-                    "batch_size": 32,
-                },
-            },
-            "trials": 3,
-        }
-    )
+    config = _tiny_config(3, lrs=(0.01, 1.0e12))
     session = SearchSession.open(config, storage=f"sqlite:///{tmp_path}/f.db")
     session.prepare_baselines()
     session.study.enqueue_trial({"optimizer.lr": 1.0e12})
@@ -43,7 +28,7 @@ def test_diverging_trial_fails_with_reason_and_study_continues(tmp_path: Path) -
     assert session.finished_trials() == 3
 
 
-def _tiny_config(trials: int) -> StudyConfig:
+def _tiny_config(trials: int, lrs: tuple[float, float] = (0.01, 0.02)) -> StudyConfig:
     return StudyConfig.model_validate(
         {
             "name": "faults",
@@ -52,7 +37,7 @@ def _tiny_config(trials: int) -> StudyConfig:
                 "partition": {"max_groups": 1},
                 "optimizer": {
                     "name": "sgd",
-                    "lr": {"choices": [0.01, 0.02], "default": 0.01},
+                    "lr": {"choices": list(lrs), "default": lrs[0]},
                     "epochs": 2,
                     "batch_size": 32,
                 },
