@@ -15,6 +15,8 @@ import pytest
 from autotask.cli import main
 from autotask.errors import ConfigError
 from autotask.search.launcher import parse_gpus
+from autotask.search.study import SearchSession
+from autotask.search.study_config import load_study_config
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +50,17 @@ def test_workers_share_the_budget_exactly(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_ctrl_c_fails_running_trials_as_interrupted_and_keeps_the_rest(tmp_path: Path) -> None:
-    write_study(tmp_path, epochs=400)  # long trials, so some are running at the interrupt
+    # Baselines train 2 epochs (the default); the enqueued trials train 400, so some are
+    # surely running when the interrupt comes, however loaded the machine is.
+    (tmp_path / "study.yaml").write_text(
+        STUDY.replace("EPOCHS", "{choices: [2, 400], default: 2}").replace(
+            "patience: 50", "patience: 500"
+        )
+    )
+    storage = f"sqlite:///{tmp_path}/studies/pool.db"
+    session = SearchSession.open(load_study_config(tmp_path / "study.yaml"), storage=storage)
+    for _ in range(4):
+        session.study.enqueue_trial({"optimizer.epochs": 400})
     env = {**os.environ, "AUTOTASK_THREADS": "1"}
     parent = subprocess.Popen(
         [sys.executable, "-m", "autotask", "search", "study.yaml", "--workers", "2", "-q"],
@@ -57,16 +69,12 @@ def test_ctrl_c_fails_running_trials_as_interrupted_and_keeps_the_rest(tmp_path:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    storage = f"sqlite:///{tmp_path}/studies/pool.db"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     running: list[optuna.trial.FrozenTrial] = []
     while time.monotonic() < deadline and not running:
+        assert parent.poll() is None, parent.communicate()[1]
         time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name="pool", storage=storage)
-        except (KeyError, Exception):  # not created yet
-            continue
-        running = study.get_trials(states=[State.RUNNING])
+        running = session.study.get_trials(states=[State.RUNNING])
     assert running, "no trial started in time"
     time.sleep(1.0)
     parent.send_signal(signal.SIGINT)
