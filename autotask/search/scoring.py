@@ -91,6 +91,7 @@ class TrainingContext:
     on_network: NetworkCallback | None = None
     interface: ModelInterface = field(init=False)
     _macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    _baselines: dict[int, dict[str, NetworkResult]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.interface = interface_for(self.suite)
@@ -161,12 +162,16 @@ class TrainingContext:
         }
 
     def baselines(self) -> dict[str, NetworkResult]:
+        """The single-task baselines at the current seed (looked up once, then kept)."""
+        if self.seed in self._baselines:
+            return self._baselines[self.seed]
         results = {}
         for task, job in self.baseline_jobs().items():
             result, _ = self.run(job)
             if not result.ok:
                 raise TrialDiverged(f"single-task baseline of {task!r} diverged: {result.reason}")
             results[task] = result
+        self._baselines[self.seed] = results
         return results
 
     def all_in_one(self) -> ArchitectureSpec:
