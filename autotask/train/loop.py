@@ -19,6 +19,7 @@ from autotask.suites.base import Split
 from autotask.train.device import seed_everything
 from autotask.train.losses import masked_loss
 from autotask.train.metrics import task_metric
+from autotask.train.observer import StepObserver, TrainStep
 from autotask.train.result import NetworkResult, Status
 
 __all__ = [
@@ -121,6 +122,7 @@ def train_network(
     balancer: BalancerSpec,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
     """Train ``tree`` on ``data`` (splits already on the target device).
 
@@ -129,6 +131,8 @@ def train_network(
     and reports metrics on val and test at that epoch. A non-finite loss, or a balancer
     that cannot produce a finite update (:class:`TrialDiverged` from its ``backward`` or
     ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising.
+    ``observer_factory(net)``, once the network is built, gives an observer that sees every
+    training step before and after its backward pass (the affinity estimators measure there).
     """
     started = time.perf_counter()
     generator = seed_everything(seed)
@@ -141,13 +145,14 @@ def train_network(
     bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
     bal.attach(net)
     opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
+    observer = None if observer_factory is None else observer_factory(net)
 
     train, val = data["train"], data["val"]
     train_masks, val_masks = _sparse_masks(train, tasks), _sparse_masks(val, tasks)
     n, bs = len(train), optimizer.batch_size
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
     history: list[float] = []
-    stale, epoch = 0, 0
+    stale, epoch, step = 0, 0, 0
 
     def result(status: Status, reason: str | None = None) -> NetworkResult:
         return NetworkResult(
@@ -172,9 +177,17 @@ def train_network(
                 end = start + bs
                 targets = {t: y[start:end] for t, y in epoch_data.targets.items()}
                 masks = {t: None if m is None else m[start:end] for t, m in epoch_masks.items()}
-                losses = _task_losses(net(epoch_data.x[start:end]), targets, masks, kinds, tasks)
+                batch = epoch_data.x[start:end]
+                losses = _task_losses(net(batch), targets, masks, kinds, tasks)
                 opt.zero_grad(set_to_none=True)
-                bal.backward(losses, net)
+                if observer is None:
+                    bal.backward(losses, net)
+                else:
+                    current = TrainStep(step, epoch, net, opt, batch, targets, masks, losses, kinds)
+                    observer.before_backward(current)
+                    bal.backward(losses, net)
+                    observer.after_backward(current)
+                step += 1
                 if optimizer.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), optimizer.grad_clip)
                 opt.step()

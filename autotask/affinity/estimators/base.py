@@ -1,0 +1,61 @@
+"""The :class:`AffinityEstimator` interface: a trained-signal measurement -> AffinityMatrix.
+
+Estimators take a :class:`~autotask.search.scoring.TrainingContext` (the suite's splits on
+their device, the group-result cache, the seed and the study's baseline optimizer and
+backbone) and return an :class:`~autotask.affinity.matrix.AffinityMatrix` over the
+suite's tasks, higher meaning "training these together helps". Settings are validated
+here like balancer hyperparameters: unknown names fail with the known ones.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from autotask.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autotask.affinity.matrix import AffinityMatrix
+    from autotask.search.scoring import TrainingContext
+
+__all__ = ["AffinityEstimator", "ProgressCallback"]
+
+#: ``progress(done, total, what)``: called as an estimator makes progress.
+ProgressCallback = Callable[[int, int, str], None]
+
+
+class AffinityEstimator(ABC):
+    """Base class; subclasses declare ``name``, ``description`` and ``defaults``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: setting -> default value
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **settings: Any) -> None:
+        unknown = sorted(set(settings) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ConfigError(
+                f"affinity estimator {self.name!r}: unknown setting(s) {unknown}; known: {known}"
+            )
+        self.settings: dict[str, Any] = {**self.defaults, **settings}
+        self.validate()
+
+    def validate(self) -> None:  # noqa: B027 - optional hook
+        """Check ``self.settings``; raise :class:`ConfigError` on a bad value."""
+
+    def _positive_int(self, key: str) -> int:
+        value = self.settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"affinity estimator {self.name!r}: {key} must be a positive integer, got {value!r}"
+            )
+        return value
+
+    @abstractmethod
+    def estimate(
+        self, context: TrainingContext, progress: ProgressCallback | None = None
+    ) -> AffinityMatrix:
+        """Measure the affinity of the context's tasks."""
