@@ -1,0 +1,102 @@
+"""Publish plotly figures to a study so that optuna-dashboard shows them.
+
+:func:`publish_figure` stores the figure with
+:func:`optuna_dashboard.save_plotly_graph_object` under ``graph_object_id=name``: the
+dashboard keeps it in the study's system attributes as ``dashboard:plot_data:<name>:<i>``
+chunks of the figure's JSON (2045 characters each) and renders it on the study page.
+Saving the same name again overwrites those chunks, so a figure is replaced, not added.
+Storages cannot delete attributes: a figure that shrinks leaves empty trailing chunks
+(harmless) and a published name cannot be removed, only replaced.
+
+With an artifact store the figure's JSON is also uploaded as the study artifact
+``<name>.plotly.json`` (download-only in the dashboard); publishing again rewrites that
+artifact's file in place, keeping its id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from optuna.artifacts import upload_artifact
+from optuna.artifacts._protocol import ArtifactStore
+from optuna_dashboard import save_plotly_graph_object
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+from autotask.errors import ConfigError
+
+__all__ = ["artifact_filename", "publish_figure", "published_figures"]
+
+#: Figure names: letters, digits, '-', '_' and '.'; no ':' (the dashboard's key separator).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: Optuna's key prefix for artifact metadata in system attributes.
+_ARTIFACT_PREFIX = "artifacts:"
+
+
+def artifact_filename(name: str) -> str:
+    """The artifact file name under which figure ``name`` is uploaded."""
+    return f"{name}.plotly.json"
+
+
+def publish_figure(
+    study: optuna.Study,
+    figure: go.Figure,
+    *,
+    name: str,
+    artifact_store: ArtifactStore | None = None,
+) -> None:
+    """Show ``figure`` on the study's dashboard page as ``name``, replacing any earlier one.
+
+    Two processes publishing the same new name at once may each upload an artifact; the
+    dashboard figure itself is still a single one (the last write wins).
+    """
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"figure name {name!r}: use letters, digits, '-', '_' and '.', starting with a "
+            "letter or digit"
+        )
+    save_plotly_graph_object(study, figure, graph_object_id=name)
+    if artifact_store is None:
+        return
+    filename = artifact_filename(name)
+    with tempfile.TemporaryDirectory(prefix="autotask-figure-") as folder:
+        path = Path(folder) / filename
+        path.write_text(figure.to_json())
+        existing = _artifact_id(study, filename)
+        if existing is None:
+            upload_artifact(
+                artifact_store=artifact_store, file_path=str(path), study_or_trial=study
+            )
+        else:
+            with path.open("rb") as body:
+                artifact_store.write(existing, body)
+
+
+def published_figures(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """The figures the dashboard will show for ``study``, by name, as plotly JSON dicts."""
+    stored = get_plotly_graph_objects(_system_attrs(study))
+    return {name: json.loads(text) for name, text in sorted(stored.items())}
+
+
+def _artifact_id(study: optuna.Study, filename: str) -> str | None:
+    """The id of the study artifact uploaded as ``filename``, if any.
+
+    Read here rather than with ``optuna.artifacts.get_all_artifact_meta``, which fails on
+    the ``null`` entries the dashboard leaves when an artifact is deleted in its UI.
+    """
+    for key, value in _system_attrs(study).items():
+        if not key.startswith(_ARTIFACT_PREFIX):
+            continue
+        meta = json.loads(value)
+        if isinstance(meta, dict) and meta.get("filename") == filename:
+            return str(meta["artifact_id"])
+    return None
+
+
+def _system_attrs(study: optuna.Study) -> dict[str, Any]:
+    return study._storage.get_study_system_attrs(study._study_id)
