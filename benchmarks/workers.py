@@ -30,8 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-# benchmarks/select.py would shadow the standard library's ``select`` (used by subprocess);
-# the repository root is needed for tests.integration.postgres.
+# the repository root is needed for tests.integration.postgres
 sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
 
 import argparse  # noqa: E402

@@ -11,12 +11,14 @@ from typing import Any
 
 import optuna
 import typer
+from rich.progress import Progress, TaskID
 
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
 from autotask.search.scoring import ArchitectureScore
+from autotask.search.seeding import estimate_affinity, publish_affinity, seed_with_affinity
 from autotask.search.storage import resolve_storage_url
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
@@ -75,6 +77,8 @@ def search(
         bar = progress.add_task("baselines", total=budget, status="")
         session.context.on_network = lambda net: progress.update(bar, status=f"training {net}")
         all_in_one = session.prepare_baselines()
+        if config.affinity is not None:
+            _seed_with_affinity(session, progress, bar)
 
         def refresh(*_: object) -> None:
             progress.update(
@@ -93,6 +97,27 @@ def search(
         else:
             session.run(budget, timeout=limit, callbacks=[refresh])
     _print_best(study, all_in_one, session.storage_url)
+
+
+def _seed_with_affinity(session: SearchSession, progress: Progress, bar: TaskID) -> None:
+    """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
+    seeding = session.config.affinity
+    assert seeding is not None
+
+    def report(done: int, total: int, what: str) -> None:
+        progress.update(bar, status=f"affinity ({seeding.estimator}): {what} {done}/{total}")
+
+    matrix, _ = estimate_affinity(session, seeding.estimator, seeding.settings, progress=report)
+    seeded = seed_with_affinity(session, matrix, seeding.candidates)
+    best = seeded[0].groups if seeded else None
+    publish_affinity(session, matrix, best)
+    if seeded:
+        logger.info(
+            "enqueued %d partitions from %s affinity, best: %s",
+            len(seeded),
+            matrix.estimator,
+            seeded[0].describe(),
+        )
 
 
 def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:

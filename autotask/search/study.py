@@ -154,7 +154,9 @@ class SearchSession:
                 load_if_exists=True,
             )
             stored = study.user_attrs.get(CONFIG_ATTR)
-            current = config.model_dump(mode="json", exclude={"trials", "timeout", "storage"})
+            current = config.model_dump(
+                mode="json", exclude={"trials", "timeout", "storage", "affinity"}
+            )
             if stored is None:
                 study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
                 with warnings.catch_warnings():
@@ -301,4 +303,6 @@ def _setup_lock(url: str) -> StudyLock:
 
 
 def _identity(stored: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in stored.items() if k not in ("trials", "timeout", "storage")}
+    return {
+        k: v for k, v in stored.items() if k not in ("trials", "timeout", "storage", "affinity")
+    }

@@ -7,6 +7,10 @@ Example (``studies/digits.yaml``)::
     search_space: ../search_spaces/digits.yaml   # relative to this file, or inline
     trials: 30
     seed: 0
+    affinity:                 # optional: seed the study with affinity-ranked partitions
+      estimator: lookahead    # lookahead | gradcos | pairwise | rsa
+      settings: {every: 10}
+      candidates: 5           # the best partitions are enqueued as the first trials
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
 from autotask.validation import format_validation_error, read_yaml_mapping
 
-__all__ = ["StudyConfig", "SuiteConfig", "load_study_config"]
+__all__ = ["AffinitySeeding", "StudyConfig", "SuiteConfig", "load_study_config"]
 
 
 class SuiteConfig(BaseModel):
@@ -58,6 +62,17 @@ class SuiteConfig(BaseModel):
         return self._task_entries()[0]
 
 
+class AffinitySeeding(BaseModel):
+    """Start the study from an affinity estimate: its best partitions (TAG rule) are
+    enqueued as the first trials, then the sampler explores."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    estimator: str = "lookahead"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    candidates: int = Field(default=5, ge=0)
+
+
 class StudyConfig(BaseModel):
     """A study: suite, search space, trial budget and seed."""
 
@@ -70,6 +85,7 @@ class StudyConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
     storage: str | None = None
+    affinity: AffinitySeeding | None = None
 
     @field_validator("suite", mode="before")
     @classmethod
@@ -77,7 +93,7 @@ class StudyConfig(BaseModel):
         return {"name": value} if isinstance(value, str) else value
 
 
-_MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig)
+_MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig, AffinitySeeding)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -93,6 +109,14 @@ def load_study_config(path: str | Path) -> StudyConfig:
     else:
         raise ConfigError(f"{path}: search_space must be a file path or a mapping")
     try:
-        return StudyConfig.model_validate(data)
+        config = StudyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path), _MODELS)) from None
+    if config.affinity is not None:
+        from autotask.affinity.estimators import build_estimator
+
+        try:
+            build_estimator(config.affinity.estimator, **config.affinity.settings)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: affinity: {exc}") from None
+    return config

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
-from autotask.store.models import SCHEMA_VERSION, Base, ClaimRow
+from autotask.store.models import SCHEMA_VERSION, AffinityRow, Base, ClaimRow
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -25,7 +25,12 @@ def _add_claims(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=[Base.metadata.tables[ClaimRow.__tablename__]])
 
 
-MIGRATIONS: dict[int, Migration] = {2: _add_claims}
+def _add_affinity(conn: Connection) -> None:
+    """Version 3: affinity matrices of a study's tasks."""
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[AffinityRow.__tablename__]])
+
+
+MIGRATIONS: dict[int, Migration] = {2: _add_claims, 3: _add_affinity}
 
 
 def migrate(conn: Connection, from_version: int) -> list[int]:

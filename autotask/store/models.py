@@ -8,10 +8,17 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["SCHEMA_VERSION", "Base", "ClaimRow", "GroupResultRow", "SchemaVersionRow"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AffinityRow",
+    "Base",
+    "ClaimRow",
+    "GroupResultRow",
+    "SchemaVersionRow",
+]
 
 #: Version of autotask's tables; bumped with every migration in ``autotask.store.db``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _utcnow() -> datetime:
@@ -73,3 +80,22 @@ class ClaimRow(Base):
     owner: Mapped[str] = mapped_column(String(255))  # hostname:pid
     claimed_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class AffinityRow(Base):
+    """One affinity estimate (an :class:`~autotask.affinity.matrix.AffinityMatrix`) of a
+    study's tasks: estimator, settings, split, cost and the matrix itself."""
+
+    __tablename__ = "autotask_affinity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_name: Mapped[str | None] = mapped_column(String(512), index=True, nullable=True)
+    suite_key: Mapped[str] = mapped_column(String(64), index=True)
+    estimator: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16))
+    steps: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    matrix: Mapped[dict[str, Any]] = mapped_column(JSON)  # AffinityMatrix.to_dict()
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)

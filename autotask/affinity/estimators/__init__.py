@@ -8,6 +8,8 @@ from typing import Any
 from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
 from autotask.affinity.estimators.gradcos import GradientCosine
 from autotask.affinity.estimators.lookahead import Lookahead
+from autotask.affinity.estimators.pairwise import PairwiseTransfer
+from autotask.affinity.estimators.rsa import RepresentationSimilarity
 from autotask.registry import Registry
 
 __all__ = [
@@ -19,7 +21,7 @@ __all__ = [
 ]
 
 ESTIMATORS: Registry[type[AffinityEstimator]] = Registry("affinity estimator")
-for _cls in (Lookahead, GradientCosine):
+for _cls in (Lookahead, GradientCosine, PairwiseTransfer, RepresentationSimilarity):
     ESTIMATORS.add(_cls.name, _cls)
 
 

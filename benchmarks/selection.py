@@ -8,7 +8,7 @@ exhaustive search (every affordable set of networks, vectorised with numpy) is t
 too and the ratio printed; its optimum must equal the exact one. Target: 16 tasks, all
 65,535 networks, exact in under 10 s.
 
-    python benchmarks/select.py [--sizes 8,12,16] [--naive-limit 5e6]
+    python benchmarks/selection.py [--sizes 8,12,16] [--naive-limit 5e6]
 """
 
 from __future__ import annotations

@@ -1,0 +1,131 @@
+"""Affinity for a study: estimate (or reuse) a matrix, store it, draw it on the dashboard,
+and enqueue the partitions it ranks best as the study's first trials."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from autotask.affinity.candidates import Candidate, rank_partitions
+from autotask.affinity.estimators import ProgressCallback, build_estimator
+from autotask.affinity.matrix import AffinityMatrix
+from autotask.affinity.store import load_matrices, save_matrix
+from autotask.errors import StorageError
+from autotask.report.affinity_figures import draw_graph, draw_heatmap, graph_data, heatmap_data
+from autotask.report.publish import publish_figure
+from autotask.search.sampling import partition_params, task_units
+from autotask.store.artifacts import artifact_store_for
+from autotask.store.cache import DatabaseCache
+
+if TYPE_CHECKING:
+    from autotask.search.study import SearchSession
+
+__all__ = [
+    "SEEDED_ATTR",
+    "estimate_affinity",
+    "publish_affinity",
+    "rank_for_session",
+    "seed_with_affinity",
+]
+
+logger = logging.getLogger("autotask")
+
+#: Study user attribute: what the affinity seeding enqueued (set once per study).
+SEEDED_ATTR = "autotask:affinity_seeded"
+
+
+def _same_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return all(stored.get(k) == v for k, v in wanted.items())
+
+
+def estimate_affinity(
+    session: SearchSession,
+    estimator: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    reuse: bool = True,
+    progress: ProgressCallback | None = None,
+) -> tuple[AffinityMatrix, bool]:
+    """The study's affinity matrix from ``estimator``: the stored one with the same
+    settings and seed when ``reuse``, else estimated now and stored. Returns the matrix and
+    whether it was estimated now."""
+    est = build_estimator(estimator, **dict(settings or {}))
+    cache = session.context.cache
+    if not isinstance(cache, DatabaseCache):
+        raise StorageError("affinity matrices are stored in a study database")
+    name = session.study.study_name
+    suite_key, seed = session.context.suite.key(), session.context.seed
+    if reuse:
+        for stored in load_matrices(
+            cache.db, study_name=name, suite_key=suite_key, estimator=estimator, seed=seed
+        ):
+            if _same_settings(stored.settings, est.settings):
+                return stored, False
+    matrix = est.estimate(session.context, progress)
+    save_matrix(cache.db, matrix, study_name=name, suite_key=suite_key, seed=seed)
+    return matrix, True
+
+
+def rank_for_session(session: SearchSession, matrix: AffinityMatrix, count: int) -> list[Candidate]:
+    """The best partitions under the study's search space (its ``max_groups`` and the
+    blocks of tasks it keeps ``together``)."""
+    space = session.config.search_space
+    tasks = session.context.tasks
+    return rank_partitions(
+        matrix.subset(tasks),
+        units=task_units(tasks, space),
+        max_groups=space.partition.max_groups,
+        count=count,
+    )
+
+
+def seed_with_affinity(
+    session: SearchSession, matrix: AffinityMatrix, count: int
+) -> list[Candidate]:
+    """Enqueue the ``count`` best partitions as the study's first trials (once per study,
+    and only before any trial exists). Branch depths, balancer and optimizer settings are
+    left to the sampler."""
+    study = session.study
+    if count < 1 or SEEDED_ATTR in study.user_attrs or study.get_trials(deepcopy=False):
+        return []
+    tasks = session.context.tasks
+    space = session.config.search_space
+    candidates = rank_for_session(session, matrix, count)
+    for rank, candidate in enumerate(candidates):
+        study.enqueue_trial(
+            partition_params(candidate.groups, tasks, space),
+            user_attrs={
+                "seeded_by": f"affinity:{matrix.estimator}",
+                "affinity_rank": rank,
+                "affinity_score": candidate.score,
+            },
+            skip_if_exists=True,
+        )
+    study.set_user_attr(
+        SEEDED_ATTR,
+        {
+            "estimator": matrix.estimator,
+            "candidates": [
+                {"groups": [list(g) for g in c.groups], "score": c.score} for c in candidates
+            ],
+        },
+    )
+    return candidates
+
+
+def publish_affinity(
+    session: SearchSession, matrix: AffinityMatrix, groups: Sequence[Sequence[str]] | None
+) -> list[str]:
+    """Draw the matrix (heatmap, and graph coloured by ``groups``) on the study's dashboard
+    page and in its artifact store; returns the figure names."""
+    store = artifact_store_for(session.storage_url)
+    names = []
+    for suffix, figure in (
+        ("heatmap", draw_heatmap(heatmap_data(matrix))),
+        ("graph", draw_graph(graph_data(matrix, groups))),
+    ):
+        name = f"affinity-{matrix.estimator}-{suffix}"
+        publish_figure(session.study, figure, name=name, artifact_store=store)
+        names.append(name)
+    return names
