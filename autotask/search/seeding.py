@@ -7,6 +7,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from autotask.affinity.branching import propose_tree, stage_similarities
 from autotask.affinity.candidates import Candidate, rank_partitions
 from autotask.affinity.estimators import ProgressCallback, build_estimator
 from autotask.affinity.matrix import AffinityMatrix
@@ -15,6 +18,7 @@ from autotask.errors import StorageError
 from autotask.report.affinity_figures import draw_graph, draw_heatmap, graph_data, heatmap_data
 from autotask.report.publish import publish_figure
 from autotask.search.sampling import partition_params, task_units
+from autotask.search.space import SearchSpace
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
 
@@ -26,6 +30,7 @@ __all__ = [
     "estimate_affinity",
     "publish_affinity",
     "rank_for_session",
+    "rsa_depth_params",
     "seed_with_affinity",
 ]
 
@@ -85,7 +90,8 @@ def seed_with_affinity(
 ) -> list[Candidate]:
     """Enqueue the ``count`` best partitions as the study's first trials (once per study,
     and only before any trial exists). Branch depths, balancer and optimizer settings are
-    left to the sampler."""
+    left to the sampler, except that an ``rsa`` matrix also proposes each group's branch
+    depth (:func:`rsa_depth_params`)."""
     study = session.study
     if count < 1 or SEEDED_ATTR in study.user_attrs or study.get_trials(deepcopy=False):
         return []
@@ -93,8 +99,11 @@ def seed_with_affinity(
     space = session.config.search_space
     candidates = rank_for_session(session, matrix, count)
     for rank, candidate in enumerate(candidates):
+        params = partition_params(candidate.groups, tasks, space)
+        if matrix.estimator == "rsa":
+            params.update(rsa_depth_params(matrix, candidate.groups, space))
         study.enqueue_trial(
-            partition_params(candidate.groups, tasks, space),
+            params,
             user_attrs={
                 "seeded_by": f"affinity:{matrix.estimator}",
                 "affinity_rank": rank,
@@ -112,6 +121,35 @@ def seed_with_affinity(
         },
     )
     return candidates
+
+
+def rsa_depth_params(
+    matrix: AffinityMatrix, groups: Sequence[Sequence[str]], space: SearchSpace
+) -> dict[str, Any]:
+    """``depth[g<i>]`` for each group from its representation similarities: the first branch
+    point of the group's tree (:func:`~autotask.affinity.branching.propose_tree`) at the
+    mean similarity of all task pairs over all stages (a group more alike than the
+    typical pair shares longer), moved to the nearest depth the search space allows.
+    Groups follow the sampler's numbering (the order in which the partition opens them)."""
+    depths = space.branching.depths
+    stages = stage_similarities(matrix)
+    if len(depths) < 2 or len(stages) == 0:
+        return {}
+    deepest = len(stages)
+    n = len(matrix.tasks)
+    pairs = stages[:, ~np.eye(n, dtype=bool)]
+    threshold = float(np.nanmean(pairs)) if pairs.size else 0.0
+    params: dict[str, Any] = {}
+    for index, group in enumerate(groups):
+        if len(group) < 2:
+            continue
+        idx = [matrix.index(t) for t in group]
+        wanted = propose_tree(group, stages[:, idx][:, :, idx], threshold).branch_at
+        as_stage = deepest if wanted is None else wanted
+        params[f"depth[g{index}]"] = min(
+            depths, key=lambda d: (abs((deepest if d is None else d) - as_stage), d is None)
+        )
+    return params
 
 
 def publish_affinity(

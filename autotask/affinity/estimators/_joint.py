@@ -27,38 +27,48 @@ __all__ = ["MeanMatrix", "labelled", "train_joint"]
 
 class MeanMatrix:
     """Element-wise mean of ``k x k`` measurements, each entry over the steps where it was
-    valid (finite and flagged); kept on the measurements' device until read."""
+    valid (finite and flagged). Steps are kept on the device as they come (no arithmetic
+    or host synchronisation per step) and reduced once when read."""
 
     def __init__(self, k: int, device: torch.device) -> None:
-        self.total = torch.zeros(k, k, dtype=torch.float64, device=device)
-        self.count = torch.zeros(k, k, dtype=torch.float64, device=device)
-        self.steps = 0
+        self.k, self.device = k, device
+        self._values: list[torch.Tensor] = []
+        self._valid: list[torch.Tensor | None] = []
 
-    def add(self, values: torch.Tensor, valid: torch.Tensor) -> None:
-        ok = valid & torch.isfinite(values)
-        self.total += torch.where(ok, values.double(), 0.0)
-        self.count += ok.double()
-        self.steps += 1
+    @property
+    def steps(self) -> int:
+        return len(self._values)
+
+    def add(self, values: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """One step's ``values``; ``valid`` (bool, broadcastable) marks usable entries."""
+        self._values.append(values.detach())
+        self._valid.append(valid)
 
     def mean(self) -> npt.NDArray[np.float64]:
-        total, count = self.total.cpu().numpy(), self.count.cpu().numpy()
+        if not self._values:
+            return np.full((self.k, self.k), np.nan)
+        values = torch.stack(self._values).double()
+        full = torch.ones(self.k, self.k, dtype=torch.bool, device=values.device)
+        valid = torch.stack([full if v is None else v.expand(self.k, self.k) for v in self._valid])
+        ok = valid & torch.isfinite(values)
+        total = torch.where(ok, values, 0.0).sum(0).cpu().numpy()
+        count = ok.sum(0).double().cpu().numpy()
         out = np.full(total.shape, np.nan)
         np.divide(total, count, out=out, where=count > 0)
         return out
 
 
 def labelled(
-    masks: Mapping[str, torch.Tensor | None], tasks: tuple[str, ...], device: torch.device
-) -> torch.Tensor:
-    """Per task: whether the batch has at least one labelled row (a bool vector on
-    ``device``; no host synchronisation)."""
-    flags = []
-    for t in tasks:
-        mask = masks[t]
-        flags.append(
-            torch.ones((), dtype=torch.bool, device=device) if mask is None else mask.any()
-        )
-    return torch.stack(flags)
+    masks: Mapping[str, torch.Tensor | None], tasks: tuple[str, ...]
+) -> torch.Tensor | None:
+    """``[k, k]`` flags: both tasks have a labelled row in the batch; None when every row
+    of every task is labelled. Stays on the device (no host synchronisation)."""
+    if all(masks[t] is None for t in tasks):
+        return None
+    rows = [masks[t] for t in tasks]
+    reference = next(m for m in rows if m is not None)
+    has = torch.stack([torch.ones_like(reference) if m is None else m for m in rows]).any(dim=1)
+    return has[:, None] & has[None, :]
 
 
 def train_joint(

@@ -78,8 +78,7 @@ class GradientCosineProbe:
         if self.mode != "parameters" or step.step % self.every:
             return
         grads = self.grads(step.losses, step.net.shared_parameters(), retain_graph=True)
-        has = labelled(step.masks, self.tasks, step.losses.device)
-        self.cosine.add(cosine_from_gramian(gramian(grads)), has[:, None] & has[None, :])
+        self.cosine.add(cosine_from_gramian(gramian(grads)), labelled(step.masks, self.tasks))
 
     def after_backward(self, step: TrainStep) -> None:
         if self.mode != "representation":
@@ -88,8 +87,7 @@ class GradientCosineProbe:
         if step.step % self.every or len(grads) != len(self.tasks):
             return
         stacked = torch.stack([grads[t].flatten() for t in self.tasks])
-        has = labelled(step.masks, self.tasks, stacked.device)
-        self.cosine.add(cosine_from_gramian(gramian([stacked])), has[:, None] & has[None, :])
+        self.cosine.add(cosine_from_gramian(gramian([stacked])), labelled(step.masks, self.tasks))
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -122,10 +122,13 @@ class LookaheadProbe:
         k = len(tasks)
         after = losses[:k]
         before = losses[k] if self.reference == "drift" else losses[k + 1]
-        has = labelled(step.masks, tasks, before.device)
-        valid = has[:, None] & has[None, :] & (before > 0)[None, :]
-        self.affinity.add(1.0 - after / before.clamp_min(1e-30)[None, :], valid)
-        self.cosine.add(cosine_from_gramian(gramian(grads)), has[:, None] & has[None, :])
+        both = labelled(step.masks, tasks)
+        positive = (before > 0)[None, :]
+        self.affinity.add(
+            1.0 - after / before.clamp_min(1e-30)[None, :],
+            positive if both is None else both & positive,
+        )
+        self.cosine.add(cosine_from_gramian(gramian(grads)), both)
 
     def after_backward(self, step: TrainStep) -> None:
         return None
