@@ -18,7 +18,12 @@ from autotask.cli.console import err, out, progress_bar, table
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
 from autotask.search.scoring import ArchitectureScore
-from autotask.search.seeding import estimate_affinity, publish_affinity, seed_with_affinity
+from autotask.search.seeding import (
+    estimate_affinity,
+    publish_affinity,
+    publish_best_architecture,
+    seed_with_affinity,
+)
 from autotask.search.storage import resolve_storage_url
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
@@ -96,6 +101,7 @@ def search(
             )
         else:
             session.run(budget, timeout=limit, callbacks=[refresh])
+    publish_best_architecture(session, best_spec(study))
     _print_best(study, all_in_one, session.storage_url)
 
 

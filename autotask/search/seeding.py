@@ -14,11 +14,20 @@ from autotask.affinity.candidates import Candidate, rank_partitions
 from autotask.affinity.estimators import ProgressCallback, build_estimator
 from autotask.affinity.matrix import AffinityMatrix
 from autotask.affinity.store import load_matrices, save_matrix
+from autotask.backbones import build_backbone
 from autotask.errors import StorageError
-from autotask.report.affinity_figures import draw_graph, draw_heatmap, graph_data, heatmap_data
+from autotask.report.affinity_figures import (
+    draw_graph,
+    draw_heatmap,
+    draw_tree,
+    graph_data,
+    heatmap_data,
+    tree_data,
+)
 from autotask.report.publish import publish_figure
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
+from autotask.spec import ArchitectureSpec, BackboneSpec
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
 
@@ -29,6 +38,7 @@ __all__ = [
     "SEEDED_ATTR",
     "estimate_affinity",
     "publish_affinity",
+    "publish_best_architecture",
     "rank_for_session",
     "rsa_depth_params",
     "seed_with_affinity",
@@ -167,3 +177,19 @@ def publish_affinity(
         publish_figure(session.study, figure, name=name, artifact_store=store)
         names.append(name)
     return names
+
+
+def publish_best_architecture(session: SearchSession, spec: ArchitectureSpec) -> str:
+    """Draw ``spec``'s task trees (which tasks share which backbone stages) on the study's
+    dashboard page and in its artifact store; returns the figure name."""
+    chosen = spec.backbone or BackboneSpec(**session.context.suite.default_backbone)
+    backbone = build_backbone(chosen.name, session.context.interface.input_shape, **chosen.params)
+    names = [f"stage {i}" for i in range(backbone.num_stages)]
+    name = "best-architecture"
+    publish_figure(
+        session.study,
+        draw_tree(tree_data(spec, names)),
+        name=name,
+        artifact_store=artifact_store_for(session.storage_url),
+    )
+    return name

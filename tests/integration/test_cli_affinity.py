@@ -100,4 +100,8 @@ def test_a_seeded_study_starts_from_the_best_partitions(root: Path) -> None:
         networks = trial.user_attrs["spec"]["networks"]
         assert sorted(sorted(n["tasks"]) for n in networks) == sorted(candidate["groups"])
     assert "seeded_by" not in trials[2].user_attrs
-    assert "affinity-gradcos-graph" in published_figures(study)
+    figures = published_figures(study)
+    assert "affinity-gradcos-graph" in figures
+    tree = figures["best-architecture"]
+    hover = [t for t in tree["data"] if t.get("hovertext") or t.get("text")]
+    assert hover, "the tree figure names its nodes"
