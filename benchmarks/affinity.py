@@ -10,7 +10,7 @@ Agreement: the Spearman correlation, over task pairs, between each estimator's s
 pair scores and the measured pairwise transfer (Standley: every pair trained, each task's
 relative gain against its single-task network) on ``digits`` and ``synthetic``.
 
-    python benchmarks/affinity.py [--tasks 6] [--epochs 10] [--repeats 3]
+    python benchmarks/affinity.py [--tasks 6] [--epochs 30] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def agreement(suite: TaskSuite, optimizer: OptimizerSpec) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=6, help="synthetic tasks for timing")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
