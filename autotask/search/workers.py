@@ -153,13 +153,21 @@ def run_gated(
     on_stale: StaleCallback | None = None,
 ) -> int:
     """Run trials one at a time through the study's gate until ``budget`` trials count
-    against it, or ``timeout`` seconds have passed (no new trial starts after that).
-    ``on_stale`` is called with each trial this process finds stale (its worker died).
+    against it, ``timeout`` seconds have passed (no new trial starts after that), or a
+    callback calls ``study.stop()``. ``on_stale`` is called with each trial this process
+    finds stale (its worker died).
 
     Returns the number of trials this call started.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     started = 0
+    stop_requested = False
+
+    def watch_stop(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        # each ``optimize`` call clears Optuna's stop flag: remember it across calls
+        nonlocal stop_requested
+        stop_requested = stop_requested or bool(getattr(study, "_stop_flag", False))
+
     while deadline is None or time.monotonic() < deadline:
         wait: float | None = None
         lock.acquire()
@@ -175,8 +183,12 @@ def run_gated(
                     lock.release()  # the RUNNING trial exists: the others may count it now
                     return objective(trial)
 
-                study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+                study.optimize(
+                    gated, n_trials=1, catch=(Exception,), callbacks=[*callbacks, watch_stop]
+                )
                 started += 1
+                if stop_requested:
+                    return started
         finally:
             lock.release()  # idempotent: a no-op once ``gated`` released it
         if wait is not None:

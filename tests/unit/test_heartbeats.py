@@ -65,3 +65,25 @@ def test_a_stale_trial_is_failed_retried_and_not_counted(
         assert count_budget_trials(study) == 2
     finally:
         db.dispose()
+
+
+def test_a_callback_can_stop_the_gated_loop(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/stop.db"
+    storage, db = open_storage(url)
+    try:
+        study = optuna.create_study(study_name="stop", storage=storage, direction="maximize")
+
+        def stop_after_two(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if trial.number == 1:
+                study.stop()
+
+        started = run_gated(
+            study,
+            lambda trial: trial.suggest_float("x", 0, 1),
+            LocalLock(url, "study:stop"),
+            budget=10,
+            callbacks=[stop_after_two],
+        )
+        assert started == 2 and len(study.get_trials()) == 2
+    finally:
+        db.dispose()
