@@ -15,6 +15,7 @@ from rich.progress import Progress, TaskID
 
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
+from autotask.errors import AutotaskError
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
 from autotask.search.scoring import ArchitectureScore
@@ -113,7 +114,11 @@ def _seed_with_affinity(session: SearchSession, progress: Progress, bar: TaskID)
     def report(done: int, total: int, what: str) -> None:
         progress.update(bar, status=f"affinity ({seeding.estimator}): {what} {done}/{total}")
 
-    matrix, _ = estimate_affinity(session, seeding.estimator, seeding.settings, progress=report)
+    try:
+        matrix, _ = estimate_affinity(session, seeding.estimator, seeding.settings, progress=report)
+    except AutotaskError as exc:  # e.g. the jointly trained network diverged
+        logger.warning("affinity seeding skipped: %s", exc)
+        return
     seeded = seed_with_affinity(session, matrix, seeding.candidates)
     best = seeded[0].groups if seeded else None
     publish_affinity(session, matrix, best)

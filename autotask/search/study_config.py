@@ -10,7 +10,7 @@ Example (``studies/digits.yaml``)::
     affinity:                 # optional: seed the study with affinity-ranked partitions
       estimator: lookahead    # lookahead | gradcos | pairwise | rsa
       settings: {every: 10}
-      candidates: 5           # the best partitions are enqueued as the first trials
+      candidates: 10          # the best partitions are enqueued as the first trials
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class AffinitySeeding(BaseModel):
 
     estimator: str = "lookahead"
     settings: dict[str, Any] = Field(default_factory=dict)
-    candidates: int = Field(default=5, ge=0)
+    candidates: int = Field(default=10, ge=0)
 
 
 class StudyConfig(BaseModel):

@@ -1,0 +1,569 @@
+"""Search quality: regret of each grouping method against the exhaustive optimum, at equal compute.
+
+For each suite and seed, every non-empty task subset is trained once as a fully shared
+network with the study's fixed settings (equal weighting, the seed); the single-task
+networks are the baselines. The optimum is the best partition by validation Δm within the
+space's ``max_groups`` (exact DP of ``select_networks``, checked against brute force).
+Each method then reads networks from that pool (no retraining) through a cache that charges
+a network's cost the first time the method touches it, and stops before its charge would
+pass the budget (a percentage of the exhaustive cost). Methods:
+
+- ``study``: autotask's study as it runs trials (``SearchSession.run``, multivariate TPE);
+- ``random``: the same study with Optuna's ``RandomSampler``;
+- ``tag``: TAG one-shot: lookahead affinity (``every=10``), then the partitions
+  ``rank_partitions`` ranks best, evaluated in order while the budget allows;
+- ``hoa``: Standley's higher-order approximation: singles + pairs, every larger group
+  estimated from its pairs, then partitions in order of estimated Δm (the first is the DP
+  optimum of the estimates) evaluated while the budget allows;
+- ``study+tag``: the study seeded as ``affinity:`` in a study YAML does (lookahead, top 10
+  partitions enqueued first, then TPE).
+
+Choices. A network's cost is ``epochs_run * macs`` (proportional to its training FLOPs:
+every network sees the same train set). The single-task baselines are charged to every
+method first (Δm needs them), even where they alone exceed the budget. The lookahead
+estimate is charged as the all-in-one network's cost times (lookahead seconds / plain
+all-in-one training seconds), both timed in this run; its joint run is the all-in-one
+network, which is then not charged again. A study stops when a trial's network would pass
+the budget, or after ``--idle`` trials in a row that train no new network. An answer is
+the best evaluated partition by validation Δm; a seed where a method has none (the budget
+does not cover its first step) is left out of the regret columns and counted in
+``answered`` (``n/a``: no seed answered). ``optimum``: seeds whose answer is the optimum.
+``random`` draws with seed + 1000: TPE's first 10 trials are ``RandomSampler(seed)``
+draws, so the same seed would repeat the study's trials exactly. Regret = optimum Δm −
+answer Δm in percentage points: validation against the validation optimum, test against
+the test Δm of that same optimum partition (so test regret can be negative). ``digits``
+uses a grouping-only space (the grouping space's structure, digits' default optimizer
+settings, ``max_groups`` 4).
+
+    python benchmarks/search_quality.py [--suites synthetic digits] [--seeds 0 1 2]
+        [--budgets 5 10 20] [--cache-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+
+from autotask.affinity.candidates import rank_partitions
+from autotask.affinity.estimators import build_estimator
+from autotask.affinity.estimators.pairwise import pairwise_pool
+from autotask.affinity.matrix import AffinityMatrix
+from autotask.affinity.selection import (
+    Network,
+    NetworkPool,
+    higher_order_approximation,
+    select_networks,
+)
+from autotask.search.sampling import task_units
+from autotask.search.scoring import TrainingContext, relative_change
+from autotask.search.seeding import seed_with_affinity
+from autotask.search.space import OptimizerSpace, PartitionSpace, load_search_space
+from autotask.search.study import SearchSession, build_suite
+from autotask.search.study_config import StudyConfig, load_study_config
+from autotask.spec import ArchitectureSpec, BalancerSpec, TaskTree
+from autotask.store.cache import Claim, DatabaseCache, MemoryCache, NetworkJob, ResultCache
+from autotask.store.db import Database
+from autotask.train.result import NetworkResult
+
+#: Partitions ``study+tag`` enqueues (the ``candidates`` of a study's ``affinity:``).
+SEEDED_CANDIDATES = 10
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("study", "random", "tag", "hoa", "study+tag")
+Group = frozenset[str]
+Partition = tuple[tuple[str, ...], ...]
+
+
+def suite_config(name: str) -> StudyConfig:
+    """The study preset of ``name`` as a grouping-only study."""
+    if name == "synthetic":
+        return load_study_config(REPO / "studies" / "synthetic-affinity.yaml")
+    if name == "digits":
+        digits = load_study_config(REPO / "studies" / "digits.yaml")
+        grouping = load_search_space(REPO / "search_spaces" / "grouping.yaml")
+        fixed = digits.search_space.optimizer.default().model_dump()
+        space = grouping.model_copy(
+            update={"partition": PartitionSpace(max_groups=4), "optimizer": OptimizerSpace(**fixed)}
+        )
+        return digits.model_copy(update={"search_space": space, "name": "digits-grouping"})
+    raise SystemExit(f"unknown suite {name!r}: synthetic or digits")
+
+
+def cost_of(result: NetworkResult) -> float:
+    return float(result.epochs_run * result.macs)
+
+
+def partitions(tasks: Sequence[str], max_groups: int) -> Iterator[Partition]:
+    """Every partition of ``tasks`` into at most ``max_groups`` groups (suite order)."""
+
+    def fill(i: int, groups: list[list[str]]) -> Iterator[Partition]:
+        if i == len(tasks):
+            yield tuple(tuple(g) for g in groups)
+            return
+        for g in groups:
+            g.append(tasks[i])
+            yield from fill(i + 1, groups)
+            g.pop()
+        if len(groups) < max_groups:
+            groups.append([tasks[i]])
+            yield from fill(i + 1, groups)
+            groups.pop()
+
+    yield from fill(0, [])
+
+
+@dataclass
+class Truth:
+    """The exhaustive pool of one suite and seed."""
+
+    tasks: list[str]
+    max_groups: int
+    results: dict[Group, NetworkResult]
+    keys: dict[Group, str]
+    val: dict[Group, dict[str, float]]  # per-task Δm contribution, validation
+    test: dict[Group, dict[str, float]]
+    total_cost: float
+    optimum: Partition = ()
+    optimum_val: float = 0.0
+    optimum_test: float = 0.0
+    plain_seconds: float = 0.0  # all-in-one network trained without a probe, this run
+
+    def score(self, part: Partition) -> tuple[float, float]:
+        val = [self.val[frozenset(g)][t] for g in part for t in g]
+        test = [self.test[frozenset(g)][t] for g in part for t in g]
+        return math.fsum(val) / len(val), math.fsum(test) / len(test)
+
+
+def ground_truth(context: TrainingContext, max_groups: int, log: Callable[[str], None]) -> Truth:
+    """Train (or read from the cache) every subset; find the optimum two ways."""
+    tasks = context.tasks
+    results: dict[Group, NetworkResult] = {}
+    keys: dict[Group, str] = {}
+    subsets = [c for k in range(1, len(tasks) + 1) for c in itertools.combinations(tasks, k)]
+    started = time.perf_counter()
+    trained = 0
+    for done, subset in enumerate(subsets, start=1):
+        job = context.job(
+            TaskTree(tasks=subset),
+            context.baseline_backbone,
+            context.baseline_optimizer,
+            BalancerSpec(),
+        )
+        result, was_trained = context.run(job)
+        trained += was_trained
+        if not result.ok:
+            raise SystemExit(f"network {'+'.join(subset)} diverged: {result.reason}")
+        results[frozenset(subset)] = result
+        keys[frozenset(subset)] = job.key
+        if done % 32 == 0 or done == len(subsets):
+            log(f"  exhaustive {done}/{len(subsets)} ({trained} trained)")
+    higher = context.higher_is_better()
+    singles = {t: results[frozenset((t,))] for t in tasks}
+
+    def contributions(split: str) -> dict[Group, dict[str, float]]:
+        out = {}
+        for group, r in results.items():
+            metrics = r.val_metrics if split == "val" else r.test_metrics
+            base = {
+                t: (singles[t].val_metrics if split == "val" else singles[t].test_metrics)[t]
+                for t in group
+            }
+            out[group] = {t: relative_change(metrics[t], base[t], higher[t]) for t in group}
+        return out
+
+    truth = Truth(
+        tasks,
+        max_groups,
+        results,
+        keys,
+        contributions("val"),
+        contributions("test"),
+        math.fsum(cost_of(r) for r in results.values()),
+    )
+    order = {t: i for i, t in enumerate(tasks)}
+    pool = NetworkPool(
+        [Network(tuple(sorted(g, key=order.__getitem__)), truth.val[g]) for g in results], tasks
+    )
+    chosen = select_networks(pool, mode="partition", max_groups=max_groups, aggregate="mean")
+    best = max(partitions(tasks, max_groups), key=lambda p: truth.score(p)[0])
+    if not math.isclose(chosen.total, truth.score(best)[0], abs_tol=1e-9):
+        raise SystemExit(f"DP optimum {chosen.total} != brute force {truth.score(best)[0]}")
+    truth.optimum = canonical(chosen.served.values(), tasks)
+    truth.optimum_val, truth.optimum_test = truth.score(truth.optimum)
+    log(f"  exhaustive done in {time.perf_counter() - started:.0f} s")
+    return truth
+
+
+def canonical(groups: Sequence[Sequence[str]] | object, tasks: Sequence[str]) -> Partition:
+    order = {t: i for i, t in enumerate(tasks)}
+    parts = [tuple(sorted(g, key=order.__getitem__)) for g in groups]  # type: ignore[union-attr]
+    return tuple(sorted(parts, key=lambda g: order[g[0]]))
+
+
+def describe(part: Partition) -> str:
+    return " | ".join("+".join(g) for g in part)
+
+
+class BudgetExhausted(Exception):
+    """The next network would pass the method's budget."""
+
+
+class ChargingCache:
+    """Reads the exhaustive pool; charges a network's cost the first time it is read."""
+
+    def __init__(self, truth: Truth, budget: float) -> None:
+        self.budget = budget
+        self.spent = 0.0
+        self.seen: set[str] = set()
+        self.cost = {truth.keys[g]: cost_of(r) for g, r in truth.results.items()}
+        self.results = {truth.keys[g]: r for g, r in truth.results.items()}
+
+    def charge(self, key: str, cost: float, *, force: bool = False) -> None:
+        if key in self.seen:
+            return
+        if not force and self.spent + cost > self.budget:
+            raise BudgetExhausted(f"budget {self.budget:.3g} would be passed")
+        self.seen.add(key)
+        self.spent += cost
+
+    def get(self, job: NetworkJob) -> NetworkResult | None:
+        if job.key not in self.results:
+            raise RuntimeError(f"network {job.tree.describe()} is not in the exhaustive pool")
+        self.charge(job.key, self.cost[job.key])
+        return self.results[job.key]
+
+    def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult:
+        raise RuntimeError("the charging cache never trains")
+
+    def claim(self, job: NetworkJob) -> AbstractContextManager[Claim]:
+        raise RuntimeError("the charging cache never trains")
+
+
+@dataclass
+class Outcome:
+    val: float  # answer's Δm (validation); 0 without an answer
+    test: float
+    spent: float
+    evaluated: int
+    answered: bool
+    answer: Partition = ()
+
+
+@dataclass
+class Method:
+    """One method run at one budget: its charging cache and the partitions it evaluated."""
+
+    truth: Truth
+    cache: ChargingCache
+    evaluated: dict[Partition, tuple[float, float]] = field(default_factory=dict)
+
+    def evaluate(self, part: Partition) -> None:
+        """Charge ``part``'s networks (all or none) and record its score."""
+        new = {self.truth.keys[frozenset(g)] for g in part} - self.cache.seen
+        if self.cache.spent + sum(self.cache.cost[k] for k in new) > self.cache.budget:
+            raise BudgetExhausted(describe(part))
+        for key in new:
+            self.cache.charge(key, self.cache.cost[key])
+        self.evaluated[part] = self.truth.score(part)
+
+    def outcome(self) -> Outcome:
+        if not self.evaluated:
+            return Outcome(0.0, 0.0, self.cache.spent, 0, False)
+        best = max(self.evaluated, key=lambda p: self.evaluated[p][0])
+        val, test = self.evaluated[best]
+        return Outcome(val, test, self.cache.spent, len(self.evaluated), True, best)
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_study(
+    config: StudyConfig,
+    truth: Truth,
+    method: Method,
+    *,
+    db: str,
+    name: str,
+    seed: int,
+    sampler: optuna.samplers.BaseSampler | None,
+    matrix: AffinityMatrix | None,
+    idle: int,
+) -> None:
+    session = SearchSession.open(config, storage=db, study_name=name, seed=seed)
+    session.context.cache = method.cache
+    if sampler is not None:
+        session.study.sampler = sampler
+    if matrix is not None:
+        seed_with_affinity(session, matrix, SEEDED_CANDIDATES)
+    state = {"idle": 0, "spent": method.cache.spent}
+
+    def stopper(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            spec = ArchitectureSpec.model_validate(trial.user_attrs["spec"])
+            part = canonical([n.tasks for n in spec.networks], truth.tasks)
+            method.evaluated[part] = truth.score(part)
+            if not math.isclose(truth.score(part)[0], float(trial.value or 0.0), abs_tol=1e-9):
+                raise RuntimeError(f"trial Δm {trial.value} != pool Δm {truth.score(part)[0]}")
+        if "BudgetExhausted" in str(trial.user_attrs.get("fail_reason", "")):
+            raise _Stop
+        state["idle"] = state["idle"] + 1 if method.cache.spent == state["spent"] else 0
+        state["spent"] = method.cache.spent
+        if state["idle"] >= idle:
+            raise _Stop
+
+    with suppress(_Stop):
+        session.run(100_000, callbacks=[stopper])
+
+
+def run_tag(truth: Truth, method: Method, matrix: AffinityMatrix, units: list[list[str]]) -> None:
+    candidates = rank_partitions(matrix, units=units, max_groups=truth.max_groups, count=100_000)
+    for candidate in candidates:
+        try:
+            method.evaluate(canonical(candidate.groups, truth.tasks))
+        except BudgetExhausted:
+            return
+
+
+def run_hoa(truth: Truth, method: Method, context: TrainingContext) -> None:
+    context.cache = method.cache
+    try:
+        pool = pairwise_pool(context)  # charges singles and pairs
+    except BudgetExhausted:
+        return
+    order = {t: i for i, t in enumerate(truth.tasks)}
+    larger = [
+        Network(tuple(sorted(g, key=order.__getitem__)), dict.fromkeys(g, 0.0))
+        for g in truth.results
+        if len(g) > 2
+    ]
+    estimated = higher_order_approximation(NetworkPool([*pool.networks(), *larger], truth.tasks))
+    est = {frozenset(n.tasks): n.metrics for n in estimated.networks()}
+
+    def estimate(part: Partition) -> float:
+        return math.fsum(est[frozenset(g)][t] for g in part for t in g) / len(truth.tasks)
+
+    top = select_networks(
+        estimated, mode="partition", max_groups=truth.max_groups, aggregate="mean"
+    )
+    ranked = sorted(partitions(truth.tasks, truth.max_groups), key=estimate, reverse=True)
+    first = canonical(top.served.values(), truth.tasks)
+    if not math.isclose(estimate(first), estimate(ranked[0]), abs_tol=1e-9):
+        raise RuntimeError("HOA: DP and enumeration disagree")
+    for part in [first, *[p for p in ranked if p != first]]:
+        try:
+            method.evaluate(part)
+        except BudgetExhausted:
+            return
+
+
+def lookahead(context: TrainingContext) -> tuple[AffinityMatrix, float]:
+    """The lookahead matrix and its cost factor: its seconds over a plain all-in-one run's
+    (the faster of two plain runs, so that neither side pays torch's warm-up)."""
+    plain = TrainingContext.create(
+        context.suite,
+        MemoryCache(),
+        seed=context.seed,
+        device=torch.device("cpu"),
+        baseline_optimizer=context.baseline_optimizer,
+        baseline_backbone=context.baseline_backbone,
+    )
+    job = plain.job(
+        TaskTree(tasks=tuple(plain.tasks)),
+        plain.baseline_backbone,
+        plain.baseline_optimizer,
+        BalancerSpec(),
+    )
+    timings = []
+    for _ in range(2):
+        plain.cache = MemoryCache()
+        started = time.perf_counter()
+        plain.run(job)
+        timings.append(time.perf_counter() - started)
+    matrix = build_estimator("lookahead", every=10).estimate(context)
+    return matrix, matrix.seconds / min(timings)
+
+
+def run_seed(
+    suite: str, seed: int, budgets: Sequence[float], args: argparse.Namespace, tmp: str
+) -> tuple[Truth, dict[tuple[float, str], Outcome], float]:
+    log = _log
+    config = suite_config(suite).model_copy(update={"seed": seed})
+    space = config.search_space
+    built = build_suite(config.suite)
+    cache: ResultCache = (
+        DatabaseCache(Database(f"sqlite:///{Path(args.cache_dir).resolve()}/{suite}.db"))
+        if args.cache_dir
+        else MemoryCache()
+    )
+    context = TrainingContext.create(
+        built,
+        cache,
+        seed=seed,
+        device=torch.device("cpu"),
+        baseline_optimizer=space.optimizer.default(),
+        baseline_backbone=space.backbone.default(built.default_backbone),
+    )
+    max_groups = space.partition.max_groups or len(context.tasks)
+    truth = ground_truth(context, max_groups, log)
+    log(
+        f"  optimum {describe(truth.optimum)}: Δm val {truth.optimum_val:.2f} "
+        f"test {truth.optimum_test:.2f}"
+    )
+    matrix, factor = lookahead(context)
+    everything = frozenset(truth.tasks)
+    tag_cost = cost_of(truth.results[everything]) * factor
+    log(f"  lookahead: {factor:.2f}x an all-in-one training, {tag_cost / truth.total_cost:.1%}")
+    units = task_units(context.tasks, space)
+    outcomes: dict[tuple[float, str], Outcome] = {}
+    for pct in budgets:
+        for name in args.methods:
+            method = Method(truth, ChargingCache(truth, pct / 100 * truth.total_cost))
+            for t in truth.tasks:  # the baselines, charged to every method
+                key = truth.keys[frozenset((t,))]
+                method.cache.charge(key, method.cache.cost[key], force=True)
+            if name in ("tag", "study+tag"):
+                try:
+                    method.cache.charge("lookahead", tag_cost)
+                    method.cache.charge(truth.keys[everything], 0.0)  # the probe's joint run
+                except BudgetExhausted:
+                    outcomes[(pct, name)] = method.outcome()
+                    continue
+            db = f"sqlite:///{tmp}/{suite}-{seed}.db"
+            study = f"{name}-{pct:g}"
+            if name == "study":
+                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
+                          matrix=None, idle=args.idle)  # fmt: skip
+            elif name == "random":
+                # offset: TPE's first 10 (startup) trials are RandomSampler(seed) draws
+                sampler = optuna.samplers.RandomSampler(seed=seed + 1000)
+                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=sampler,
+                          matrix=None, idle=args.idle)  # fmt: skip
+            elif name == "study+tag":
+                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
+                          matrix=matrix, idle=args.idle)  # fmt: skip
+            elif name == "tag":
+                run_tag(truth, method, matrix, units)
+            else:
+                run_hoa(truth, method, context)
+            outcomes[(pct, name)] = method.outcome()
+            out = outcomes[(pct, name)]
+            log(
+                f"  {pct:g}% {name}: regret val {truth.optimum_val - out.val:.2f}, "
+                f"{out.evaluated} evaluated, {out.spent / truth.total_cost:.1%} used"
+            )
+    return truth, outcomes, factor
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _regret(truth: Truth, outcome: Outcome) -> float:
+    """Validation regret; no answer counts as worse than any answer."""
+    return truth.optimum_val - outcome.val if outcome.answered else math.inf
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) < 2:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f}±{statistics.stdev(values):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suites", nargs="+", default=["synthetic", "digits"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[5.0, 10.0, 20.0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--idle", type=int, default=100, help="stop a study after this many trials in a row "
+        "that train no new network"
+    )  # fmt: skip
+    parser.add_argument("--cache-dir", help="keep the exhaustive networks here (reused)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("autotask").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    rows = []
+    notes: list[str] = []
+    verdicts: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for suite in args.suites:
+            per_seed = []
+            for seed in args.seeds:
+                _log(f"{suite} seed {seed}")
+                per_seed.append(run_seed(suite, seed, args.budgets, args, tmp))
+            for truth, _, factor in per_seed:
+                notes.append(
+                    f"{suite}: optimum {describe(truth.optimum)} Δm val {truth.optimum_val:.2f} "
+                    f"test {truth.optimum_test:.2f}; exhaustive {len(truth.results)} networks; "
+                    f"lookahead {factor:.2f}x a joint training"
+                )
+            for pct in args.budgets:
+                for name in args.methods:
+                    outs = [(t, o[(pct, name)]) for t, o, _ in per_seed]
+                    answered = [(t, o) for t, o in outs if o.answered]
+                    rows.append(
+                        (
+                            suite,
+                            pct,
+                            name,
+                            [t.optimum_val - o.val for t, o in answered],
+                            [t.optimum_test - o.test for t, o in answered],
+                            [100 * o.spent / t.total_cost for t, o in outs],
+                            [o.evaluated for _, o in outs],
+                            len(answered),
+                            sum(o.answer == t.optimum for t, o in answered),
+                            len(outs),
+                        )
+                    )
+                for study_method in ("study", "study+tag"):
+                    if study_method not in args.methods or "tag" not in args.methods:
+                        continue
+                    pairs = [(t, o[(pct, study_method)], o[(pct, "tag")]) for t, o, _ in per_seed]
+                    neither = sum(not s.answered and not g.answered for _, s, g in pairs)
+                    better = sum(
+                        _regret(t, s) <= _regret(t, g) + 1e-9
+                        for t, s, g in pairs
+                        if s.answered or g.answered
+                    )
+                    verdicts.append(
+                        f"{suite} {pct:g}%: {study_method} no worse than tag (val) on {better}/"
+                        f"{len(pairs) - neither} seeds where either answered"
+                    )
+    header = (
+        f"{'suite':<10} {'budget%':>7} {'method':<10} {'regret val':>12} {'regret test':>11} "
+        f"{'used%':>6} {'evals':>6} {'answered':>8} {'optimum':>7}"
+    )
+    print("\n".join(notes))
+    print(header)
+    for suite, pct, name, rv, rt, used, evals, n_answered, exact, n in rows:
+        test = f"{statistics.mean(rt):.2f}" if rt else "n/a"
+        print(
+            f"{suite:<10} {pct:>7g} {name:<10} {_mean_std(rv):>12} {test:>11} "
+            f"{statistics.mean(used):>6.1f} {statistics.mean(evals):>6.1f} "
+            f"{n_answered:>6}/{n} {exact:>5}/{n}"
+        )
+    print("\n".join(verdicts))
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
