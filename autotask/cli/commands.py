@@ -1,3 +1,12 @@
 """Imports every command module so that each registers its commands on ``app``."""
 
-from autotask.cli import affinity, evaluate, listing, search, select, worker  # noqa: F401
+from autotask.cli import (  # noqa: F401
+    affinity,
+    dashboard,
+    evaluate,
+    listing,
+    report,
+    search,
+    select,
+    worker,
+)

@@ -1,0 +1,303 @@
+"""One self-contained HTML report of a study (plotly.js inlined once).
+
+:func:`report_data` computes every section's data (what the tests check);
+:func:`render_html` draws it; :func:`render_report` does both for a stored study.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from autotask.affinity.candidates import rank_partitions
+from autotask.affinity.store import load_matrices
+from autotask.backbones import build_backbone
+from autotask.errors import AutotaskError
+from autotask.models import interface_for, resolve_backbone
+from autotask.report.affinity_figures import (
+    GraphData,
+    HeatmapData,
+    TreeData,
+    draw_graph,
+    draw_heatmap,
+    draw_tree,
+    graph_data,
+    heatmap_data,
+    tree_data,
+)
+from autotask.report.study_figures import (
+    BalancerData,
+    HistoryData,
+    ImportanceData,
+    ParetoData,
+    TaskTable,
+    balancer_data,
+    completed_points,
+    draw_balancers,
+    draw_history,
+    draw_importance,
+    draw_pareto,
+    history_data,
+    importance_data,
+    pareto_data,
+    task_table_data,
+)
+from autotask.search.study import (
+    ALL_IN_ONE_ATTR,
+    BASELINES_ATTR,
+    best_spec,
+    build_suite,
+    load_study,
+)
+
+__all__ = ["AffinitySection", "ReportData", "render_html", "render_report", "report_data"]
+
+#: Section titles, in page order (each is an ``<h2>``).
+SECTIONS = (
+    "Summary",
+    "Optimisation history",
+    "Quality vs cost",
+    "Per-task metrics",
+    "Task affinity",
+    "Best architecture",
+    "Hyperparameter importance",
+    "Balancers",
+)
+
+
+@dataclass(frozen=True)
+class AffinitySection:
+    """The newest stored matrix of one estimator, as heatmap and graph."""
+
+    estimator: str
+    heatmap: HeatmapData
+    graph: GraphData
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, computed from the study."""
+
+    study: str
+    suite: str
+    storage: str
+    trials: dict[str, int]
+    best: dict[str, Any] | None
+    history: HistoryData
+    pareto: ParetoData
+    tasks: TaskTable
+    affinity: tuple[AffinitySection, ...]
+    tree: TreeData | None
+    importance: ImportanceData
+    balancers: BalancerData
+    notes: tuple[str, ...] = field(default=())
+
+    def figures(self) -> Iterator[tuple[str, go.Figure | None]]:
+        """``(section, figure)`` pairs in page order; None where a section has no figure."""
+        yield "Optimisation history", draw_history(self.history) if self.history.numbers else None
+        yield "Quality vs cost", draw_pareto(self.pareto)
+        for section in self.affinity:
+            yield f"Task affinity: {section.estimator} heatmap", draw_heatmap(section.heatmap)
+            yield f"Task affinity: {section.estimator} graph", draw_graph(section.graph)
+        yield "Best architecture", draw_tree(self.tree) if self.tree is not None else None
+        importances = self.importance.importances
+        yield "Hyperparameter importance", draw_importance(self.importance) if importances else None
+        yield "Balancers", draw_balancers(self.balancers) if self.balancers.names else None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready digest: trace counts, Pareto points, baselines and labels."""
+        return {
+            "study": self.study,
+            "suite": self.suite,
+            "trials": self.trials,
+            "best": self.best,
+            "figures": {
+                name: {
+                    "traces": len(fig.data),
+                    "title": fig.layout.title.text,
+                    "labels": [t.name for t in fig.data if t.name],
+                }
+                for name, fig in self.figures()
+                if fig is not None
+            },
+            "history": {"trials": list(self.history.numbers), "best": list(self.history.best)},
+            "pareto": [
+                {"trial": p.number, "cost": p.cost, "delta_m_val": p.delta_m_val}
+                for p in self.pareto.front
+            ],
+            "baselines": [
+                {"label": m.label, "cost": m.cost, "delta_m_val": m.delta_m_val}
+                for m in self.pareto.baselines
+            ],
+            "tasks": [row.task for row in self.tasks.rows],
+            "affinity": [s.estimator for s in self.affinity],
+            "importance": self.importance.importances or self.importance.note,
+            "balancers": dict(zip(self.balancers.names, self.balancers.best, strict=True)),
+            "notes": list(self.notes),
+        }
+
+
+def report_data(study_name: str, storage_url: str) -> ReportData:
+    """Load the study and compute each section's data."""
+    study, config, db = load_study(study_name, storage_url)
+    suite = build_suite(config.suite)
+    trials = study.get_trials(deepcopy=False)
+    points = completed_points(study)
+    baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
+    all_in_one: dict[str, Any] | None = study.user_attrs.get(ALL_IN_ONE_ATTR)
+    best = _best_trial(study)
+    notes: list[str] = []
+    tree = None
+    if best is not None:
+        try:
+            spec = best_spec(study)
+            chosen = resolve_backbone(spec, suite.default_backbone)
+            shape = interface_for(suite).input_shape
+            stages = build_backbone(chosen.name, shape, **chosen.params).num_stages
+            tree = tree_data(spec, [f"stage {k}" for k in range(stages)])
+        except AutotaskError as exc:
+            notes.append(f"best architecture not drawn: {exc}")
+    max_groups = config.search_space.partition.max_groups
+    affinity = []
+    seen: set[str] = set()
+    for matrix in load_matrices(db, study_name=study_name):
+        if matrix.estimator in seen:
+            continue
+        seen.add(matrix.estimator)
+        ranked = rank_partitions(matrix, max_groups=max_groups, count=1)
+        groups = ranked[0].groups if ranked else None
+        affinity.append(
+            AffinitySection(matrix.estimator, heatmap_data(matrix), graph_data(matrix, groups))
+        )
+    return ReportData(
+        study=study_name,
+        suite=config.suite.name,
+        storage=db.safe_url,
+        trials=dict(sorted(Counter(t.state.name for t in trials).items())),
+        best=_best_summary(best),
+        history=history_data(points),
+        pareto=pareto_data(points, len(suite.task_names), all_in_one),
+        tasks=task_table_data(suite.task_names, best, baselines, all_in_one),
+        affinity=tuple(affinity),
+        tree=tree,
+        importance=importance_data(study),
+        balancers=balancer_data(points),
+        notes=tuple(notes),
+    )
+
+
+def render_report(study_name: str, storage_url: str) -> str:
+    """The study's report as one self-contained HTML page."""
+    return render_html(report_data(study_name, storage_url))
+
+
+def render_html(data: ReportData) -> str:
+    """Draw every section; plotly.js is inlined once in the page's head."""
+    figures = dict(data.figures())
+    body = [f"<h1>autotask study {_e(data.study)}</h1>", _summary(data)]
+    body += [_h2("Optimisation history"), _figure(figures["Optimisation history"], "trials")]
+    body += [_h2("Quality vs cost"), _figure(figures["Quality vs cost"], "trials")]
+    body += [_h2("Per-task metrics"), _task_table(data.tasks)]
+    body.append(_h2("Task affinity"))
+    if not data.affinity:
+        body.append("<p>no affinity estimated</p>")
+    for section in data.affinity:
+        for kind in ("heatmap", "graph"):
+            body.append(_figure(figures[f"Task affinity: {section.estimator} {kind}"], ""))
+    body += [_h2("Best architecture"), _figure(figures["Best architecture"], "completed trials")]
+    body.append(_h2("Hyperparameter importance"))
+    note = data.importance.note
+    body.append(f"<p>{_e(note)}</p>" if note else _figure(figures["Hyperparameter importance"], ""))
+    body += [_h2("Balancers"), _figure(figures["Balancers"], "completed trials")]
+    body += [f'<p class="note">{_e(n)}</p>' for n in data.notes]
+    return (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>autotask report: {_e(data.study)}</title>\n<style>{_CSS}</style>\n"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+_CSS = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em}"
+    "td{text-align:right}td:first-child{text-align:left}.note{color:#777}"
+)
+
+
+def _summary(data: ReportData) -> str:
+    rows = [("study", data.study), ("suite", data.suite), ("storage", data.storage)]
+    rows += [(f"trials {state}", str(count)) for state, count in data.trials.items()]
+    best = data.best
+    if best is None:
+        rows.append(("best", "no completed trial yet"))
+    else:
+        rows.append(("best trial", str(best["trial"])))
+        rows.append(("best architecture", str(best["architecture"])))
+        for key in ("delta_m_val", "delta_m_test", "cost"):
+            rows.append((key.replace("_", " "), _fmt(best.get(key))))
+    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"{_h2('Summary')}<table>{cells}</table>"
+
+
+def _task_table(table: TaskTable) -> str:
+    if table.best_trial is None:
+        return "<p>no completed trial yet</p>"
+    head = "".join(f"<th>{_e(c)}</th>" for c in table.columns)
+    rows = []
+    for row in table.rows:
+        values = (
+            row.best_val,
+            row.best_test,
+            row.single_val,
+            row.single_test,
+            row.all_in_one_val,
+            row.all_in_one_test,
+        )
+        cells = "".join(f"<td>{_e(_fmt(v))}</td>" for v in values)
+        rows.append(f"<tr><td>{_e(row.task)}</td>{cells}</tr>")
+    caption = f"<caption>best trial {table.best_trial}</caption>"
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _figure(fig: go.Figure | None, missing: str) -> str:
+    if fig is None:
+        return f"<p>no {_e(missing)} yet</p>" if missing else "<p>nothing to draw</p>"
+    return str(fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px"))
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _best_summary(best: optuna.trial.FrozenTrial | None) -> dict[str, Any] | None:
+    if best is None:
+        return None
+    keys = ("architecture", "delta_m_val", "delta_m_test", "cost")
+    return {"trial": best.number, **{k: best.user_attrs.get(k) for k in keys}}
+
+
+def _h2(title: str) -> str:
+    return f"<h2>{_e(title)}</h2>"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "n/a"
+    return "-" if value is None else str(value)

@@ -1,0 +1,353 @@
+"""Plotly figures of a finished study, computed as data first.
+
+Each figure has a ``*_data`` function returning plain data (what the tests check) and a
+``draw_*`` function turning it into a :class:`plotly.graph_objects.Figure`:
+
+- :func:`history_data`: validation Δm per completed trial and the running best;
+- :func:`pareto_data`: quality (val Δm, higher is better) against cost (single-task
+  networks, lower is better), the non-dominated front and the two baselines;
+- :func:`task_table_data`: per-task metrics of the best trial, the single-task networks
+  and the all-in-one network (a table, not a figure);
+- :func:`importance_data`: Optuna's hyperparameter importances (its default evaluator);
+- :func:`balancer_data`: the best validation Δm reached with each balancer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+
+__all__ = [
+    "BalancerData",
+    "HistoryData",
+    "ImportanceData",
+    "Marker",
+    "ParetoData",
+    "TaskRow",
+    "TaskTable",
+    "TrialPoint",
+    "balancer_data",
+    "completed_points",
+    "draw_balancers",
+    "draw_history",
+    "draw_importance",
+    "draw_pareto",
+    "history_data",
+    "importance_data",
+    "pareto_data",
+    "pareto_front",
+    "task_table_data",
+]
+
+SINGLE_TASK = "single-task networks"
+ALL_IN_ONE = "all-in-one network"
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """One completed trial: its scores, cost and chosen balancer."""
+
+    number: int
+    delta_m_val: float
+    delta_m_test: float | None
+    cost: float
+    architecture: str
+    balancer: str
+
+
+def completed_points(study: optuna.Study) -> list[TrialPoint]:
+    """Every COMPLETE trial with a finite val Δm and a cost, by trial number."""
+    points = []
+    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
+        attrs = trial.user_attrs
+        value, cost = attrs.get("delta_m_val"), attrs.get("cost")
+        if not isinstance(value, int | float) or not isinstance(cost, int | float):
+            continue
+        if not math.isfinite(value):
+            continue
+        test = attrs.get("delta_m_test")
+        spec = attrs.get("spec") or {}
+        points.append(
+            TrialPoint(
+                number=trial.number,
+                delta_m_val=float(value),
+                delta_m_test=float(test) if isinstance(test, int | float) else None,
+                cost=float(cost),
+                architecture=str(attrs.get("architecture", "")),
+                balancer=str((spec.get("balancer") or {}).get("name", "equal")),
+            )
+        )
+    return sorted(points, key=lambda p: p.number)
+
+
+@dataclass(frozen=True)
+class HistoryData:
+    """Val Δm per completed trial (``numbers[k]``, ``values[k]``) and the best so far."""
+
+    numbers: tuple[int, ...]
+    values: tuple[float, ...]
+    best: tuple[float, ...]
+
+
+def history_data(points: Sequence[TrialPoint]) -> HistoryData:
+    """The optimisation history; failed and pruned trials are not in ``points``."""
+    ordered = sorted(points, key=lambda p: p.number)
+    best: list[float] = []
+    for p in ordered:
+        best.append(max(best[-1], p.delta_m_val) if best else p.delta_m_val)
+    return HistoryData(
+        tuple(p.number for p in ordered), tuple(p.delta_m_val for p in ordered), tuple(best)
+    )
+
+
+def draw_history(data: HistoryData) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=list(data.numbers),
+            y=list(data.values),
+            mode="markers",
+            name="trial",
+            hovertemplate="trial %{x}<br>Δm val %{y:+.2f}%<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=list(data.numbers),
+            y=list(data.best),
+            mode="lines",
+            line={"shape": "hv"},
+            name="best so far",
+        )
+    )
+    fig.update_layout(
+        title={"text": "Optimisation history"},
+        xaxis={"title": {"text": "trial"}},
+        yaxis={"title": {"text": "Δm val (%)"}},
+    )
+    return fig
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A reference architecture drawn on the quality/cost plane."""
+
+    label: str
+    cost: float
+    delta_m_val: float
+
+
+@dataclass(frozen=True)
+class ParetoData:
+    """Every completed trial, the non-dominated ones (by cost) and the baselines."""
+
+    points: tuple[TrialPoint, ...]
+    front: tuple[TrialPoint, ...]
+    baselines: tuple[Marker, ...]
+
+
+def pareto_front(values: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the ``(cost, quality)`` pairs no other pair dominates (lower cost, higher
+    quality, better in one); equal pairs are all kept. Sorted by cost, then quality."""
+    front = [
+        i
+        for i, (cost, quality) in enumerate(values)
+        if not any(c <= cost and q >= quality and (c < cost or q > quality) for c, q in values)
+    ]
+    return sorted(front, key=lambda i: (values[i][0], -values[i][1], i))
+
+
+def pareto_data(
+    points: Sequence[TrialPoint], num_tasks: int, all_in_one: Mapping[str, Any] | None = None
+) -> ParetoData:
+    """Quality vs cost; single-task networks sit at ``(num_tasks, 0)`` by definition of Δm."""
+    front = pareto_front([(p.cost, p.delta_m_val) for p in points])
+    baselines = [Marker(SINGLE_TASK, float(num_tasks), 0.0)]
+    if all_in_one and _number(all_in_one.get("delta_m_val")) is not None:
+        cost = _number(all_in_one.get("cost"))
+        baselines.append(
+            Marker(ALL_IN_ONE, 1.0 if cost is None else cost, float(all_in_one["delta_m_val"]))
+        )
+    return ParetoData(tuple(points), tuple(points[i] for i in front), tuple(baselines))
+
+
+def draw_pareto(data: ParetoData) -> go.Figure:
+    fig = go.Figure()
+    for name, members, style in (
+        ("trial", data.points, {"size": 8, "opacity": 0.5}),
+        ("Pareto front", data.front, {"size": 10}),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[p.cost for p in members],
+                y=[p.delta_m_val for p in members],
+                text=[f"trial {p.number}: {p.architecture}" for p in members],
+                mode="markers" if name == "trial" else "lines+markers",
+                line={"shape": "hv"},
+                marker=style,
+                name=name,
+                hovertemplate="%{text}<br>cost %{x:.2f}<br>Δm val %{y:+.2f}%<extra></extra>",
+            )
+        )
+    for marker, symbol in zip(data.baselines, ("square", "diamond"), strict=False):
+        fig.add_trace(
+            go.Scatter(
+                x=[marker.cost],
+                y=[marker.delta_m_val],
+                mode="markers",
+                marker={"size": 14, "symbol": symbol},
+                name=marker.label,
+            )
+        )
+    fig.update_layout(
+        title={"text": "Quality vs cost"},
+        xaxis={"title": {"text": "cost (single-task networks)"}},
+        yaxis={"title": {"text": "Δm val (%)"}},
+    )
+    return fig
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task's metric: best trial, single-task network and all-in-one network."""
+
+    task: str
+    best_val: float | None
+    best_test: float | None
+    single_val: float | None
+    single_test: float | None
+    all_in_one_val: float | None
+    all_in_one_test: float | None
+
+
+@dataclass(frozen=True)
+class TaskTable:
+    best_trial: int | None
+    rows: tuple[TaskRow, ...]
+
+    columns = (
+        "task",
+        "best val",
+        "best test",
+        "single-task val",
+        "single-task test",
+        "all-in-one val",
+        "all-in-one test",
+    )
+
+
+def task_table_data(
+    tasks: Sequence[str],
+    best: optuna.trial.FrozenTrial | None,
+    baselines: Mapping[str, Mapping[str, Any]],
+    all_in_one: Mapping[str, Any] | None = None,
+) -> TaskTable:
+    """One row per task; missing values are None."""
+    attrs = best.user_attrs if best is not None else {}
+    joint = all_in_one or {}
+    rows = tuple(
+        TaskRow(
+            task,
+            _number(attrs.get(f"val.{task}")),
+            _number(attrs.get(f"test.{task}")),
+            _number(baselines.get(task, {}).get("val")),
+            _number(baselines.get(task, {}).get("test")),
+            _number((joint.get("val_metrics") or {}).get(task)),
+            _number((joint.get("test_metrics") or {}).get(task)),
+        )
+        for task in tasks
+    )
+    return TaskTable(best.number if best is not None else None, rows)
+
+
+@dataclass(frozen=True)
+class ImportanceData:
+    """Parameter -> importance (descending), or a note on why there is none."""
+
+    importances: dict[str, float]
+    note: str | None = None
+
+
+def importance_data(study: optuna.Study) -> ImportanceData:
+    """Optuna's default importances (PED-ANOVA) over the completed trials, when they can vary."""
+    trials = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if len(trials) < 2:
+        return ImportanceData({}, f"needs at least 2 completed trials, has {len(trials)}")
+    if len({tuple(sorted(map(str, t.params.items()))) for t in trials}) < 2:
+        return ImportanceData({}, "every completed trial has the same parameters")
+    try:
+        with warnings.catch_warnings():  # "some regimes have less than 2 trials"
+            warnings.simplefilter("ignore", UserWarning)
+            importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        return ImportanceData({}, f"not computed: {exc}")
+    if not importances:
+        return ImportanceData({}, "no parameter is shared by every completed trial")
+    return ImportanceData({k: float(v) for k, v in importances.items()})
+
+
+def draw_importance(data: ImportanceData) -> go.Figure:
+    names = list(data.importances)[::-1]  # most important at the top
+    fig = go.Figure(
+        go.Bar(x=[data.importances[n] for n in names], y=names, orientation="h", name="importance")
+    )
+    fig.update_layout(
+        title={"text": "Hyperparameter importance"},
+        xaxis={"title": {"text": "importance (PED-ANOVA)"}},
+    )
+    return fig
+
+
+@dataclass(frozen=True)
+class BalancerData:
+    """Per balancer (best first): its best val Δm, that trial, and how many trials used it."""
+
+    names: tuple[str, ...]
+    best: tuple[float, ...]
+    best_trial: tuple[int, ...]
+    trials: tuple[int, ...]
+
+
+def balancer_data(points: Sequence[TrialPoint]) -> BalancerData:
+    by_name: dict[str, list[TrialPoint]] = {}
+    for p in points:
+        by_name.setdefault(p.balancer, []).append(p)
+    tops = sorted(
+        ((name, max(ps, key=lambda p: p.delta_m_val), len(ps)) for name, ps in by_name.items()),
+        key=lambda item: (-item[1].delta_m_val, item[0]),
+    )
+    return BalancerData(
+        tuple(name for name, _, _ in tops),
+        tuple(top.delta_m_val for _, top, _ in tops),
+        tuple(top.number for _, top, _ in tops),
+        tuple(count for _, _, count in tops),
+    )
+
+
+def draw_balancers(data: BalancerData) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=list(data.names),
+            y=list(data.best),
+            text=[
+                f"trial {n} ({c} trials)" for n, c in zip(data.best_trial, data.trials, strict=True)
+            ],
+            name="best Δm val",
+        )
+    )
+    fig.update_layout(
+        title={"text": "Best Δm val per balancer"},
+        xaxis={"title": {"text": "balancer"}},
+        yaxis={"title": {"text": "Δm val (%)"}},
+    )
+    return fig
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
