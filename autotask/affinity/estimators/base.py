@@ -46,6 +46,19 @@ class AffinityEstimator(ABC):
     def validate(self) -> None:  # noqa: B027 - optional hook
         """Check ``self.settings``; raise :class:`ConfigError` on a bad value."""
 
+    def _one_of(self, key: str, options: tuple[str, ...]) -> None:
+        if self.settings[key] not in options:
+            raise ConfigError(
+                f"affinity estimator {self.name!r}: {key} must be one of {', '.join(options)}, "
+                f"got {self.settings[key]!r}"
+            )
+
+    def _probe_settings(self) -> None:
+        """``every`` (a positive integer) and ``epochs`` (None or a positive integer)."""
+        self._positive_int("every")
+        if self.settings["epochs"] is not None:
+            self._positive_int("epochs")
+
     def _positive_int(self, key: str) -> int:
         value = self.settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

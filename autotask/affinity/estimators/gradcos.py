@@ -29,7 +29,6 @@ from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallbac
 from autotask.affinity.estimators.lookahead import cosine_from_gramian
 from autotask.affinity.matrix import AffinityMatrix
 from autotask.balancing._gradients import BatchedGrads, gramian
-from autotask.errors import ConfigError
 from autotask.train.observer import TrainStep
 
 if TYPE_CHECKING:
@@ -106,14 +105,8 @@ class GradientCosine(AffinityEstimator):
     defaults: ClassVar[dict[str, Any]] = {"mode": "representation", "every": 1, "epochs": None}
 
     def validate(self) -> None:
-        if self.settings["mode"] not in MODES:
-            raise ConfigError(
-                f"affinity estimator 'gradcos': mode must be one of {', '.join(MODES)}, "
-                f"got {self.settings['mode']!r}"
-            )
-        self._positive_int("every")
-        if self.settings["epochs"] is not None:
-            self._positive_int("epochs")
+        self._one_of("mode", MODES)
+        self._probe_settings()
 
     def estimate(
         self, context: TrainingContext, progress: ProgressCallback | None = None

@@ -48,7 +48,6 @@ from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallbac
 from autotask.affinity.matrix import AffinityMatrix
 from autotask.affinity.optimizer_step import lookahead_parameters
 from autotask.balancing._gradients import BatchedGrads, gramian
-from autotask.errors import ConfigError
 from autotask.train.losses import masked_loss
 from autotask.train.observer import TrainStep
 
@@ -145,14 +144,8 @@ class Lookahead(AffinityEstimator):
     defaults: ClassVar[dict[str, Any]] = {"every": 10, "epochs": None, "reference": "drift"}
 
     def validate(self) -> None:
-        if self.settings["reference"] not in REFERENCES:
-            raise ConfigError(
-                f"affinity estimator 'lookahead': reference must be one of "
-                f"{', '.join(REFERENCES)}, got {self.settings['reference']!r}"
-            )
-        self._positive_int("every")
-        if self.settings["epochs"] is not None:
-            self._positive_int("epochs")
+        self._one_of("reference", REFERENCES)
+        self._probe_settings()
 
     def estimate(
         self, context: TrainingContext, progress: ProgressCallback | None = None
