@@ -15,9 +15,10 @@ from rich.progress import Progress, TaskID
 
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
-from autotask.errors import AutotaskError
+from autotask.errors import AutotaskError, ConfigError
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
+from autotask.search.pareto import best_within_budget, pareto_trials
 from autotask.search.scoring import ArchitectureScore
 from autotask.search.seeding import (
     estimate_affinity,
@@ -267,10 +268,32 @@ def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
 @app.command()
 def export(
     study_name: str = typer.Argument(..., help="Name of the study."),
-    output: Path = typer.Option(Path("best.yaml"), "-o", "--output", help="Where to write."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="File to write (default best.yaml; with --pareto a folder)."
+    ),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    budget: float | None = typer.Option(
+        None, min=0, help="Best architecture costing at most B single-task networks."
+    ),
+    pareto: bool = typer.Option(
+        False, "--pareto", help="Every Pareto-optimal architecture (Δm vs cost), one file each."
+    ),
 ) -> None:
     """Write the best architecture (with its suite and metrics) as YAML for build_model."""
+    if pareto and budget is not None:
+        raise ConfigError("--pareto and --budget exclude each other")
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
-    spec = export_best(study, config, output)
-    out.print(f"wrote {output}: {spec.describe()}")
+    if pareto:
+        folder = output or Path("pareto")
+        rows = []
+        for trial in pareto_trials(study):
+            path = folder / f"trial-{trial.number}.yaml"
+            spec = export_best(study, config, path, trial)
+            attrs = trial.user_attrs
+            rows.append((str(path), attrs["cost"], attrs["delta_m_val"], spec.describe()))
+        out.print(table("Pareto-optimal architectures", ["file", "cost", "Δm val", "arch"], rows))
+        return
+    chosen = None if budget is None else best_within_budget(study, budget)
+    path = output or Path("best.yaml")
+    spec = export_best(study, config, path, chosen)
+    out.print(f"wrote {path}: {spec.describe()}")

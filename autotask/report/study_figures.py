@@ -23,6 +23,8 @@ from typing import Any
 import optuna
 import plotly.graph_objects as go
 
+from autotask.search.pareto import pareto_front
+
 __all__ = [
     "BalancerData",
     "HistoryData",
@@ -150,17 +152,6 @@ class ParetoData:
     points: tuple[TrialPoint, ...]
     front: tuple[TrialPoint, ...]
     baselines: tuple[Marker, ...]
-
-
-def pareto_front(values: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the ``(cost, quality)`` pairs no other pair dominates (lower cost, higher
-    quality, better in one); equal pairs are all kept. Sorted by cost, then quality."""
-    front = [
-        i
-        for i, (cost, quality) in enumerate(values)
-        if not any(c <= cost and q >= quality and (c < cost or q > quality) for c, q in values)
-    ]
-    return sorted(front, key=lambda i: (values[i][0], -values[i][1], i))
 
 
 def pareto_data(

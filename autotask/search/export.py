@@ -16,12 +16,16 @@ __all__ = ["export_best", "exported_document"]
 
 
 def exported_document(
-    study: optuna.Study, config: StudyConfig
+    study: optuna.Study, config: StudyConfig, trial: optuna.trial.FrozenTrial | None = None
 ) -> tuple[ArchitectureSpec, dict[str, Any]]:
-    """The best spec (with suite and model interface filled in) and its info sections."""
-    spec = best_spec(study)
+    """The spec of ``trial`` (default: the best) with suite and model interface filled in,
+    and its info sections."""
+    if trial is None:
+        spec = best_spec(study)
+        trial = study.best_trial
+    else:
+        spec = ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
     suite = build_suite(config.suite)
-    trial = study.best_trial
     space = config.search_space
     full = spec.model_copy(
         update={
@@ -52,9 +56,15 @@ def exported_document(
     return full, info
 
 
-def export_best(study: optuna.Study, config: StudyConfig, path: str | Path) -> ArchitectureSpec:
-    """Write the best architecture of ``study`` to ``path``; returns the exported spec."""
-    spec, info = exported_document(study, config)
+def export_best(
+    study: optuna.Study,
+    config: StudyConfig,
+    path: str | Path,
+    trial: optuna.trial.FrozenTrial | None = None,
+) -> ArchitectureSpec:
+    """Write the architecture of ``trial`` (default: the best of ``study``) to ``path``;
+    returns the exported spec."""
+    spec, info = exported_document(study, config, trial)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(spec.to_yaml(extra=info))
     return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -86,6 +87,37 @@ def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_stu
     assert result["per_seed"]["0"]["val_metrics"] == pytest.approx(stored["val"], abs=1e-6)
     # Another seed stays within seed noise.
     assert abs(result["per_seed"]["1"]["delta_m_val"] - stored["delta_m_val"]) < 10.0
+
+
+def test_export_pareto_and_budget_round_trip_through_build_model(finished_study: Path) -> None:
+    run = run_cli("export", "tiny-digits", "--pareto", "-o", "front", cwd=finished_study)
+    assert run.returncode == 0, run.stderr
+    files = sorted((finished_study / "front").glob("trial-*.yaml"))
+    assert files
+    import yaml
+
+    costs, values = [], []
+    for path in files:
+        model = autotask.build_model(path)
+        assert set(model(torch.randn(2, 64))) == set(autotask.load_spec(path).tasks)
+        metrics = yaml.safe_load(path.read_text())["metrics"]
+        costs.append(metrics["cost"])
+        values.append(metrics["delta_m_val"])
+    # along the front, a higher cost buys a higher Δm
+    pairs = sorted(zip(costs, values, strict=True))
+    assert all(b[1] > a[1] for a, b in itertools.pairwise(pairs))
+
+    cheapest = min(costs)
+    run = run_cli(
+        "export", "tiny-digits", "--budget", str(cheapest), "-o", "cheap.yaml", cwd=finished_study
+    )
+    assert run.returncode == 0, run.stderr
+    exported = yaml.safe_load((finished_study / "cheap.yaml").read_text())["metrics"]
+    assert exported["cost"] <= cheapest
+    too_small = run_cli("export", "tiny-digits", "--budget", "0.01", cwd=finished_study)
+    assert too_small.returncode == 2 and "cheapest costs" in too_small.stderr
+    both = run_cli("export", "tiny-digits", "--budget", "2", "--pareto", cwd=finished_study)
+    assert both.returncode == 2 and "exclude each other" in both.stderr
 
 
 def test_repeated_architecture_trains_nothing(finished_study: Path) -> None:
