@@ -34,7 +34,6 @@ from autotask.search.scoring import TrainingContext
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import MemoryCache
 from autotask.suites import TaskSuite, get_suite
-from autotask.train.loop import train_network
 from autotask.train.observer import StepObserver
 
 Factory = Callable[[TreeNetwork], StepObserver] | None
@@ -63,20 +62,12 @@ def timing(suite: TaskSuite, epochs: int, repeats: int) -> dict[str, float]:
     optimizer = OptimizerSpec(lr=0.003, epochs=epochs, batch_size=128, patience=epochs + 1)
     ctx = context(suite, optimizer)
     tree = TaskTree(tasks=tuple(suite.task_names))
+    job = ctx.job(tree, ctx.baseline_backbone, optimizer, BalancerSpec())
     times: dict[str, list[float]] = {k: [] for k in VARIANTS}
     for _ in range(repeats):
         for name, factory in VARIANTS.items():
             started = time.perf_counter()
-            train_network(
-                tree,
-                ctx.data,
-                ctx.interface,
-                backbone=ctx.baseline_backbone,
-                optimizer=optimizer,
-                balancer=BalancerSpec(),
-                seed=0,
-                observer_factory=factory,
-            )
+            ctx.train(job, observer_factory=factory)
             times[name].append(time.perf_counter() - started)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -21,18 +21,13 @@ from typing import NamedTuple
 
 import optuna
 import torch
+from grouping_recovery import partition  # this folder: scripts run as benchmarks/<name>.py
 
 from autotask.search.seeding import estimate_affinity, seed_with_affinity
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig, load_study_config
-from autotask.spec import ArchitectureSpec
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def partition(spec_dict: dict[str, object]) -> frozenset[frozenset[str]]:
-    spec = ArchitectureSpec.model_validate(spec_dict)
-    return frozenset(frozenset(n.tasks) for n in spec.networks)
 
 
 class Run(NamedTuple):

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from autotask.search.scoring import TrainingContext
+from autotask.spec import BackboneSpec, OptimizerSpec
+from autotask.store.cache import MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
 
 os.environ.setdefault("AUTOTASK_THREADS", "1")
@@ -15,6 +18,18 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def make_context(suite: TaskSuite, optimizer: OptimizerSpec, seed: int = 0) -> TrainingContext:
+    """A CPU training context with an in-memory cache and the suite's default backbone."""
+    return TrainingContext.create(
+        suite,
+        MemoryCache(),
+        seed=seed,
+        device=torch.device("cpu"),
+        baseline_optimizer=optimizer,
+        baseline_backbone=BackboneSpec(**suite.default_backbone),
+    )
 
 
 @pytest.fixture

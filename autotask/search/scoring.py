@@ -17,6 +17,7 @@ import torch
 from autotask.errors import TrialDiverged
 from autotask.models import build_network, interface_for
 from autotask.models.cost import count_macs
+from autotask.models.tree import TreeNetwork
 from autotask.spec import (
     ArchitectureSpec,
     BackboneSpec,
@@ -27,7 +28,8 @@ from autotask.spec import (
 )
 from autotask.store.cache import NetworkJob, ResultCache
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.loop import train_network
+from autotask.train.loop import EpochCallback, train_network
+from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
 
 __all__ = ["ArchitectureScore", "TrainingContext", "delta_m", "relative_change"]
@@ -127,6 +129,26 @@ class TrainingContext:
     ) -> NetworkJob:
         return NetworkJob(self.suite.key(), tree, backbone, optimizer, balancer, self.seed)
 
+    def train(
+        self,
+        job: NetworkJob,
+        *,
+        on_epoch: EpochCallback | None = None,
+        observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+    ) -> tuple[TreeNetwork, NetworkResult]:
+        """Train ``job`` on this context's data now (no cache lookup, nothing stored)."""
+        return train_network(
+            job.tree,
+            self.data,
+            self.interface,
+            backbone=job.backbone,
+            optimizer=job.optimizer,
+            balancer=job.balancer,
+            seed=job.seed,
+            on_epoch=on_epoch,
+            observer_factory=observer_factory,
+        )
+
     def run(self, job: NetworkJob) -> tuple[NetworkResult, bool]:
         """The job's result from the cache, or trained now and stored; and whether it trained."""
         cached = self.cache.get(job)
@@ -137,16 +159,7 @@ class TrainingContext:
                 return claim.result, False
             if self.on_network is not None:
                 self.on_network(job.tree.describe())
-            _, result = train_network(
-                job.tree,
-                self.data,
-                self.interface,
-                backbone=job.backbone,
-                optimizer=job.optimizer,
-                balancer=job.balancer,
-                seed=job.seed,
-                on_epoch=claim.heartbeat,
-            )
+            _, result = self.train(job, on_epoch=claim.heartbeat)
             return self.cache.put(job, result, self.study_name), True
 
     def baseline_jobs(self) -> dict[str, NetworkJob]:

@@ -22,13 +22,12 @@ from autotask.models import build_network, interface_for
 from autotask.models.tree import TreeNetwork
 from autotask.search.scoring import TrainingContext
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites import get_suite
 from autotask.suites.base import Split, TaskSuite
 from autotask.train.loop import make_optimizer, train_network
 from autotask.train.losses import masked_loss
 from autotask.train.observer import TrainStep
-from tests.conftest import make_tiny_suite
+from tests.conftest import make_context, make_tiny_suite
 
 OPTIMIZERS = [
     OptimizerSpec(name="sgd", lr=0.05),
@@ -51,17 +50,6 @@ def image_suite() -> TaskSuite:
         splits=splits,
         input_shape=(2, 4),
         default_backbone={"name": "cnn", "params": {"channels": [4, 6]}},
-    )
-
-
-def context_for(suite: TaskSuite, optimizer: OptimizerSpec) -> TrainingContext:
-    return TrainingContext.create(
-        suite,
-        MemoryCache(),
-        seed=0,
-        device=torch.device("cpu"),
-        baseline_optimizer=optimizer,
-        baseline_backbone=BackboneSpec(**suite.default_backbone),
     )
 
 
@@ -243,7 +231,7 @@ def test_representation_cosine_hooks_see_each_task_and_cost_no_backward() -> Non
 def synthetic_context() -> tuple[TrainingContext, TaskSuite]:
     suite = get_suite("synthetic", n_tasks=6, n_groups=2, seed=0)
     opt = OptimizerSpec(lr=0.003, epochs=40, batch_size=128, patience=6)
-    return context_for(suite, opt), suite
+    return make_context(suite, opt), suite
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
-import torch
 
 from autotask.affinity.branching import propose_tree, propose_trees
 from autotask.affinity.estimators.pairwise import PairwiseTransfer, pairwise_pool
@@ -16,10 +15,9 @@ from autotask.errors import ConfigError
 from autotask.models import build_network
 from autotask.search.scoring import TrainingContext
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites import get_suite
-from autotask.suites.base import TaskSuite
 from autotask.train.result import NetworkResult
+from tests.conftest import make_context
 
 TASKS = ("a", "b", "c", "d")
 
@@ -98,21 +96,10 @@ def test_propose_trees_lists_distinct_trees_most_shared_first() -> None:
 # --------------------------------------------------------------------------- estimators
 
 
-def context(suite: TaskSuite, optimizer: OptimizerSpec) -> TrainingContext:
-    return TrainingContext.create(
-        suite,
-        MemoryCache(),
-        seed=0,
-        device=torch.device("cpu"),
-        baseline_optimizer=optimizer,
-        baseline_backbone=BackboneSpec(**suite.default_backbone),
-    )
-
-
 @pytest.fixture
 def tiny() -> TrainingContext:
     suite = get_suite("synthetic", n_tasks=3, n_groups=1, n_samples=200, label_fraction=0.5)
-    return context(suite, OptimizerSpec(lr=0.01, epochs=2, batch_size=64, patience=2))
+    return make_context(suite, OptimizerSpec(lr=0.01, epochs=2, batch_size=64, patience=2))
 
 
 def test_pairwise_fills_every_direction_and_reuses_the_cache(tiny: TrainingContext) -> None:
@@ -177,7 +164,7 @@ def test_rsa_is_symmetric_per_stage(tiny: TrainingContext) -> None:
 def planted() -> TrainingContext:
     """``studies/synthetic.yaml``: 6 tasks in 2 groups, one conflicting pair (t0, t1)."""
     suite = get_suite("synthetic", n_tasks=6, n_groups=2, seed=0)
-    return context(suite, OptimizerSpec(lr=0.003, epochs=40, batch_size=128, patience=6))
+    return make_context(suite, OptimizerSpec(lr=0.003, epochs=40, batch_size=128, patience=6))
 
 
 @pytest.mark.parametrize(

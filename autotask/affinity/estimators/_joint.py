@@ -13,7 +13,6 @@ import torch
 
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.spec import BalancerSpec, TaskTree
-from autotask.train.loop import train_network
 from autotask.train.result import NetworkResult
 
 if TYPE_CHECKING:
@@ -95,17 +94,8 @@ def train_joint(
             progress(epoch, total, what)
 
     started = time.perf_counter()
-    _, result = train_network(
-        tree,
-        context.data,
-        context.interface,
-        backbone=context.baseline_backbone,
-        optimizer=optimizer,
-        balancer=BalancerSpec(),
-        seed=context.seed,
-        on_epoch=on_epoch,
-        observer_factory=make_observer,
-    )
+    job = context.job(tree, context.baseline_backbone, optimizer, BalancerSpec())
+    _, result = context.train(job, on_epoch=on_epoch, observer_factory=make_observer)
     seconds = time.perf_counter() - started
     if not result.ok:
         raise TrialDiverged(f"{what}: the jointly trained network diverged: {result.reason}")

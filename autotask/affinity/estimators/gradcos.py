@@ -46,7 +46,6 @@ class GradientCosineProbe:
     def __init__(self, net: TreeNetwork, *, mode: str, every: int) -> None:
         self.tasks = tuple(net.tasks)
         self.mode, self.every = mode, every
-        self.net = net
         device = next(net.parameters()).device
         self.cosine = MeanMatrix(len(self.tasks), device)
         self._feature_grads: dict[str, torch.Tensor] = {}

@@ -81,7 +81,6 @@ class LookaheadProbe:
             raise ValueError("lookahead affinity needs a network with shared parameters")
         named = list(net.named_parameters())
         self.shared_names = [n for n, p in named if id(p) in shared]
-        self.net = net
         self.probe = copy.deepcopy(net)
         replace_all_batch_norm_modules_(self.probe)  # batch statistics, no running stats
         self.probe.eval()  # dropout off; BatchNorm without running stats uses the batch

@@ -25,7 +25,6 @@ from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallbac
 from autotask.affinity.matrix import AffinityMatrix
 from autotask.backbones import build_backbone
 from autotask.errors import ConfigError, TrialDiverged
-from autotask.train.loop import train_network
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork
@@ -92,15 +91,7 @@ class RepresentationSimilarity(AffinityEstimator):
 def _train_single(context: TrainingContext, task: str) -> TreeNetwork:
     """``task``'s single-task network with the baseline settings (result cached)."""
     job = context.baseline_jobs()[task]
-    net, result = train_network(
-        job.tree,
-        context.data,
-        context.interface,
-        backbone=job.backbone,
-        optimizer=job.optimizer,
-        balancer=job.balancer,
-        seed=job.seed,
-    )
+    net, result = context.train(job)
     if not result.ok:
         raise TrialDiverged(f"single-task network of {task!r} diverged: {result.reason}")
     if context.cache.get(job) is None:
