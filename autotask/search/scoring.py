@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +29,23 @@ from autotask.spec import (
 )
 from autotask.store.cache import NetworkJob, ResultCache
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.loop import EpochCallback, train_network
+from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, train_epochs, train_network
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
 
-__all__ = ["ArchitectureScore", "TrainingContext", "delta_m", "relative_change"]
+__all__ = [
+    "ArchitectureScore",
+    "EpochScoreCallback",
+    "TrainingContext",
+    "delta_m",
+    "relative_change",
+]
 
 NetworkCallback = Callable[[str], None]
+#: ``(epoch, Δm)`` after every epoch of an architecture's networks trained in lockstep: Δm
+#: composed from each network's best epoch so far (cached and finished ones: their result).
+#: It may raise (e.g. ``optuna.TrialPruned``) to stop training; nothing partial is stored.
+EpochScoreCallback = Callable[[int, float], None]
 
 
 def relative_change(value: float, baseline: float, higher_is_better: bool) -> float:
@@ -68,6 +79,8 @@ class ArchitectureScore:
     reused: int
     network_keys: list[str] = field(default_factory=list)
     train_seconds: float = 0.0
+    #: Epochs of the networks this score trained (0 for cached ones).
+    epochs_trained: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -93,6 +106,10 @@ class TrainingContext:
     on_network: NetworkCallback | None = None
     interface: ModelInterface = field(init=False)
     _macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    _tree_macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    #: Epochs trained by the last lockstep score before it was stopped (pruned, diverged or
+    #: interrupted): the finished networks' and the partial ones', which are not stored.
+    stopped_epochs: int = field(default=0, init=False)
     _baselines: dict[int, dict[str, NetworkResult]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -206,36 +223,70 @@ class TrainingContext:
             out[task] = self._macs[cache_key]
         return out
 
-    def score(self, spec: ArchitectureSpec) -> ArchitectureScore:
-        """Train (or reuse) every network of ``spec`` and compose the architecture's score.
+    def tree_macs(self, tree: TaskTree, backbone: BackboneSpec) -> int:
+        """MACs of one network (built on the CPU, not trained; kept per tree)."""
+        cache_key = (backbone.model_dump_json(), tree.model_dump_json())
+        if cache_key not in self._tree_macs:
+            net = build_network(tree, backbone, self.interface)
+            self._tree_macs[cache_key] = count_macs(net, self.interface.input_shape)
+        return self._tree_macs[cache_key]
 
-        Raises :class:`TrialDiverged` if any of its networks diverged.
-        """
+    def cost(self, spec: ArchitectureSpec) -> float:
+        """``spec``'s inference cost in single-task networks, known before any training."""
         backbone = spec.backbone or self.baseline_backbone
-        baselines = self.baselines()
-        results: list[NetworkResult] = []
-        trained = reused = 0
-        keys = []
+        macs = [
+            self.tree_macs(tree.model_copy(update={"balancer": None}), backbone)
+            for tree in spec.networks
+        ]
+        return self._cost_units(macs, spec, backbone)
+
+    def _cost_units(
+        self, macs: Sequence[int], spec: ArchitectureSpec, backbone: BackboneSpec
+    ) -> float:
+        unit = self.single_task_macs(backbone)
+        return sum(macs) / (sum(unit[t] for t in spec.tasks) / len(spec.tasks))
+
+    def network_jobs(self, spec: ArchitectureSpec) -> list[NetworkJob]:
+        """One job per network of ``spec`` (a network's own balancer wins over the
+        architecture's; the job's tree leaves it out, so the cache key is the same as for
+        that balancer given at the architecture level)."""
+        backbone = spec.backbone or self.baseline_backbone
+        jobs = []
         for tree in spec.networks:
-            # a network's own balancer wins; the job's tree leaves it out, so the cache key
-            # is the same as for that balancer given at the architecture level
             balancer = tree.balancer or spec.balancer
             plain = tree if tree.balancer is None else tree.model_copy(update={"balancer": None})
-            job = self.job(plain, backbone, spec.optimizer, balancer)
-            result, was_trained = self.run(job)
-            trained, reused = trained + was_trained, reused + (not was_trained)
-            keys.append(job.key)
-            if not result.ok:
-                raise TrialDiverged(f"network {tree.describe()} diverged: {result.reason}")
-            results.append(result)
+            jobs.append(self.job(plain, backbone, spec.optimizer, balancer))
+        return jobs
+
+    def score(
+        self, spec: ArchitectureSpec, *, on_epoch_score: EpochScoreCallback | None = None
+    ) -> ArchitectureScore:
+        """Train (or reuse) every network of ``spec`` and compose the architecture's score.
+
+        With ``on_epoch_score`` the networks still to train are trained in lockstep, epoch
+        by epoch, and the callback sees the architecture's Δm after every epoch (the
+        results equal training them one after another). Raises :class:`TrialDiverged` if
+        any of its networks diverged.
+        """
+        baselines = self.baselines()
+        jobs = self.network_jobs(spec)
+        if on_epoch_score is None:
+            results, trained = [], []
+            for job in jobs:
+                result, was_trained = self.run(job)
+                if not result.ok:
+                    raise TrialDiverged(f"network {job.tree.describe()} diverged: {result.reason}")
+                results.append(result)
+                trained.append(was_trained)
+        else:
+            results, trained = self._run_lockstep(jobs, baselines, on_epoch_score)
         higher = self.higher_is_better()
         serving = _best_serving(spec.tasks, results, higher)
         val = {t: results[i].val_metrics[t] for t, i in serving.items()}
         test = {t: results[i].test_metrics[t] for t, i in serving.items()}
         base_val = {t: baselines[t].val_metrics[t] for t in val}
         base_test = {t: baselines[t].test_metrics[t] for t in test}
-        unit = self.single_task_macs(backbone)
-        cost = sum(r.macs for r in results) / (sum(unit[t] for t in spec.tasks) / len(spec.tasks))
+        backbone = spec.backbone or self.baseline_backbone
         return ArchitectureScore(
             spec=spec,
             val_metrics=val,
@@ -243,12 +294,145 @@ class TrainingContext:
             serving=serving,
             delta_m_val=delta_m(val, base_val, higher),
             delta_m_test=delta_m(test, base_test, higher),
-            cost=cost,
-            trained=trained,
-            reused=reused,
-            network_keys=keys,
+            cost=self._cost_units([r.macs for r in results], spec, backbone),
+            trained=sum(trained),
+            reused=len(trained) - sum(trained),
+            network_keys=[job.key for job in jobs],
             train_seconds=sum(r.train_seconds for r in results),
+            epochs_trained=sum(r.epochs_run for r, t in zip(results, trained, strict=True) if t),
         )
+
+    def _run_lockstep(
+        self,
+        jobs: Sequence[NetworkJob],
+        baselines: Mapping[str, NetworkResult],
+        on_epoch_score: EpochScoreCallback,
+    ) -> tuple[list[NetworkResult], list[bool]]:
+        """Cached results, and the other jobs trained one epoch each in turn; after every
+        round ``on_epoch_score`` sees the architecture's Δm so far."""
+        results: list[NetworkResult | None] = [self.cache.get(job) for job in jobs]
+        trained = [False] * len(jobs)
+        higher = self.higher_is_better()
+        self.stopped_epochs = 0
+        finished_epochs = 0
+        with ExitStack() as stack:
+            runs: dict[int, _LockstepRun] = {}
+            for i, job in enumerate(jobs):
+                if results[i] is not None:
+                    continue
+                claim = stack.enter_context(self.cache.claim(job))
+                if claim.result is not None:  # another worker trained it meanwhile
+                    results[i] = claim.result
+                    continue
+                if self.on_network is not None:
+                    self.on_network(job.tree.describe())
+                runs[i] = _LockstepRun(self._epochs(job, claim.heartbeat))
+                trained[i] = True
+            epoch = 0
+            try:
+                while runs:
+                    epoch += 1
+                    for i in sorted(runs):
+                        finished = runs[i].advance()
+                        if finished is None:
+                            continue
+                        del runs[i]
+                        finished_epochs += finished.epochs_run
+                        results[i] = self.cache.put(jobs[i], finished, self.study_name)
+                        if not finished.ok:
+                            raise TrialDiverged(
+                                f"network {jobs[i].tree.describe()} diverged: {finished.reason}"
+                            )
+                    partial = [
+                        r if r is not None else runs[i].partial(jobs[i])
+                        for i, r in enumerate(results)
+                    ]
+                    on_epoch_score(epoch, _partial_delta_m(partial, baselines, higher))
+            except BaseException:  # pruned, diverged or interrupted: drop the partial runs
+                self.stopped_epochs = finished_epochs + sum(r.epochs for r in runs.values())
+                for run in runs.values():
+                    run.close()
+                raise
+        return [r for r in results if r is not None], trained
+
+    def _epochs(self, job: NetworkJob, heartbeat: EpochCallback) -> TrainingRun:
+        return train_epochs(
+            job.tree,
+            self.data,
+            self.interface,
+            backbone=job.backbone,
+            optimizer=job.optimizer,
+            balancer=job.balancer,
+            seed=job.seed,
+            on_epoch=heartbeat,
+            epoch_metrics=True,
+        )
+
+
+class _LockstepRun:
+    """One network's :func:`train_epochs` run, interleaved with others: its global RNG
+    state (dropout, random balancers) is swapped in around each of its epochs."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        self.rng: list[torch.Tensor] | None = None  # None: not started (it seeds itself)
+        self.report: EpochReport | None = None
+        self.epochs = 0
+
+    def advance(self) -> NetworkResult | None:
+        """Train one more epoch; the final result once the run has ended."""
+        outer = _rng_state()
+        if self.rng is not None:
+            _set_rng_state(self.rng)
+        try:
+            self.report = next(self.run)
+            self.epochs = self.report.epoch
+            return None
+        except StopIteration as done:
+            _, result = done.value
+            self.epochs = result.epochs_run
+            return result  # type: ignore[no-any-return]
+        finally:
+            self.rng = _rng_state()
+            _set_rng_state(outer)
+
+    def partial(self, job: NetworkJob) -> NetworkResult:
+        """The network's result if it stopped now (validation metrics of its best epoch)."""
+        metrics = {} if self.report is None else self.report.best_val_metrics
+        return NetworkResult(tasks=list(job.tree.tasks), status="ok", val_metrics=dict(metrics))
+
+    def close(self) -> None:
+        self.run.close()
+
+
+def _rng_state() -> list[torch.Tensor]:
+    states = [torch.random.get_rng_state()]
+    if torch.cuda.is_available():
+        states += torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_state(states: list[torch.Tensor]) -> None:
+    torch.random.set_rng_state(states[0])
+    if len(states) > 1:
+        torch.cuda.set_rng_state_all(states[1:])
+
+
+def _partial_delta_m(
+    results: Sequence[NetworkResult],
+    baselines: Mapping[str, NetworkResult],
+    higher: Mapping[str, bool],
+) -> float:
+    """Δm over the tasks the (partial) results measure, each served as in a final score."""
+    tasks = sorted({t for r in results for t in r.val_metrics})
+    if not tasks:
+        return float("nan")
+    serving = _best_serving(tasks, results, higher)
+    val = {t: results[i].val_metrics.get(t, float("nan")) for t, i in serving.items()}
+    measured = {t: v for t, v in val.items() if not math.isnan(v)}
+    if not measured:
+        return float("nan")
+    return delta_m(measured, {t: baselines[t].val_metrics[t] for t in measured}, higher)
 
 
 def _best_serving(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,8 +25,10 @@ from autotask.train.result import NetworkResult, Status
 
 __all__ = [
     "EVAL_BATCH",
+    "EpochReport",
     "evaluate_network",
     "make_optimizer",
+    "train_epochs",
     "train_network",
     "validation_losses",
 ]
@@ -33,6 +36,20 @@ __all__ = [
 #: Rows per forward pass when evaluating.
 EVAL_BATCH = 4096
 EpochCallback = Callable[[int, float], None]
+
+
+@dataclass
+class EpochReport:
+    """What one epoch of :func:`train_epochs` ends with.
+
+    ``best_val_metrics`` are the per-task validation metrics of the best epoch so far (what
+    the network would report if it stopped now); empty unless ``epoch_metrics`` was asked.
+    """
+
+    epoch: int
+    val_loss: float
+    best_epoch: int
+    best_val_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def make_optimizer(
@@ -90,26 +107,34 @@ def _shuffle(split: Split, masks: MaskMap, order: torch.Tensor) -> tuple[Split, 
     return Split(split.x[order], targets, {}), shuffled
 
 
+def _eval_outputs(net: TreeNetwork, split: Split) -> dict[str, torch.Tensor]:
+    was_training = net.training
+    net.eval()
+    outputs = _predict(net, split.x)
+    net.train(was_training)
+    return outputs
+
+
 def validation_losses(
     net: TreeNetwork, split: Split, kinds: Mapping[str, str], masks: MaskMap
 ) -> torch.Tensor:
     """Per-task losses of ``net`` on ``split`` in eval mode."""
-    was_training = net.training
-    net.eval()
-    outputs = _predict(net, split.x)
-    net.train(was_training)
+    outputs = _eval_outputs(net, split)
     return _task_losses(outputs, split.targets, masks, kinds, list(net.tasks))
+
+
+def _metrics(
+    outputs: Mapping[str, torch.Tensor],
+    split: Split,
+    kinds: Mapping[str, str],
+    tasks: Sequence[str],
+) -> dict[str, float]:
+    return {t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in tasks}
 
 
 def evaluate_network(net: TreeNetwork, split: Split, kinds: Mapping[str, str]) -> dict[str, float]:
     """Per-task metrics of ``net`` on ``split`` (eval mode)."""
-    was_training = net.training
-    net.eval()
-    outputs = _predict(net, split.x)
-    net.train(was_training)
-    return {
-        t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in net.tasks
-    }
+    return _metrics(_eval_outputs(net, split), split, kinds, list(net.tasks))
 
 
 def train_network(
@@ -124,7 +149,44 @@ def train_network(
     on_epoch: EpochCallback | None = None,
     observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
-    """Train ``tree`` on ``data`` (splits already on the target device).
+    """Train ``tree`` on ``data`` (splits already on the target device); see
+    :func:`train_epochs`, which this runs to the end."""
+    epochs = train_epochs(
+        tree,
+        data,
+        interface,
+        backbone=backbone,
+        optimizer=optimizer,
+        balancer=balancer,
+        seed=seed,
+        on_epoch=on_epoch,
+        observer_factory=observer_factory,
+    )
+    while True:
+        try:
+            next(epochs)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+TrainingRun = Generator[EpochReport, None, tuple[TreeNetwork, NetworkResult]]
+
+
+def train_epochs(
+    tree: TaskTree,
+    data: Mapping[str, Split],
+    interface: ModelInterface,
+    *,
+    backbone: BackboneSpec,
+    optimizer: OptimizerSpec,
+    balancer: BalancerSpec,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+    observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+    epoch_metrics: bool = False,
+) -> TrainingRun:
+    """Train ``tree`` on ``data`` (splits already on the target device), yielding an
+    :class:`EpochReport` after every epoch; the generator returns ``(net, result)``.
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the
     network's tasks), stops after ``optimizer.patience`` epochs without improvement,
@@ -133,6 +195,12 @@ def train_network(
     ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising.
     ``observer_factory(net)``, once the network is built, gives an observer that sees every
     training step before and after its backward pass (the affinity estimators measure there).
+    With ``epoch_metrics`` every epoch also computes the validation metrics (from the same
+    predictions as the validation loss), reported for the best epoch so far: the
+    intermediate values pruning compares. Closing the generator early stops training.
+    Several runs may be interleaved epoch by epoch (see
+    :func:`autotask.search.scoring.TrainingContext.score`): each then needs its own global
+    RNG state restored around its steps to train as it would alone.
     """
     started = time.perf_counter()
     generator = seed_everything(seed)
@@ -151,6 +219,7 @@ def train_network(
     train_masks, val_masks = _sparse_masks(train, tasks), _sparse_masks(val, tasks)
     n, bs = len(train), optimizer.batch_size
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
+    best_metrics: dict[str, float] = {}
     history: list[float] = []
     stale, epoch, step = 0, 0, 0
 
@@ -207,19 +276,25 @@ def train_network(
             bal.end_epoch(epoch_loss * (bs / n))
         except TrialDiverged as exc:
             return net, result("diverged", f"{exc} at epoch {epoch}")
-        val_loss = float(validation_losses(net, val, kinds, val_masks).sum())
+        val_outputs = _eval_outputs(net, val)
+        val_loss = float(_task_losses(val_outputs, val.targets, val_masks, kinds, tasks).sum())
         history.append(val_loss)
         if not math.isfinite(val_loss):
             return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
         if on_epoch is not None:
             on_epoch(epoch, val_loss)
-        if val_loss < best_loss:
+        improved = val_loss < best_loss
+        if improved:
             best_loss, best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy(net.state_dict())
+            if epoch_metrics:
+                best_metrics = _metrics(val_outputs, val, kinds, tasks)
         else:
             stale += 1
-            if stale >= optimizer.patience:
-                break
+        del val_outputs
+        yield EpochReport(epoch, val_loss, best_epoch, best_metrics)
+        if not improved and stale >= optimizer.patience:
+            break
 
     net.load_state_dict(best_state)
     final = result("ok")
