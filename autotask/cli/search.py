@@ -13,18 +13,23 @@ import optuna
 import typer
 from rich.progress import Progress, TaskID
 
+from autotask.affinity.matrix import AffinityMatrix
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
-from autotask.errors import AutotaskError, ConfigError
+from autotask.errors import AutotaskError, ConfigError, StorageError
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
+from autotask.search.objectives import best_trial, is_multi_objective
 from autotask.search.pareto import best_within_budget, pareto_trials
 from autotask.search.scoring import ArchitectureScore
 from autotask.search.seeding import (
+    TAG_ATTR,
     estimate_affinity,
+    latest_matrix,
     publish_affinity,
     publish_best_architecture,
     seed_with_affinity,
+    tag_baseline,
 )
 from autotask.search.storage import resolve_storage_url
 from autotask.search.study import (
@@ -34,7 +39,7 @@ from autotask.search.study import (
     best_spec,
     load_study,
 )
-from autotask.search.study_config import load_study_config
+from autotask.search.study_config import StudyConfig, load_study_config
 from autotask.store.db import is_sqlite
 
 logger = logging.getLogger("autotask")
@@ -46,10 +51,10 @@ STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies
 
 def _best_line(study: optuna.Study) -> str:
     try:
-        trial = study.best_trial
-    except ValueError:
+        trial = best_trial(study)
+    except StorageError:
         return "no completed trial yet"
-    return f"best Δm {trial.value:+.2f}% (trial {trial.number})"
+    return f"best Δm {trial.user_attrs['delta_m_val']:+.2f}% (trial {trial.number})"
 
 
 @app.command()
@@ -64,6 +69,9 @@ def search(
     workers: int = typer.Option(1, min=1, help="Local worker processes sharing the study."),
     gpus: str | None = typer.Option(None, help="One worker per GPU, e.g. 0,1,2,3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the study's summary as JSON (no progress bar)."
+    ),
 ) -> None:
     """Search task groupings, branch depths and balancers; resumes a study of the same name."""
     config = load_study_config(study_file)
@@ -80,12 +88,14 @@ def search(
     session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
     budget = trials or config.trials
     study = session.study
-    with progress_bar(quiet) as progress:
+    with progress_bar(quiet or json_out) as progress:
         bar = progress.add_task("baselines", total=budget, status="")
         session.context.on_network = lambda net: progress.update(bar, status=f"training {net}")
         all_in_one = session.prepare_baselines()
+        matrix = None
         if config.affinity is not None:
-            _seed_with_affinity(session, progress, bar)
+            matrix = _seed_with_affinity(session, progress, bar)
+        _train_tag_baseline(session, matrix or latest_matrix(session))
 
         def refresh(*_: object) -> None:
             progress.update(
@@ -104,10 +114,25 @@ def search(
         else:
             session.run(budget, timeout=limit, callbacks=[refresh])
     publish_best_architecture(session, best_spec(study))
+    if json_out:
+        out.print_json(json.dumps(study_summary(study, config), default=str))
+        return
     _print_best(study, all_in_one, session.storage_url)
 
 
-def _seed_with_affinity(session: SearchSession, progress: Progress, bar: TaskID) -> None:
+def _train_tag_baseline(session: SearchSession, matrix: AffinityMatrix | None) -> None:
+    """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
+    if matrix is None:
+        return
+    try:
+        tag_baseline(session, matrix)
+    except AutotaskError as exc:  # e.g. a network of the grouping diverged
+        logger.warning("TAG-selected grouping not trained: %s", exc)
+
+
+def _seed_with_affinity(
+    session: SearchSession, progress: Progress, bar: TaskID
+) -> AffinityMatrix | None:
     """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
     seeding = session.config.affinity
     assert seeding is not None
@@ -119,7 +144,7 @@ def _seed_with_affinity(session: SearchSession, progress: Progress, bar: TaskID)
         matrix, _ = estimate_affinity(session, seeding.estimator, seeding.settings, progress=report)
     except AutotaskError as exc:  # e.g. the jointly trained network diverged
         logger.warning("affinity seeding skipped: %s", exc)
-        return
+        return None
     seeded = seed_with_affinity(session, matrix, seeding.candidates)
     best = seeded[0].groups if seeded else None
     publish_affinity(session, matrix, best)
@@ -130,6 +155,7 @@ def _seed_with_affinity(session: SearchSession, progress: Progress, bar: TaskID)
             matrix.estimator,
             seeded[0].describe(),
         )
+    return matrix
 
 
 def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
@@ -150,7 +176,7 @@ def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
 
 def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
     spec = best_spec(study)
-    best = study.best_trial
+    best = best_trial(study)
     out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
     out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
     attrs = best.user_attrs
@@ -164,6 +190,19 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
     )
     verdict = "beats" if attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
     out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
+    tag = study.user_attrs.get(TAG_ATTR)
+    if tag:
+        out.print(
+            f"  TAG-selected grouping ({tag['estimator']}): {tag['architecture']}  Δm val "
+            f"{tag['delta_m_val']:+.2f}%  test {tag['delta_m_test']:+.2f}%  cost {tag['cost']:.2f}"
+        )
+    if is_multi_objective(study):
+        front = pareto_trials(study)
+        out.print(
+            f"  Pareto front (Δm vs cost): {len(front)} architectures, cost "
+            f"{front[0].user_attrs['cost']:.2f} to {front[-1].user_attrs['cost']:.2f}; "
+            f"autotask export {study.study_name} --pareto writes them all"
+        )
     out.print(
         f"Export it with: autotask export {study.study_name} --storage {storage_url} -o best.yaml"
     )
@@ -182,36 +221,15 @@ def status(
     """Trials by state, the best architecture, and its per-task metrics against baselines."""
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
-    states = Counter(t.state.name for t in trials)
-    states_by_number = {t.number: t.state.name for t in trials}
-    trained = sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials)
-    reused = sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials)
+    summary = study_summary(study, config)
+    states, states_by_number = Counter(summary["trials"]), {t.number: t.state.name for t in trials}
+    trained, reused = summary["networks_trained"], summary["networks_reused"]
     baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
-    all_in_one: dict[str, Any] = study.user_attrs.get(ALL_IN_ONE_ATTR, {})
-    summary: dict[str, Any] = {
-        "study": study_name,
-        "suite": config.suite.name,
-        "trials": dict(states),
-        "networks_trained": trained,
-        "networks_reused": reused,
-        "all_in_one": all_in_one,
-        "failed": {
-            t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
-        },
-        "retried": _retries(trials),
-    }
+    all_in_one: dict[str, Any] = summary["all_in_one"]
     try:
-        best = study.best_trial
-    except ValueError:
+        best = best_trial(study)
+    except StorageError:
         best = None
-    if best is not None:
-        summary["best"] = {
-            "trial": best.number,
-            **{
-                k: best.user_attrs.get(k)
-                for k in ("architecture", "delta_m_val", "delta_m_test", "cost")
-            },
-        }
     if json_out:
         out.print_json(json.dumps(summary, default=str))
         return
@@ -220,7 +238,10 @@ def status(
             f"Study {study_name} ({config.suite.name})", ["state", "trials"], sorted(states.items())
         )
     )
-    out.print(f"networks trained: {trained}, reused from the cache: {reused}")
+    out.print(
+        f"networks trained: {trained}, reused from the cache: {reused}; "
+        f"epochs trained in trials: {summary['epochs_trained']}"
+    )
     for number, reason in summary["failed"].items():
         err.print(f"trial {number} failed: {reason}")
     for failed, retry in summary["retried"].items():
@@ -253,6 +274,51 @@ def status(
         f"  cost {attrs['cost']:.2f};  all-in-one Δm val "
         f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
     )
+    tag = summary["tag_grouping"]
+    if tag:
+        out.print(
+            f"TAG-selected grouping ({tag['estimator']}): {tag['architecture']}  "
+            f"Δm val {tag['delta_m_val']:+.2f}%  cost {tag['cost']:.2f}"
+        )
+    if "pareto" in summary:
+        front = [
+            (p["trial"], p["cost"], p["delta_m_val"], p["architecture"]) for p in summary["pareto"]
+        ]
+        out.print(table("Pareto front (Δm vs cost)", ["trial", "cost", "Δm val", "arch"], front))
+
+
+def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
+    """Trials by state, networks trained and reused, baselines, failures and the best trial
+    (``autotask status --json`` and ``autotask search --json``)."""
+    trials = study.get_trials(deepcopy=False)
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "suite": config.suite.name,
+        "objectives": list(config.objectives),
+        "cost_budget": config.cost_budget,
+        "trials": dict(Counter(t.state.name for t in trials)),
+        "networks_trained": sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials),
+        "networks_reused": sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials),
+        "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
+        "all_in_one": study.user_attrs.get(ALL_IN_ONE_ATTR, {}),
+        "tag_grouping": study.user_attrs.get(TAG_ATTR),
+        "failed": {
+            t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
+        },
+        "retried": _retries(trials),
+    }
+    keys = ("architecture", "delta_m_val", "delta_m_test", "cost")
+    try:
+        best = best_trial(study)
+    except StorageError:
+        return summary
+    summary["best"] = {"trial": best.number, **{k: best.user_attrs.get(k) for k in keys}}
+    if is_multi_objective(study):
+        summary["pareto"] = [
+            {"trial": t.number, **{k: t.user_attrs.get(k) for k in keys}}
+            for t in pareto_trials(study)
+        ]
+    return summary
 
 
 def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:

@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 from autotask.affinity.candidates import rank_partitions
 from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
-from autotask.errors import AutotaskError
+from autotask.errors import AutotaskError, StorageError
 from autotask.models import interface_for, resolve_backbone
 from autotask.report.affinity_figures import (
     GraphData,
@@ -50,6 +50,8 @@ from autotask.report.study_figures import (
     pareto_data,
     task_table_data,
 )
+from autotask.search.objectives import best_trial
+from autotask.search.seeding import TAG_ATTR
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
     BASELINES_ATTR,
@@ -184,7 +186,9 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
         trials=dict(sorted(Counter(t.state.name for t in trials).items())),
         best=_best_summary(best),
         history=history_data(points),
-        pareto=pareto_data(points, len(suite.task_names), all_in_one),
+        pareto=pareto_data(
+            points, len(suite.task_names), all_in_one, study.user_attrs.get(TAG_ATTR)
+        ),
         tasks=task_table_data(suite.task_names, best, baselines, all_in_one),
         affinity=tuple(affinity),
         tree=tree,
@@ -277,8 +281,8 @@ def _figure(fig: go.Figure | None, missing: str) -> str:
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
-        return study.best_trial
-    except ValueError:
+        return best_trial(study)
+    except StorageError:
         return None
 
 

@@ -49,6 +49,7 @@ __all__ = [
 
 SINGLE_TASK = "single-task networks"
 ALL_IN_ONE = "all-in-one network"
+TAG_GROUPING = "TAG-selected grouping"
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,21 @@ class ParetoData:
 
 
 def pareto_data(
-    points: Sequence[TrialPoint], num_tasks: int, all_in_one: Mapping[str, Any] | None = None
+    points: Sequence[TrialPoint],
+    num_tasks: int,
+    all_in_one: Mapping[str, Any] | None = None,
+    tag_grouping: Mapping[str, Any] | None = None,
 ) -> ParetoData:
-    """Quality vs cost; single-task networks sit at ``(num_tasks, 0)`` by definition of Δm."""
+    """Quality vs cost; single-task networks sit at ``(num_tasks, 0)`` by definition of Δm,
+    the all-in-one network and the TAG-selected grouping where the study trained them."""
     front = pareto_front([(p.cost, p.delta_m_val) for p in points])
     baselines = [Marker(SINGLE_TASK, float(num_tasks), 0.0)]
-    if all_in_one and _number(all_in_one.get("delta_m_val")) is not None:
-        cost = _number(all_in_one.get("cost"))
-        baselines.append(
-            Marker(ALL_IN_ONE, 1.0 if cost is None else cost, float(all_in_one["delta_m_val"]))
-        )
+    for name, stored in ((ALL_IN_ONE, all_in_one), (TAG_GROUPING, tag_grouping)):
+        if stored and _number(stored.get("delta_m_val")) is not None:
+            cost = _number(stored.get("cost"))
+            baselines.append(
+                Marker(name, 1.0 if cost is None else cost, float(stored["delta_m_val"]))
+            )
     return ParetoData(tuple(points), tuple(points[i] for i in front), tuple(baselines))
 
 
@@ -186,7 +192,7 @@ def draw_pareto(data: ParetoData) -> go.Figure:
                 hovertemplate="%{text}<br>cost %{x:.2f}<br>Δm val %{y:+.2f}%<extra></extra>",
             )
         )
-    for marker, symbol in zip(data.baselines, ("square", "diamond"), strict=False):
+    for marker, symbol in zip(data.baselines, ("square", "diamond", "star"), strict=False):
         fig.add_trace(
             go.Scatter(
                 x=[marker.cost],
@@ -275,12 +281,18 @@ def importance_data(study: optuna.Study) -> ImportanceData:
     try:
         with warnings.catch_warnings():  # "some regimes have less than 2 trials"
             warnings.simplefilter("ignore", UserWarning)
-            importances = optuna.importance.get_param_importances(study)
+            importances = optuna.importance.get_param_importances(
+                study, target=_delta_m if len(study.directions) > 1 else None
+            )
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         return ImportanceData({}, f"not computed: {exc}")
     if not importances:
         return ImportanceData({}, "no parameter is shared by every completed trial")
     return ImportanceData({k: float(v) for k, v in importances.items()})
+
+
+def _delta_m(trial: optuna.trial.FrozenTrial) -> float:
+    return float(trial.user_attrs["delta_m_val"])
 
 
 def draw_importance(data: ImportanceData) -> go.Figure:

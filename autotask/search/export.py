@@ -8,7 +8,8 @@ from typing import Any
 import optuna
 
 from autotask.models import interface_for
-from autotask.search.study import BASELINES_ATTR, best_spec, build_suite
+from autotask.search.objectives import best_trial
+from autotask.search.study import BASELINES_ATTR, build_suite
 from autotask.search.study_config import StudyConfig
 from autotask.spec import ArchitectureSpec, SuiteRef
 
@@ -20,11 +21,8 @@ def exported_document(
 ) -> tuple[ArchitectureSpec, dict[str, Any]]:
     """The spec of ``trial`` (default: the best) with suite and model interface filled in,
     and its info sections."""
-    if trial is None:
-        spec = best_spec(study)
-        trial = study.best_trial
-    else:
-        spec = ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
+    trial = trial or best_trial(study)
+    spec = ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
     suite = build_suite(config.suite)
     space = config.search_space
     full = spec.model_copy(

@@ -27,7 +27,7 @@ from autotask.report.affinity_figures import (
 from autotask.report.publish import publish_figure
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
-from autotask.spec import ArchitectureSpec, BackboneSpec
+from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
 
@@ -36,18 +36,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEEDED_ATTR",
+    "TAG_ATTR",
     "estimate_affinity",
+    "latest_matrix",
     "publish_affinity",
     "publish_best_architecture",
     "rank_for_session",
     "rsa_depth_params",
     "seed_with_affinity",
+    "tag_baseline",
 ]
 
 logger = logging.getLogger("autotask")
 
 #: Study user attribute: what the affinity seeding enqueued (set once per study).
 SEEDED_ATTR = "autotask:affinity_seeded"
+#: Study user attribute: the TAG-selected grouping trained as a baseline.
+TAG_ATTR = "autotask:tag_grouping"
 
 
 def _same_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
@@ -80,6 +85,48 @@ def estimate_affinity(
     matrix = est.estimate(session.context, progress)
     save_matrix(cache.db, matrix, study_name=name, suite_key=suite_key, seed=seed)
     return matrix, True
+
+
+def latest_matrix(session: SearchSession, prefer: str = "lookahead") -> AffinityMatrix | None:
+    """The newest matrix stored for this study (suite and seed), ``prefer``'s if any."""
+    cache = session.context.cache
+    if not isinstance(cache, DatabaseCache):
+        return None
+    matrices = load_matrices(
+        cache.db,
+        study_name=session.study.study_name,
+        suite_key=session.context.suite.key(),
+        seed=session.context.seed,
+    )
+    preferred = [m for m in matrices if m.estimator == prefer]
+    chosen = preferred or matrices
+    return chosen[0] if chosen else None
+
+
+def tag_baseline(session: SearchSession, matrix: AffinityMatrix) -> dict[str, Any]:
+    """Train the grouping TAG's rule selects from ``matrix`` (one fully shared network per
+    group, the baselines' settings and equal weighting), store its score on the study
+    (``TAG_ATTR``) and return it; a stored one for the same matrix is returned as it is."""
+    study = session.study
+    stored = study.user_attrs.get(TAG_ATTR)
+    if isinstance(stored, dict) and stored.get("estimator") == matrix.estimator:
+        return stored
+    best = rank_for_session(session, matrix, 1)[0]
+    context = session.context
+    spec = ArchitectureSpec(
+        networks=tuple(TaskTree(tasks=tuple(group)) for group in best.groups),
+        optimizer=context.baseline_optimizer,
+        backbone=context.baseline_backbone,
+    )
+    score = context.score(spec)
+    summary = {
+        **score.summary(),
+        "architecture": spec.describe(),
+        "estimator": matrix.estimator,
+        "affinity_score": best.score,
+    }
+    study.set_user_attr(TAG_ATTR, summary)
+    return summary
 
 
 def rank_for_session(session: SearchSession, matrix: AffinityMatrix, count: int) -> list[Candidate]:

@@ -17,6 +17,14 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
 from autotask.errors import AutotaskError, ConfigError, StorageError
+from autotask.search.objectives import (
+    best_trial,
+    build_pruner,
+    build_sampler,
+    directions,
+    metric_names,
+)
+from autotask.search.pruning import EpochPruning
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace
@@ -89,6 +97,7 @@ def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
         "networks_trained": score.trained,
         "networks_reused": score.reused,
         "network_keys": score.network_keys,
+        "epochs_trained": score.epochs_trained,
     }
     attrs.update({f"val.{t}": v for t, v in score.val_metrics.items()})
     attrs.update({f"test.{t}": v for t, v in score.test_metrics.items()})
@@ -145,27 +154,24 @@ class SearchSession:
         # Concurrent workers: create tables, the study and its attributes one at a time.
         with _setup_lock(url):
             optuna_storage, db = open_storage(url)
-            sampler = _sampler(config.seed)
             study = optuna.create_study(
                 study_name=name,
                 storage=optuna_storage,
-                direction="maximize",
-                sampler=sampler,
+                directions=directions(config),
+                sampler=build_sampler(config),
+                pruner=build_pruner(config),
                 load_if_exists=True,
             )
             stored = study.user_attrs.get(CONFIG_ATTR)
-            current = config.model_dump(
-                mode="json", exclude={"trials", "timeout", "storage", "affinity"}
-            )
             if stored is None:
                 study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    study.set_metric_names(["Δm"])
-        if stored is not None and _identity(stored) != current:
+                    study.set_metric_names(metric_names(config))
+        if stored is not None and _stored_identity(stored) != config.identity():
             raise ConfigError(
                 f"study {name!r} already exists in {db.safe_url} with a different suite, "
-                "search space or seed; choose another --study-name"
+                "search space, objectives, cost budget or seed; choose another --study-name"
             )
         space = config.search_space
         context = TrainingContext.create(
@@ -195,7 +201,7 @@ class SearchSession:
         )
         return all_in_one
 
-    def objective(self, trial: optuna.Trial) -> float:
+    def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         """Sample, train and score one architecture; failures record ``fail_reason``."""
         try:
             return self._score_trial(trial)
@@ -203,14 +209,28 @@ class SearchSession:
             trial.set_user_attr("fail_reason", "interrupted")
             raise
 
-    def _score_trial(self, trial: optuna.Trial) -> float:
+    def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr(WORKER_ATTR, default_owner())
         spec = sample_architecture(
             trial, self.config.search_space, self.context.tasks, self.context.suite.default_backbone
         )
         trial.set_user_attr("architecture", spec.describe())
+        pruning: EpochPruning | None = None
         try:
-            score = self.context.score(spec)
+            cost = self.context.cost(spec)
+            self._check_budget(trial, cost)
+            pruning = EpochPruning(
+                trial,
+                self.config.pruner,
+                multi_objective=self.config.multi_objective,
+                cost=cost,
+            )
+            score = self.context.score(spec, on_epoch_score=pruning.callback)
+        except optuna.TrialPruned:
+            if pruning is not None:  # stopped during training, not for its cost
+                pruning.record()
+                trial.set_user_attr("epochs_trained", self.context.stopped_epochs)
+            raise
         except Exception as exc:
             if isinstance(exc, torch.OutOfMemoryError):
                 reason = f"out of memory: {_first_line(exc)}"
@@ -223,9 +243,26 @@ class SearchSession:
             trial.set_user_attr("fail_reason", reason)
             logger.warning("trial %d failed: %s", trial.number, reason)
             raise
+        pruning.record()
         for key, value in score_attrs(score).items():
             trial.set_user_attr(key, value)
+        if self.config.multi_objective:
+            return score.delta_m_val, score.cost
         return score.delta_m_val
+
+    def _check_budget(self, trial: optuna.Trial, cost: float) -> None:
+        """Record the cost (and the budget constraint: <= 0 is feasible); an architecture
+        over the budget ends PRUNED before anything is trained."""
+        trial.set_user_attr("cost", cost)
+        budget = self.config.cost_budget
+        if budget is None:
+            return
+        trial.set_constraint("cost", cost - budget)
+        trial.set_user_attr("constraint.cost", cost - budget)  # optuna-dashboard shows these
+        if cost > budget:
+            reason = f"cost {cost:.3g} is over the budget {budget:g}: not trained"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
 
     def run(
         self,
@@ -275,20 +312,9 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multivariate TPE with grouping: partition parameters are conditional on the groups
-    opened so far, and ``group=True`` models each co-occurring set of them jointly."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-
 def best_spec(study: optuna.Study) -> ArchitectureSpec:
-    """The spec of the best completed trial."""
-    try:
-        trial = study.best_trial
-    except ValueError:
-        raise StorageError(f"study {study.study_name!r} has no completed trial yet") from None
+    """The spec of the best feasible completed trial (see :func:`objectives.best_trial`)."""
+    trial = best_trial(study)
     return ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
 
 
@@ -302,7 +328,9 @@ def _setup_lock(url: str) -> StudyLock:
         raise StorageError(f"cannot use database URL {url!r}: {exc}") from None
 
 
-def _identity(stored: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v for k, v in stored.items() if k not in ("trials", "timeout", "storage", "affinity")
-    }
+def _stored_identity(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored configuration's identity, with fields added since filled by defaults."""
+    try:
+        return StudyConfig.model_validate(stored).identity()
+    except ValueError:
+        return {}

@@ -11,20 +11,47 @@ Example (``studies/digits.yaml``)::
       estimator: lookahead    # lookahead | gradcos | pairwise | rsa
       settings: {every: 10}
       candidates: 10          # the best partitions are enqueued as the first trials
+    objectives: [delta_m]     # or [delta_m, cost]: the Pareto front of quality vs cost
+    sampler: tpe              # tpe | nsga2 | random, or {name: nsga2, population_size: 20}
+    cost_budget: 4.0          # optional: architectures costing more are infeasible
+    pruner: median            # none | median | hyperband (one objective); dominated (two)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
 from autotask.validation import format_validation_error, read_yaml_mapping
 
-__all__ = ["AffinitySeeding", "StudyConfig", "SuiteConfig", "load_study_config"]
+__all__ = [
+    "OBJECTIVES",
+    "AffinitySeeding",
+    "PrunerConfig",
+    "SamplerConfig",
+    "StudyConfig",
+    "SuiteConfig",
+    "load_study_config",
+]
+
+Objective = Literal["delta_m", "cost"]
+
+#: Objective name -> (metric name shown by Optuna and optuna-dashboard, direction).
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "delta_m": ("Δm", "maximize"),
+    "cost": ("cost", "minimize"),
+}
 
 
 class SuiteConfig(BaseModel):
@@ -73,8 +100,45 @@ class AffinitySeeding(BaseModel):
     candidates: int = Field(default=10, ge=0)
 
 
+def _named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class SamplerConfig(BaseModel):
+    """Optuna's sampler: multivariate grouped TPE (default), NSGA-II or random search."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["tpe", "nsga2", "random"] = "tpe"
+    #: NSGA-II's generation size.
+    population_size: int = Field(default=20, ge=2)
+
+
+class PrunerConfig(BaseModel):
+    """Stopping bad trials early from their per-epoch Δm (networks trained in lockstep).
+
+    ``median`` and ``hyperband`` are Optuna's pruners (one objective only: Optuna cannot
+    prune multi-objective studies). ``dominated`` is autotask's rule for quality vs cost:
+    from ``warmup_epochs`` on, a trial stops when ``dominated_by`` completed trials that
+    cost no more had a higher Δm at the same epoch (each one's own per-epoch record, its
+    final value past its last epoch). Neither prunes before ``startup_trials`` trials
+    completed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["none", "median", "hyperband", "dominated"] = "median"
+    startup_trials: int = Field(default=5, ge=0)
+    warmup_epochs: int = Field(default=5, ge=0)
+    #: Hyperband's smallest budget (epochs) and its reduction factor.
+    min_resource: int = Field(default=1, ge=1)
+    reduction_factor: int = Field(default=3, ge=2)
+    #: ``dominated``: how many cheaper-or-equal completed trials must be ahead.
+    dominated_by: int = Field(default=2, ge=1)
+
+
 class StudyConfig(BaseModel):
-    """A study: suite, search space, trial budget and seed."""
+    """A study: suite, search space, objectives, trial budget and seed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -86,14 +150,54 @@ class StudyConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     storage: str | None = None
     affinity: AffinitySeeding | None = None
+    objectives: list[Objective] = Field(default_factory=lambda: list[Objective](["delta_m"]))
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig | None = None
+    #: Architectures costing more single-task networks than this are infeasible: they get
+    #: an Optuna constraint and end PRUNED without training.
+    cost_budget: float | None = Field(default=None, gt=0)
 
-    @field_validator("suite", mode="before")
+    @field_validator("suite", "sampler", "pruner", mode="before")
     @classmethod
-    def _suite_name(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+    def _by_name(cls, value: Any) -> Any:
+        return _named(value)
+
+    @model_validator(mode="after")
+    def _objectives(self) -> StudyConfig:
+        if self.objectives not in (["delta_m"], ["delta_m", "cost"]):
+            raise ValueError(
+                f"objectives must be [delta_m] or [delta_m, cost], got {self.objectives}"
+            )
+        pruner = None if self.pruner is None else self.pruner.name
+        if self.multi_objective and pruner in ("median", "hyperband"):
+            raise ValueError(
+                f"pruner {pruner!r} needs one objective (Optuna cannot prune multi-objective "
+                "studies); use pruner: dominated"
+            )
+        if not self.multi_objective and pruner == "dominated":
+            raise ValueError("pruner 'dominated' is for objectives [delta_m, cost]; use median")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed study must share with the stored one (not the budget, storage,
+        seeding, sampler or pruner, which may change between runs)."""
+        return self.model_dump(
+            mode="json",
+            exclude={"trials", "timeout", "storage", "affinity", "sampler", "pruner"},
+        )
 
 
-_MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig, AffinitySeeding)
+_MODELS: tuple[type[BaseModel], ...] = (
+    StudyConfig,
+    SuiteConfig,
+    AffinitySeeding,
+    SamplerConfig,
+    PrunerConfig,
+)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

@@ -60,7 +60,7 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.R
 #: Longest pause between two looks at a settled budget while trials still run elsewhere.
 MAX_WAIT_S = 1.0
 
-Objective = Callable[[optuna.Trial], float]
+Objective = Callable[[optuna.Trial], float | tuple[float, float]]
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 StaleCallback = Callable[[optuna.trial.FrozenTrial], None]
 
@@ -179,7 +179,7 @@ def run_gated(
                     return started
             else:
 
-                def gated(trial: optuna.Trial) -> float:
+                def gated(trial: optuna.Trial) -> float | tuple[float, float]:
                     lock.release()  # the RUNNING trial exists: the others may count it now
                     return objective(trial)
 

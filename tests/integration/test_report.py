@@ -10,10 +10,14 @@ from pathlib import Path
 import optuna
 import pytest
 
+from autotask.affinity.candidates import rank_partitions
+from autotask.affinity.store import load_matrices
 from autotask.cli.app import main
 from autotask.report.html import SECTIONS, ReportData, render_html, report_data
-from autotask.report.study_figures import ALL_IN_ONE, SINGLE_TASK
+from autotask.report.study_figures import ALL_IN_ONE, SINGLE_TASK, TAG_GROUPING
+from autotask.search.seeding import TAG_ATTR
 from autotask.search.study import ALL_IN_ONE_ATTR
+from autotask.store.db import Database
 from tests.integration.cli_runner import run_cli
 
 STUDY = """
@@ -69,6 +73,7 @@ def test_cli_writes_a_self_contained_page_with_every_section(root: Path) -> None
         "Pareto front",
         SINGLE_TASK,
         ALL_IN_ONE,
+        TAG_GROUPING,
     ]
     assert summary["figures"]["Optimisation history"]["traces"] == 2
     assert summary["pareto"] and summary["tasks"]
@@ -117,6 +122,13 @@ def test_baselines_sit_at_their_costs(data: ReportData, storage: str) -> None:
     markers = {m.label: (m.cost, m.delta_m_val) for m in data.pareto.baselines}
     assert markers[SINGLE_TASK] == (7.0, 0.0)  # digits has seven tasks
     assert markers[ALL_IN_ONE] == (joint["cost"], joint["delta_m_val"])
+    tag = study.user_attrs[TAG_ATTR]  # the study has affinity: TAG's grouping is a baseline
+    assert markers[TAG_GROUPING] == (tag["cost"], tag["delta_m_val"])
+    (matrix,) = load_matrices(Database(storage), study_name="tiny-report")
+    groups = rank_partitions(matrix, max_groups=3, count=1)[0].groups
+    assert tag["estimator"] == "gradcos"
+    networks = set(tag["architecture"].split("  ")[0].split(" | "))
+    assert networks == {f"[{','.join(sorted(g))}]" for g in groups}
 
 
 def test_task_table_compares_best_single_task_and_all_in_one(

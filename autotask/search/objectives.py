@@ -1,0 +1,100 @@
+"""A study's objectives (Δm, optionally cost), its sampler and pruner, and its best trial."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from autotask.errors import StorageError
+from autotask.search.params import Choice, Range
+from autotask.search.study_config import OBJECTIVES, PrunerConfig, StudyConfig
+
+__all__ = [
+    "best_trial",
+    "build_pruner",
+    "build_sampler",
+    "directions",
+    "is_multi_objective",
+    "metric_names",
+]
+
+
+def directions(config: StudyConfig) -> list[optuna.study.StudyDirection]:
+    return [
+        optuna.study.StudyDirection.MAXIMIZE
+        if OBJECTIVES[name][1] == "maximize"
+        else optuna.study.StudyDirection.MINIMIZE
+        for name in config.objectives
+    ]
+
+
+def metric_names(config: StudyConfig) -> list[str]:
+    return [OBJECTIVES[name][0] for name in config.objectives]
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with the study's seed.
+
+    TPE is multivariate with grouping: partition parameters are conditional on the groups
+    opened so far, and ``group=True`` models each co-occurring set of them jointly.
+    """
+    chosen, seed = config.sampler, config.seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if chosen.name == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=chosen.population_size, seed=seed)
+        if chosen.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+def build_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for a single-objective study (``NopPruner`` otherwise: the
+    ``dominated`` rule of multi-objective studies is applied by autotask itself)."""
+    pruner: PrunerConfig | None = config.pruner
+    if pruner is None or pruner.name in ("none", "dominated"):
+        return optuna.pruners.NopPruner()
+    if pruner.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=pruner.min_resource,
+            max_resource=_most_epochs(config),
+            reduction_factor=pruner.reduction_factor,
+        )
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=pruner.startup_trials, n_warmup_steps=pruner.warmup_epochs
+    )
+
+
+def _most_epochs(config: StudyConfig) -> int | str:
+    """The largest epoch budget a trial may get (Hyperband's ``max_resource``)."""
+    epochs = config.search_space.optimizer.epochs
+    if isinstance(epochs, int):
+        return epochs
+    if isinstance(epochs, Range):
+        return int(epochs.high)
+    if isinstance(epochs, Choice):
+        return max(int(c) for c in epochs.choices)
+    return "auto"
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best feasible completed trial: the best Δm for one objective; for Δm and cost,
+    the Pareto-optimal trial with the highest Δm (earliest on ties)."""
+    if not is_multi_objective(study):
+        try:
+            return study.best_trial
+        except ValueError as exc:
+            raise StorageError(f"study {study.study_name!r}: {_no_best(exc)}") from None
+    front = study.best_trials
+    if not front:
+        raise StorageError(f"study {study.study_name!r} has no completed feasible trial yet")
+    return max(front, key=lambda t: (float(t.values[0]), -t.number))
+
+
+def _no_best(exc: ValueError) -> str:
+    return "no feasible completed trial yet" if "feasible" in str(exc) else "no completed trial yet"
