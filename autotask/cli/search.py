@@ -28,6 +28,7 @@ from autotask.search.seeding import (
     latest_matrix,
     publish_affinity,
     publish_best_architecture,
+    publish_quality_vs_cost,
     seed_with_affinity,
     tag_baseline,
 )
@@ -114,6 +115,7 @@ def search(
         else:
             session.run(budget, timeout=limit, callbacks=[refresh])
     publish_best_architecture(session, best_spec(study))
+    publish_quality_vs_cost(session)
     if json_out:
         out.print_json(json.dumps(study_summary(study, config), default=str))
         return

@@ -105,7 +105,6 @@ class TrainingContext:
     study_name: str | None = None
     on_network: NetworkCallback | None = None
     interface: ModelInterface = field(init=False)
-    _macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     _tree_macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     #: Epochs trained by the last lockstep score before it was stopped (pruned, diverged or
     #: interrupted): the finished networks' and the partial ones', which are not stored.
@@ -214,14 +213,7 @@ class TrainingContext:
 
     def single_task_macs(self, backbone: BackboneSpec) -> dict[str, int]:
         """MACs of each task's single-task network under ``backbone`` (the cost unit)."""
-        out = {}
-        for task in self.tasks:
-            cache_key = (backbone.model_dump_json(), task)
-            if cache_key not in self._macs:
-                net = build_network(TaskTree(tasks=(task,)), backbone, self.interface)
-                self._macs[cache_key] = count_macs(net, self.interface.input_shape)
-            out[task] = self._macs[cache_key]
-        return out
+        return {t: self.tree_macs(TaskTree(tasks=(t,)), backbone) for t in self.tasks}
 
     def tree_macs(self, tree: TaskTree, backbone: BackboneSpec) -> int:
         """MACs of one network (built on the CPU, not trained; kept per tree)."""

@@ -25,8 +25,10 @@ from autotask.report.affinity_figures import (
     tree_data,
 )
 from autotask.report.publish import publish_figure
+from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
+from autotask.search.study import ALL_IN_ONE_ATTR
 from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
@@ -41,6 +43,7 @@ __all__ = [
     "latest_matrix",
     "publish_affinity",
     "publish_best_architecture",
+    "publish_quality_vs_cost",
     "rank_for_session",
     "rsa_depth_params",
     "seed_with_affinity",
@@ -238,5 +241,22 @@ def publish_best_architecture(session: SearchSession, spec: ArchitectureSpec) ->
         draw_tree(tree_data(spec, names)),
         name=name,
         artifact_store=artifact_store_for(session.storage_url),
+    )
+    return name
+
+
+def publish_quality_vs_cost(session: SearchSession) -> str:
+    """Draw every completed trial's Δm against its cost, the Pareto front and the baselines
+    (single-task, all-in-one, TAG grouping) on the dashboard and in the artifact store."""
+    study = session.study
+    data = pareto_data(
+        completed_points(study),
+        len(session.context.tasks),
+        study.user_attrs.get(ALL_IN_ONE_ATTR),
+        study.user_attrs.get(TAG_ATTR),
+    )
+    name = "quality-vs-cost"
+    publish_figure(
+        study, draw_pareto(data), name=name, artifact_store=artifact_store_for(session.storage_url)
     )
     return name

@@ -45,7 +45,12 @@ trials: 4
 seed: 0
 affinity: {{estimator: gradcos, candidates: 2}}
 """
-FIGURES = {"affinity-gradcos-heatmap", "affinity-gradcos-graph", "best-architecture"}
+FIGURES = {
+    "affinity-gradcos-heatmap",
+    "affinity-gradcos-graph",
+    "best-architecture",
+    "quality-vs-cost",
+}
 ARTIFACTS_ENV = "AUTOTASK_TEST_ARTIFACTS"
 #: Headless flags that work in containers (no sandbox, GPU, network chatter or first-run UI).
 CHROMIUM_FLAGS = [
