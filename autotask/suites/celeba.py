@@ -78,6 +78,7 @@ _CANDIDATES: dict[str, tuple[str, str]] = {
 #: Bumped whenever the decoding or the cache format changes.
 CACHE_VERSION = 1
 _PARTITION_IDS = {"0": "train", "1": "val", "2": "test"}
+_VALUES = frozenset({"-1", "1"})
 
 UInt8Array = npt.NDArray[np.uint8]
 
@@ -149,7 +150,7 @@ def _read_attributes(path: Path) -> tuple[list[str], list[str], npt.NDArray[np.b
         )
     width = len(names) + 1
     files: list[str] = []
-    tokens: list[str] = []
+    rows: list[str] = []  # per image, 40 characters of "1" (present) or "0"
     for number, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if len(fields) != width:
@@ -157,21 +158,21 @@ def _read_attributes(path: Path) -> tuple[list[str], list[str], npt.NDArray[np.b
                 f"celeba: {path}: line {number}: expected {width} fields "
                 f"(a file name and {len(names)} values), got {len(fields)}"
             )
+        values = fields[1:]
+        if not _VALUES.issuperset(values):
+            column, value = next((i, v) for i, v in enumerate(values) if v not in _VALUES)
+            raise DataError(
+                f"celeba: {path}: line {number}: {names[column]} is {value!r}, expected -1 or 1"
+            )
         files.append(fields[0])
-        tokens += fields[1:]
+        # "1,-1,1" -> "1,0,1" -> "101": one character per value
+        rows.append(",".join(values).replace("-1", "0")[::2])
     if len(files) != int(count_text):
         raise DataError(
             f"celeba: {path}: line 1 says {int(count_text)} images but the file lists {len(files)}"
         )
-    table = np.array(tokens, dtype="<U2").reshape(len(files), len(names))
-    present = table == "1"
-    bad = ~(present | (table == "-1"))
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise DataError(
-            f"celeba: {path}: line {row + 3}: {names[column]} is {str(table[row, column])!r}, "
-            "expected -1 or 1"
-        )
+    flat = np.frombuffer("".join(rows).encode("ascii"), dtype=np.uint8)
+    present = (flat == ord("1")).reshape(len(files), len(names))
     _check_unique(path, files)
     return names, files, present
 
@@ -498,7 +499,7 @@ def celeba(
         tasks=[Task(n, "binary", 1) for n in names],
         splits=splits,
         input_shape=(3, size, size),
-        default_backbone={"name": "resnet", "params": {"width": 64, "blocks": [2, 2, 2, 2]}},
+        default_backbone={"name": "resnet", "params": {"width": 64, "blocks": 2}},
         params={
             "path": str(root),
             "fingerprint": _fingerprint(files.attributes, files.partition),
