@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -319,8 +320,9 @@ class _Cache:
 
     def build(self, paths: Sequence[Path], workers: int, show_progress: bool) -> UInt8Array:
         """Decode ``paths`` into a temporary file, then rename it into place."""
-        tmp_array = self.array_path.with_name(f"{self.array_path.name}.tmp-{os.getpid()}")
-        tmp_meta = self.meta_path.with_name(f"{self.meta_path.name}.tmp-{os.getpid()}")
+        tag = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp_array = self.array_path.with_name(f"{self.array_path.name}.{tag}")
+        tmp_meta = self.meta_path.with_name(f"{self.meta_path.name}.{tag}")
         self.meta_path.unlink(missing_ok=True)
         try:
             out = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8, shape=self.shape)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from autotask.models import build_model, count_macs, interface_for
 from autotask.search.scoring import TrainingContext
 from autotask.search.study import build_suite, validate_space
 from autotask.search.study_config import load_study_config
-from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec
+from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import MemoryCache
 from autotask.suites import get_suite
 from autotask.suites.base import SPLITS, TaskSuite
 from autotask.suites.celeba import ATTRIBUTES, TAG_TASKS, decode_image
+from autotask.train.loop import train_network
 from tests.celeba_data import TinyCeleba, make_celeba
 from tests.conftest import REPO
 
@@ -252,6 +254,16 @@ def test_a_damaged_cache_is_rebuilt(
     assert len(_count_decodes(monkeypatch)) == 0 and load(tiny) is not None
 
 
+def test_concurrent_loads_decode_once(tiny: TinyCeleba, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builders of one cache wait for each other (a file lock), then all read the result."""
+    calls = _count_decodes(monkeypatch)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        suites = list(pool.map(lambda _: load(tiny), range(3)))
+    assert len(calls) == 12
+    for suite in suites[1:]:
+        assert torch.equal(suite.splits["train"].x, suites[0].splits["train"].x)
+
+
 def test_cache_dir_can_be_elsewhere(tiny: TinyCeleba, tmp_path: Path) -> None:
     suite = load(tiny, cache_dir=str(tmp_path / "elsewhere"))
     assert Path(suite.metadata["cache"]).parent == tmp_path / "elsewhere"
@@ -415,6 +427,37 @@ def test_tiny_resnet_trains_end_to_end(tiny: TinyCeleba, device: torch.device) -
         assert set(metrics) == {"Black_Hair", "Smiling"}
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert math.isfinite(score.delta_m_val) and score.cost > 0
+
+
+@pytest.mark.parametrize(
+    ("balancer", "params"),
+    [
+        ("mgda", {"mode": "parameters"}),
+        ("mgda", {"mode": "representation"}),
+        ("gradnorm", {"norm_on": "layer"}),
+    ],
+)
+def test_gradient_balancers_train_on_uint8_images(
+    tiny: TinyCeleba, device: torch.device, balancer: str, params: dict[str, Any]
+) -> None:
+    suite = load(tiny, tasks=["Black_Hair", "Smiling", "Male"])
+    data = {name: split.to(device) for name, split in suite.splits.items()}
+    tree = TaskTree.model_validate(
+        {"tasks": ["Black_Hair", "Smiling", "Male"], "branch_at": 1,
+         "children": [{"tasks": ["Black_Hair", "Smiling"]}, {"tasks": ["Male"]}]}
+    )  # fmt: skip
+    _, result = train_network(
+        tree,
+        data,
+        interface_for(suite),
+        backbone=BackboneSpec(name="resnet", params={"width": 4, "blocks": 1, "stages": 2}),
+        optimizer=OptimizerSpec(name="sgd", lr=0.01, epochs=2, batch_size=4),
+        balancer=BalancerSpec(name=balancer, params=params),
+        seed=0,
+    )
+    assert result.status == "ok", result.reason
+    assert all(math.isfinite(v) for v in result.history) and len(result.history) == 2
+    assert set(result.test_metrics) == {"Black_Hair", "Smiling", "Male"}
 
 
 def test_model_cost_and_rebuild_accept_uint8(tiny: TinyCeleba) -> None:
