@@ -408,12 +408,11 @@ def _images(
         ) from None
     cache = _Cache(cache_dir, size, names)
     try:
-        lock = _exclusive(cache.lock_path)
-        with lock:
+        with _exclusive(cache.lock_path):
             array = cache.load()
             if array is None:
                 array = cache.build(_image_paths(files, names), workers, progress)
-    except PermissionError as exc:
+    except OSError as exc:
         raise DataError(
             f"celeba: cannot write the image cache in {cache_dir}: {exc}; set 'cache_dir'"
         ) from None
@@ -435,9 +434,7 @@ def _task_names(tasks: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _positive_int(name: str, value: object, *, optional: bool = False) -> int | None:
-    if optional and value is None:
-        return None
+def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"celeba: '{name}' must be an integer >= 1, got {value!r}")
     return value
@@ -468,11 +465,10 @@ def celeba(
         raise ConfigError("celeba: 'path' is required: the folder holding your CelebA copy")
     names = _task_names(tasks)
     size = _positive_int("image_size", image_size)
-    cap = _positive_int("max_images", max_images, optional=True)
+    cap = None if max_images is None else _positive_int("max_images", max_images)
     threads = _positive_int("workers", min(8, os.cpu_count() or 1) if workers is None else workers)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"celeba: 'seed' must be an integer, got {seed!r}")
-    assert size is not None and threads is not None
     root = Path(path).expanduser().resolve()
     files = _locate(root)
     notes = _annotations(files)

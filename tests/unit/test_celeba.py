@@ -271,6 +271,14 @@ def test_cache_dir_can_be_elsewhere(tiny: TinyCeleba, tmp_path: Path) -> None:
     assert "cache_dir" not in suite.params  # where the cache lives does not change the data
 
 
+def test_unusable_cache_dir_is_an_error(tiny: TinyCeleba, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(DataError, match="cannot create the image cache folder") as info:
+        load(tiny, cache_dir=str(blocker / "cache"))
+    assert "set 'cache_dir'" in _one_line(info)
+
+
 def test_a_valid_cache_needs_no_images(tiny: TinyCeleba) -> None:
     first = load(tiny)
     shutil.rmtree(tiny.path("images"))
