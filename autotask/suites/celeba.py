@@ -452,7 +452,7 @@ def celeba(
     workers: int | None = None,
     progress: bool = True,
 ) -> TaskSuite:
-    """CelebA's official train/val/test partition, one ``binary`` task per attribute.
+    """CelebA from a local copy, official partition, one ``binary`` task per attribute.
 
     ``path``: the CelebA root (either layout, see the module docstring). ``tasks``:
     attribute names (default: TAG's nine, :data:`TAG_TASKS`). ``image_size``: side of the
