@@ -70,12 +70,14 @@ def build_network(tree: TaskTree, backbone: BackboneSpec, interface: ModelInterf
 
 
 def _suite_from_ref(ref: SuiteRef) -> TaskSuite:
-    from autotask.suites import get_suite
+    from autotask.suites import get_suite_for_tasks
 
     params = ref.params
     tasks = params.pop("tasks", None)
-    suite = get_suite(ref.name, **params)
-    return suite.select_tasks(list(tasks)) if tasks else suite
+    if tasks and not all(isinstance(t, str) for t in tasks):
+        params["tasks"] = tasks  # task definitions (``tabular``), not a subset
+        tasks = None
+    return get_suite_for_tasks(ref.name, list(tasks) if tasks else None, **params)
 
 
 def build_model(

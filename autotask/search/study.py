@@ -36,7 +36,7 @@ from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
 from autotask.store.db import Database
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
-from autotask.suites import TaskSuite, get_suite
+from autotask.suites import TaskSuite, get_suite_for_tasks
 from autotask.train.device import pick_device
 
 __all__ = [
@@ -65,9 +65,7 @@ TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 def build_suite(config: SuiteConfig) -> TaskSuite:
     """The configured suite, restricted to its task subset if one is given."""
-    suite = get_suite(config.name, **config.suite_args())
-    subset = config.task_subset()
-    return suite.select_tasks(subset) if subset is not None else suite
+    return get_suite_for_tasks(config.name, config.task_subset(), **config.suite_args())
 
 
 def validate_space(space: SearchSpace, suite: TaskSuite) -> None:

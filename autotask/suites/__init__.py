@@ -7,7 +7,8 @@ Suites are looked up by name in :data:`SUITES`; users add theirs through the
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "TaskKind",
     "TaskSuite",
     "get_suite",
+    "get_suite_for_tasks",
     "list_suites",
     "register_suite",
 ]
@@ -43,7 +45,7 @@ def _load_entry_points() -> None:
             SUITES.add(ep.name, ep.load())
 
 
-_BUILTINS = ("digits", "synthetic", "tabular")
+_BUILTINS = ("celeba", "digits", "synthetic", "tabular")
 
 
 def _import_builtins() -> None:
@@ -87,3 +89,24 @@ def get_suite(name: str, **params: Any) -> TaskSuite:
     if not isinstance(suite, TaskSuite):
         raise ConfigError(f"suite factory {name!r} returned {type(suite).__name__}, not TaskSuite")
     return suite
+
+
+def _takes_tasks(factory: SuiteFactory) -> bool:
+    try:
+        return "tasks" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def get_suite_for_tasks(name: str, task_names: Sequence[str] | None, **params: Any) -> TaskSuite:
+    """Suite ``name`` restricted to ``task_names`` (in that order; None keeps every task).
+
+    A factory with a ``tasks`` parameter that ``params`` leave unset is given the names
+    (``celeba`` builds one task per named attribute); any other is built whole first.
+    """
+    if task_names is None:
+        return get_suite(name, **params)
+    names = list(task_names)
+    if "tasks" not in params and _takes_tasks(resolve_factory(name)):
+        params["tasks"] = names
+    return get_suite(name, **params).select_tasks(names)

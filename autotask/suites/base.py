@@ -58,7 +58,11 @@ class Task:
 
 @dataclass
 class Split:
-    """Inputs, per-task targets and per-task label masks (True = labelled) of one split."""
+    """Inputs, per-task targets and per-task label masks (True = labelled) of one split.
+
+    ``x`` is float32, or uint8 for image suites that keep pixels compact (``celeba``;
+    the ``resnet`` backbone scales them).
+    """
 
     x: torch.Tensor
     targets: dict[str, torch.Tensor]
