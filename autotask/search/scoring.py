@@ -68,6 +68,8 @@ class ArchitectureScore:
     reused: int
     network_keys: list[str] = field(default_factory=list)
     train_seconds: float = 0.0
+    val_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
+    test_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,8 @@ class ArchitectureScore:
             "cost": self.cost,
             "val_metrics": self.val_metrics,
             "test_metrics": self.test_metrics,
+            "val_secondary": self.val_secondary,
+            "test_secondary": self.test_secondary,
         }
 
 
@@ -232,6 +236,16 @@ class TrainingContext:
         serving = _best_serving(spec.tasks, results, higher)
         val = {t: results[i].val_metrics[t] for t, i in serving.items()}
         test = {t: results[i].test_metrics[t] for t, i in serving.items()}
+        val_secondary = {
+            t: results[i].val_secondary[t]
+            for t, i in serving.items()
+            if t in results[i].val_secondary
+        }
+        test_secondary = {
+            t: results[i].test_secondary[t]
+            for t, i in serving.items()
+            if t in results[i].test_secondary
+        }
         base_val = {t: baselines[t].val_metrics[t] for t in val}
         base_test = {t: baselines[t].test_metrics[t] for t in test}
         unit = self.single_task_macs(backbone)
@@ -248,6 +262,8 @@ class TrainingContext:
             reused=reused,
             network_keys=keys,
             train_seconds=sum(r.train_seconds for r in results),
+            val_secondary=val_secondary,
+            test_secondary=test_secondary,
         )
 
 

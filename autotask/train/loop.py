@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -17,21 +17,25 @@ from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import Split
 from autotask.train.device import seed_everything
-from autotask.train.losses import masked_loss
-from autotask.train.metrics import task_metric
+from autotask.train.losses import loss_and_weight, masked_loss
+from autotask.train.metrics import metric_accumulator, primary_metric
 from autotask.train.observer import StepObserver, TrainStep
 from autotask.train.result import NetworkResult, Status
 
 __all__ = [
     "EVAL_BATCH",
+    "EVAL_ELEMENTS",
+    "evaluate_metrics",
     "evaluate_network",
     "make_optimizer",
     "train_network",
     "validation_losses",
 ]
 
-#: Rows per forward pass when evaluating.
+#: Most rows per forward pass when evaluating.
 EVAL_BATCH = 4096
+#: Most input elements per forward pass when evaluating (images get fewer rows per chunk).
+EVAL_ELEMENTS = 2**21
 EpochCallback = Callable[[int, float], None]
 
 
@@ -56,13 +60,19 @@ def make_optimizer(
     return opt, sched
 
 
+def eval_rows(x: torch.Tensor) -> int:
+    """Rows per evaluation chunk: ``EVAL_BATCH``, fewer for large inputs (at least 1)."""
+    per_row = max(1, x[:1].numel())
+    return max(1, min(EVAL_BATCH, EVAL_ELEMENTS // per_row))
+
+
 @torch.no_grad()
-def _predict(net: TreeNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    outputs: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        for task, out in net(x[start : start + EVAL_BATCH]).items():
-            outputs.setdefault(task, []).append(out)
-    return {t: torch.cat(chunks) for t, chunks in outputs.items()}
+def _chunks(net: TreeNetwork, x: torch.Tensor) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+    """The network's outputs chunk by chunk, with the rows of each chunk."""
+    rows = eval_rows(x)
+    for start in range(0, x.shape[0], rows):
+        chunk = slice(start, start + rows)
+        yield chunk, net(x[chunk])
 
 
 MaskMap = Mapping[str, torch.Tensor | None]
@@ -93,23 +103,69 @@ def _shuffle(split: Split, masks: MaskMap, order: torch.Tensor) -> tuple[Split, 
 def validation_losses(
     net: TreeNetwork, split: Split, kinds: Mapping[str, str], masks: MaskMap
 ) -> torch.Tensor:
-    """Per-task losses of ``net`` on ``split`` in eval mode."""
+    """Per-task losses of ``net`` on ``split`` in eval mode, accumulated over chunks.
+
+    Each chunk's loss is weighted by what it averages over (labelled rows or valid pixels),
+    so the result is the loss of the whole split; one chunk gives exactly its loss.
+    """
     was_training = net.training
     net.eval()
-    outputs = _predict(net, split.x)
+    tasks = list(net.tasks)
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for chunk, outputs in _chunks(net, split.x):
+        terms = []
+        for t in tasks:
+            mask = masks[t]
+            terms.append(
+                loss_and_weight(
+                    kinds[t],
+                    outputs[t],
+                    split.targets[t][chunk],
+                    None if mask is None else mask[chunk],
+                )
+            )
+        parts.append((torch.stack([v for v, _ in terms]), torch.stack([w for _, w in terms])))
     net.train(was_training)
-    return _task_losses(outputs, split.targets, masks, kinds, list(net.tasks))
+    if len(parts) == 1:
+        return parts[0][0]
+    total = sum((v * w for v, w in parts), torch.zeros(len(tasks), device=split.x.device))
+    weight = sum((w for _, w in parts), torch.zeros(len(tasks), device=split.x.device))
+    return total / weight.clamp_min(1.0)
+
+
+def evaluate_metrics(
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """Every metric of every task of ``net`` on ``split`` (eval mode), primary first.
+
+    Metrics accumulate statistics chunk by chunk; outputs are never all held at once.
+    """
+    was_training = net.training
+    net.eval()
+    accumulators = {t: metric_accumulator(kinds[t]) for t in net.tasks}
+    for chunk, outputs in _chunks(net, split.x):
+        for t, acc in accumulators.items():
+            acc.update(outputs[t], split.targets[t][chunk], split.masks[t][chunk])
+    net.train(was_training)
+    return {t: acc.compute() for t, acc in accumulators.items()}
 
 
 def evaluate_network(net: TreeNetwork, split: Split, kinds: Mapping[str, str]) -> dict[str, float]:
-    """Per-task metrics of ``net`` on ``split`` (eval mode)."""
-    was_training = net.training
-    net.eval()
-    outputs = _predict(net, split.x)
-    net.train(was_training)
-    return {
-        t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in net.tasks
+    """Per-task primary metrics of ``net`` on ``split`` (eval mode)."""
+    every = evaluate_metrics(net, split, kinds)
+    return {t: every[t][primary_metric(kinds[t])] for t in net.tasks}
+
+
+def _split_metrics(
+    every: Mapping[str, Mapping[str, float]], kinds: Mapping[str, str]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Primary metric per task, and the secondary ones of tasks that have any."""
+    primary = {t: values[primary_metric(kinds[t])] for t, values in every.items()}
+    secondary = {
+        t: {m: v for m, v in values.items() if m != primary_metric(kinds[t])}
+        for t, values in every.items()
     }
+    return primary, {t: v for t, v in secondary.items() if v}
 
 
 def train_network(
@@ -223,7 +279,11 @@ def train_network(
 
     net.load_state_dict(best_state)
     final = result("ok")
-    final.val_metrics = evaluate_network(net, val, kinds)
-    final.test_metrics = evaluate_network(net, data["test"], kinds)
+    final.val_metrics, final.val_secondary = _split_metrics(
+        evaluate_metrics(net, val, kinds), kinds
+    )
+    final.test_metrics, final.test_secondary = _split_metrics(
+        evaluate_metrics(net, data["test"], kinds), kinds
+    )
     final.val_loss = best_loss
     return net, final
