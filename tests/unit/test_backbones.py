@@ -15,6 +15,18 @@ CASES = [
     ("cnn", (8, 8), {"channels": [4, 6]}, [(4, 4, 4), (6, 2, 2)]),
     ("cnn", (1, 4, 4), {"width": 2, "depth": 4}, [(2, 2, 2), (4, 1, 1), (8, 1, 1), (16, 1, 1)]),
     ("cnn", (1, 1, 6), {"channels": [3, 3]}, [(3, 1, 3), (3, 1, 1)]),
+    (
+        "dilated_resnet",
+        (3, 16, 24),
+        {"width": 2},
+        [(2, 4, 6), (2, 4, 6), (4, 2, 3), (8, 2, 3), (16, 2, 3)],
+    ),
+    (
+        "dilated_resnet",
+        (1, 17, 9),
+        {"width": 1, "blocks": 2},
+        [(1, 5, 3), (1, 5, 3), (2, 3, 2), (4, 3, 2), (8, 3, 2)],
+    ),
 ]
 
 
@@ -32,7 +44,7 @@ def test_stage_shapes(
     assert backbone(torch.randn(2, *shape)).shape == (2, *expected[-1])
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "dilated_resnet"])
 def test_slices_compose_to_the_whole(name: str) -> None:
     torch.manual_seed(0)
     backbone = build_backbone(name, (1, 6, 6)).eval()
@@ -55,6 +67,11 @@ def test_slices_compose_to_the_whole(name: str) -> None:
         ("cnn", (1, 8, 8), {"channels": [4, 0]}),
         ("cnn", (1, 8, 8), {"channels": [4], "width": 4}),
         ("cnn", (1, 8, 8), {"depth": 0}),
+        ("dilated_resnet", (8, 8), {}),
+        ("dilated_resnet", (3, 8, 8), {"width": 0}),
+        ("dilated_resnet", (3, 8, 8), {"blocks": 0}),
+        ("dilated_resnet", (3, 8, 8), {"width": 2.5}),
+        ("dilated_resnet", (3, 8, 8), {"depth": 3}),
     ],
 )
 def test_bad_parameters(name: str, shape: tuple[int, ...], params: dict[str, object]) -> None:
@@ -63,10 +80,24 @@ def test_bad_parameters(name: str, shape: tuple[int, ...], params: dict[str, obj
 
 
 def test_registry_lists_builtins_and_rejects_unknown_names() -> None:
-    assert {"cnn", "mlp"} <= set(list_backbones())
+    assert {"cnn", "dilated_resnet", "mlp"} <= set(list_backbones())
     assert list_backbones("ml*") == ["mlp"]
     with pytest.raises(UnknownNameError) as info:
         build_backbone("mpl", (4,))
     assert "mlp" in str(info.value)
     assert "cnn" in info.value.known
     assert "mlp" in BACKBONES
+
+
+def test_dilated_resnet_keeps_an_eighth_of_the_resolution_and_dilates() -> None:
+    backbone = build_backbone("dilated_resnet", (3, 64, 96), width=2)
+    assert [s[1:] for s in backbone.stage_shapes] == [(16, 24), (16, 24), (8, 12), (8, 12), (8, 12)]
+    dilations = [
+        {
+            m.dilation
+            for m in stage.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+        }
+        for stage in backbone.stages[1:]
+    ]
+    assert dilations == [{(1, 1)}, {(1, 1)}, {(2, 2)}, {(4, 4)}]
