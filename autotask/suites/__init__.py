@@ -43,7 +43,7 @@ def _load_entry_points() -> None:
             SUITES.add(ep.name, ep.load())
 
 
-_BUILTINS = ("digits", "synthetic", "tabular")
+_BUILTINS = ("digits", "nyuv2", "synthetic", "tabular")
 
 
 def _import_builtins() -> None:
