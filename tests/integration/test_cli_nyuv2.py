@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from tests.integration.cli_runner import run_cli
 from tests.nyuv2_data import write_nyuv2
@@ -40,9 +41,12 @@ def test_search_export_and_evaluate_on_nyuv2(tmp_path: Path) -> None:
     for trial in trials:
         for task in ("segmentation", "depth", "normals"):
             assert math.isfinite(trial.user_attrs[f"val.{task}"])
+        assert "pixel_acc" in trial.user_attrs["secondary"]["test"]["segmentation"]
 
     exported = run_cli("export", "tiny-nyuv2", "-o", "best.yaml", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert "rel_err" in best["metrics"]["secondary"]["val"]["depth"]
     evaluated = run_cli("evaluate", "best.yaml", "--json", "eval.json", "--quiet", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "secondary metrics" in evaluated.stdout and "pixel_acc" in evaluated.stdout

@@ -187,7 +187,9 @@ def test_pixel_heads_upsample_to_the_input_and_normals_are_unit_length() -> None
     torch.testing.assert_close(normals.norm(dim=1), torch.ones(2, 16, 24))
 
 
-def test_evaluation_is_independent_of_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluation_is_independent_of_chunking(
+    monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
     n = 5
@@ -211,6 +213,8 @@ def test_evaluation_is_independent_of_chunking(monkeypatch: pytest.MonkeyPatch) 
         BackboneSpec(name="dilated_resnet", params={"width": 2}),
         interface,
     )
+    net.to(device)
+    split = split.to(device)
     kinds = {t: kind for t, (kind, _) in interface.heads.items()}
     masks = {t: split.masks[t] for t in kinds}
     whole_metrics = loop.evaluate_metrics(net, split, kinds)
