@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autotask.errors import ConfigError, DataError, UnknownNameError
-from autotask.search.study import build_suite
+from autotask.search.study import build_suite, validate_space
 from autotask.search.study_config import load_study_config
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite, list_suites
@@ -182,6 +182,7 @@ def test_preset_loads_with_the_path_swapped(nyu_root: Path, tmp_path: Path) -> N
     assert len(suite.splits["test"]) == 4
     backbone = space.backbone.default(suite.default_backbone)
     assert backbone.name == "dilated_resnet"
+    validate_space(space, suite)  # branch depths fit the backbone, balancers build
 
 
 @pytest.mark.parametrize("balancer", ["pcgrad", "uncertainty"])
