@@ -212,6 +212,8 @@ def status(
                 for k in ("architecture", "delta_m_val", "delta_m_test", "cost")
             },
         }
+        if "secondary" in best.user_attrs:
+            summary["best"]["secondary"] = best.user_attrs["secondary"]
     if json_out:
         out.print_json(json.dumps(summary, default=str))
         return
@@ -248,6 +250,14 @@ def status(
         )
     )
     attrs = best.user_attrs
+    secondary = attrs.get("secondary") or {}
+    extra = [
+        (task, metric, value, secondary.get("test", {}).get(task, {}).get(metric))
+        for task, metrics in sorted(secondary.get("val", {}).items())
+        for metric, value in metrics.items()
+    ]
+    if extra:
+        out.print(table("Secondary metrics (best)", ["task", "metric", "val", "test"], extra))
     out.print(
         f"Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
         f"  cost {attrs['cost']:.2f};  all-in-one Δm val "

@@ -43,6 +43,13 @@ def test_search_export_and_evaluate_on_nyuv2(tmp_path: Path) -> None:
             assert math.isfinite(trial.user_attrs[f"val.{task}"])
         assert "pixel_acc" in trial.user_attrs["secondary"]["test"]["segmentation"]
 
+    status = run_cli("status", "tiny-nyuv2", "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    best_secondary = json.loads(status.stdout)["best"]["secondary"]
+    assert "median_angle" in best_secondary["val"]["normals"]
+    table = run_cli("status", "tiny-nyuv2", cwd=tmp_path)
+    assert "Secondary metrics" in table.stdout and "within_30" in table.stdout
+
     exported = run_cli("export", "tiny-nyuv2", "-o", "best.yaml", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
