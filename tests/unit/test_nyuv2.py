@@ -185,8 +185,13 @@ def test_preset_loads_with_the_path_swapped(nyu_root: Path, tmp_path: Path) -> N
     validate_space(space, suite)  # branch depths fit the backbone, balancers build
 
 
-@pytest.mark.parametrize("balancer", ["pcgrad", "uncertainty"])
-def test_training_a_dense_tree_on_the_fixture(nyu_root: Path, balancer: str) -> None:
+@pytest.mark.parametrize(
+    ("balancer", "params"),
+    [("pcgrad", {}), ("pcgrad", {"mode": "representation"}), ("uncertainty", {})],
+)
+def test_training_a_dense_tree_on_the_fixture(
+    nyu_root: Path, balancer: str, params: dict[str, str]
+) -> None:
     suite = _suite(nyu_root)
     suite.default_backbone = {"name": "dilated_resnet", "params": {"width": 2}}
     context = make_context(suite, OptimizerSpec(lr=0.01, epochs=2, batch_size=2))
@@ -199,7 +204,7 @@ def test_training_a_dense_tree_on_the_fixture(nyu_root: Path, balancer: str) -> 
         tree,
         BackboneSpec(**suite.default_backbone),
         context.baseline_optimizer,
-        BalancerSpec(name=balancer),
+        BalancerSpec(name=balancer, params=params),
     )
     net, result = context.train(job)
     assert result.ok, result.reason
