@@ -95,8 +95,10 @@ def main() -> None:
     wall = sum(r["seconds"] for r in pruned) / sum(r["seconds"] for r in plain)
     diffs = [b["best_val"] - a["best_val"] for a, b in zip(plain, pruned, strict=True)]
     test = [b["best_test"] - a["best_test"] for a, b in zip(plain, pruned, strict=True)]
-    print(f"pruner {pruner}: trial epochs {epochs:.2f}x ({100 * (1 - epochs):.0f}% fewer), "
-          f"wall time {wall:.2f}x")
+    print(
+        f"pruner {pruner}: trial epochs {epochs:.2f}x ({100 * (1 - epochs):.0f}% fewer), "
+        f"wall time {wall:.2f}x"
+    )
     print(
         "best Δm pruned - plain, val: "
         + ", ".join(f"{d:+.2f}" for d in diffs)

@@ -17,7 +17,7 @@ register_backbone = BACKBONES.register
 
 
 def _import_builtins() -> None:
-    from autotask.backbones import cnn, mlp, resnet  # noqa: F401
+    from autotask.backbones import cnn, dilated_resnet, mlp, resnet  # noqa: F401
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

@@ -55,6 +55,26 @@ def evaluate(
             rows,
         )
     )
+    extra = [
+        (
+            t,
+            metric,
+            values["mean"],
+            values["std"],
+            summary["test_secondary"].get(t, {}).get(metric, {}).get("mean", float("nan")),
+            summary["test_secondary"].get(t, {}).get(metric, {}).get("std", float("nan")),
+        )
+        for t in evaluation.spec.tasks
+        for metric, values in summary["val_secondary"].get(t, {}).items()
+    ]
+    if extra:
+        out.print(
+            table(
+                "secondary metrics",
+                ["task", "metric", "val mean", "val std", "test mean", "test std"],
+                extra,
+            )
+        )
     dm_val, dm_test = summary["delta_m_val"], summary["delta_m_test"]
     out.print(
         f"Δm val {dm_val['mean']:+.2f} ± {dm_val['std']:.2f} %   "

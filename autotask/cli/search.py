@@ -271,6 +271,14 @@ def status(
         )
     )
     attrs = best.user_attrs
+    secondary = attrs.get("secondary") or {}
+    extra = [
+        (task, metric, value, secondary.get("test", {}).get(task, {}).get(metric))
+        for task, metrics in sorted(secondary.get("val", {}).items())
+        for metric, value in metrics.items()
+    ]
+    if extra:
+        out.print(table("Secondary metrics (best)", ["task", "metric", "val", "test"], extra))
     out.print(
         f"Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
         f"  cost {attrs['cost']:.2f};  all-in-one Δm val "
@@ -315,6 +323,8 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     except StorageError:
         return summary
     summary["best"] = {"trial": best.number, **{k: best.user_attrs.get(k) for k in keys}}
+    if "secondary" in best.user_attrs:
+        summary["best"]["secondary"] = best.user_attrs["secondary"]
     if is_multi_objective(study):
         summary["pareto"] = [
             {"trial": t.number, **{k: t.user_attrs.get(k) for k in keys}}

@@ -39,6 +39,16 @@ class Evaluation:
             mean, std = self.mean_std(values)
             return {"mean": mean, "std": std}
 
+        def secondary(split: str) -> dict[str, dict[str, dict[str, float]]]:
+            """Mean/std of each task's secondary metrics (tasks that report any)."""
+            out: dict[str, dict[str, dict[str, float]]] = {}
+            for t in tasks:
+                per_seed = [getattr(s, f"{split}_secondary").get(t, {}) for s in scores]
+                names = [m for m in per_seed[0] if all(m in p for p in per_seed)]
+                if names:
+                    out[t] = {m: stats([p[m] for p in per_seed]) for m in names}
+            return out
+
         return {
             "architecture": self.spec.describe(),
             "seeds": seeds,
@@ -47,6 +57,8 @@ class Evaluation:
             "cost": scores[0].cost,
             "val": {t: stats([s.val_metrics[t] for s in scores]) for t in tasks},
             "test": {t: stats([s.test_metrics[t] for s in scores]) for t in tasks},
+            "val_secondary": secondary("val"),
+            "test_secondary": secondary("test"),
             "per_seed": {str(seed): self.scores[seed].summary() for seed in seeds},
         }
 

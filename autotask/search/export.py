@@ -51,6 +51,8 @@ def exported_document(
         },
         "study": {"name": study.study_name, "trial": trial.number, "seed": config.seed},
     }
+    if "secondary" in trial.user_attrs:
+        info["metrics"]["secondary"] = trial.user_attrs["secondary"]
     return full, info
 
 

@@ -81,6 +81,8 @@ class ArchitectureScore:
     train_seconds: float = 0.0
     #: Epochs of the networks this score trained (0 for cached ones).
     epochs_trained: int = 0
+    val_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
+    test_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,8 @@ class ArchitectureScore:
             "cost": self.cost,
             "val_metrics": self.val_metrics,
             "test_metrics": self.test_metrics,
+            "val_secondary": self.val_secondary,
+            "test_secondary": self.test_secondary,
         }
 
 
@@ -276,6 +280,16 @@ class TrainingContext:
         serving = _best_serving(spec.tasks, results, higher)
         val = {t: results[i].val_metrics[t] for t, i in serving.items()}
         test = {t: results[i].test_metrics[t] for t, i in serving.items()}
+        val_secondary = {
+            t: results[i].val_secondary[t]
+            for t, i in serving.items()
+            if t in results[i].val_secondary
+        }
+        test_secondary = {
+            t: results[i].test_secondary[t]
+            for t, i in serving.items()
+            if t in results[i].test_secondary
+        }
         base_val = {t: baselines[t].val_metrics[t] for t in val}
         base_test = {t: baselines[t].test_metrics[t] for t in test}
         backbone = spec.backbone or self.baseline_backbone
@@ -292,6 +306,8 @@ class TrainingContext:
             network_keys=[job.key for job in jobs],
             train_seconds=sum(r.train_seconds for r in results),
             epochs_trained=sum(r.epochs_run for r, t in zip(results, trained, strict=True) if t),
+            val_secondary=val_secondary,
+            test_secondary=test_secondary,
         )
 
     def _run_lockstep(

@@ -99,6 +99,8 @@ def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
     }
     attrs.update({f"val.{t}": v for t, v in score.val_metrics.items()})
     attrs.update({f"test.{t}": v for t, v in score.test_metrics.items()})
+    if score.val_secondary or score.test_secondary:
+        attrs["secondary"] = {"val": score.val_secondary, "test": score.test_secondary}
     return attrs
 
 

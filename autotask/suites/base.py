@@ -14,7 +14,16 @@ from autotask.errors import ConfigError, UnknownNameError
 
 __all__ = ["SPLITS", "Split", "Task", "TaskKind", "TaskSuite"]
 
-TaskKind = Literal["classification", "binary", "multilabel", "regression", "dense"]
+TaskKind = Literal[
+    "classification",
+    "binary",
+    "multilabel",
+    "regression",
+    "dense",
+    "segmentation",
+    "depth",
+    "normals",
+]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: Metric used for each task kind and whether higher is better.
@@ -24,6 +33,9 @@ DEFAULT_METRIC: dict[str, tuple[str, bool]] = {
     "multilabel": ("accuracy", True),
     "regression": ("mae", False),
     "dense": ("mae", False),
+    "segmentation": ("miou", True),
+    "depth": ("abs_err", False),
+    "normals": ("mean_angle", False),
 }
 
 
@@ -33,10 +45,14 @@ class Task:
 
     ``out_features`` is the head's output size: the number of classes for
     ``classification``, the number of labels for ``multilabel``, 1 for ``binary`` and
-    scalar ``regression`` (or the target dimension), channels for ``dense``.
+    scalar ``regression`` (or the target dimension), channels for ``dense``, the number
+    of classes for ``segmentation``, 1 for ``depth`` and 3 for ``normals``.
     Target tensors per kind: ``classification`` int64 ``[N]``; ``binary`` float ``[N]``
     in {0, 1}; ``multilabel`` float ``[N, L]``; ``regression`` float ``[N]`` or
-    ``[N, D]``; ``dense`` float ``[N, C, H, W]``.
+    ``[N, D]``; ``dense`` float ``[N, C, H, W]``; ``segmentation`` int64 ``[N, H, W]``
+    with -1 for unlabelled pixels; ``depth`` float ``[N, 1, H, W]`` with 0 for missing
+    pixels; ``normals`` float ``[N, 3, H, W]`` unit vectors, zero where missing. The
+    per-task row mask says whether a row is labelled; pixel validity lives in the target.
     """
 
     name: str

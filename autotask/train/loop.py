@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,14 +18,16 @@ from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import Split
 from autotask.train.device import seed_everything
-from autotask.train.losses import masked_loss
-from autotask.train.metrics import task_metric
+from autotask.train.losses import loss_and_weight, masked_loss
+from autotask.train.metrics import metric_accumulator, primary_metric
 from autotask.train.observer import StepObserver, TrainStep
 from autotask.train.result import NetworkResult, Status
 
 __all__ = [
     "EVAL_BATCH",
+    "EVAL_ELEMENTS",
     "EpochReport",
+    "evaluate_metrics",
     "evaluate_network",
     "make_optimizer",
     "train_epochs",
@@ -33,8 +35,10 @@ __all__ = [
     "validation_losses",
 ]
 
-#: Rows per forward pass when evaluating.
+#: Most rows per forward pass when evaluating.
 EVAL_BATCH = 4096
+#: Most input elements per forward pass when evaluating (images get fewer rows per chunk).
+EVAL_ELEMENTS = 2**21
 EpochCallback = Callable[[int, float], None]
 
 
@@ -73,13 +77,19 @@ def make_optimizer(
     return opt, sched
 
 
+def eval_rows(x: torch.Tensor) -> int:
+    """Rows per evaluation chunk: ``EVAL_BATCH``, fewer for large inputs (at least 1)."""
+    per_row = max(1, x[:1].numel())
+    return max(1, min(EVAL_BATCH, EVAL_ELEMENTS // per_row))
+
+
 @torch.no_grad()
-def _predict(net: TreeNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    outputs: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        for task, out in net(x[start : start + EVAL_BATCH]).items():
-            outputs.setdefault(task, []).append(out)
-    return {t: torch.cat(chunks) for t, chunks in outputs.items()}
+def _chunks(net: TreeNetwork, x: torch.Tensor) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+    """The network's outputs chunk by chunk, with the rows of each chunk."""
+    rows = eval_rows(x)
+    for start in range(0, x.shape[0], rows):
+        chunk = slice(start, start + rows)
+        yield chunk, net(x[chunk])
 
 
 MaskMap = Mapping[str, torch.Tensor | None]
@@ -107,34 +117,72 @@ def _shuffle(split: Split, masks: MaskMap, order: torch.Tensor) -> tuple[Split, 
     return Split(split.x[order], targets, {}), shuffled
 
 
-def _eval_outputs(net: TreeNetwork, split: Split) -> dict[str, torch.Tensor]:
-    was_training = net.training
-    net.eval()
-    outputs = _predict(net, split.x)
-    net.train(was_training)
-    return outputs
-
-
 def validation_losses(
     net: TreeNetwork, split: Split, kinds: Mapping[str, str], masks: MaskMap
 ) -> torch.Tensor:
-    """Per-task losses of ``net`` on ``split`` in eval mode."""
-    outputs = _eval_outputs(net, split)
-    return _task_losses(outputs, split.targets, masks, kinds, list(net.tasks))
+    """Per-task losses of ``net`` on ``split`` in eval mode, accumulated over chunks.
+
+    Each chunk's loss is weighted by what it averages over (labelled rows or valid pixels),
+    so the result is the loss of the whole split; one chunk gives exactly its loss.
+    """
+    was_training = net.training
+    net.eval()
+    tasks = list(net.tasks)
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for chunk, outputs in _chunks(net, split.x):
+        terms = []
+        for t in tasks:
+            mask = masks[t]
+            terms.append(
+                loss_and_weight(
+                    kinds[t],
+                    outputs[t],
+                    split.targets[t][chunk],
+                    None if mask is None else mask[chunk],
+                )
+            )
+        parts.append((torch.stack([v for v, _ in terms]), torch.stack([w for _, w in terms])))
+    net.train(was_training)
+    if len(parts) == 1:
+        return parts[0][0]
+    total = sum((v * w for v, w in parts), torch.zeros(len(tasks), device=split.x.device))
+    weight = sum((w for _, w in parts), torch.zeros(len(tasks), device=split.x.device))
+    return total / weight.clamp_min(1.0)
 
 
-def _metrics(
-    outputs: Mapping[str, torch.Tensor],
-    split: Split,
-    kinds: Mapping[str, str],
-    tasks: Sequence[str],
-) -> dict[str, float]:
-    return {t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in tasks}
+def evaluate_metrics(
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """Every metric of every task of ``net`` on ``split`` (eval mode), primary first.
+
+    Metrics accumulate statistics chunk by chunk; outputs are never all held at once.
+    """
+    was_training = net.training
+    net.eval()
+    accumulators = {t: metric_accumulator(kinds[t]) for t in net.tasks}
+    for chunk, outputs in _chunks(net, split.x):
+        for t, acc in accumulators.items():
+            acc.update(outputs[t], split.targets[t][chunk], split.masks[t][chunk])
+    net.train(was_training)
+    return {t: acc.compute() for t, acc in accumulators.items()}
 
 
 def evaluate_network(net: TreeNetwork, split: Split, kinds: Mapping[str, str]) -> dict[str, float]:
-    """Per-task metrics of ``net`` on ``split`` (eval mode)."""
-    return _metrics(_eval_outputs(net, split), split, kinds, list(net.tasks))
+    """Per-task primary metrics of ``net`` on ``split`` (eval mode)."""
+    every = evaluate_metrics(net, split, kinds)
+    return {t: every[t][primary_metric(kinds[t])] for t in net.tasks}
+
+
+def _split_metrics(
+    every: Mapping[str, Mapping[str, float]], kinds: Mapping[str, str]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Primary metric per task, and the secondary ones of tasks that have any."""
+    primary = {t: values[primary_metric(kinds[t])] for t, values in every.items()}
+    secondary = {
+        t: {m: v for m, v in values.items() if m != primary_metric(kinds[t])}
+        for t, values in every.items()
+    }
+    return primary, {t: v for t, v in secondary.items() if v}
 
 
 def train_network(
@@ -195,9 +243,9 @@ def train_epochs(
     ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising.
     ``observer_factory(net)``, once the network is built, gives an observer that sees every
     training step before and after its backward pass (the affinity estimators measure there).
-    With ``epoch_metrics`` every epoch also computes the validation metrics (from the same
-    predictions as the validation loss), reported for the best epoch so far: the
-    intermediate values pruning compares. Closing the generator early stops training.
+    With ``epoch_metrics`` every epoch that improves the validation loss also computes the
+    validation metrics, reported for the best epoch so far: the intermediate values
+    pruning compares. Closing the generator early stops training.
     Several runs may be interleaved epoch by epoch (see
     :func:`autotask.search.scoring.TrainingContext.score`): each then needs its own global
     RNG state restored around its steps to train as it would alone.
@@ -276,8 +324,7 @@ def train_epochs(
             bal.end_epoch(epoch_loss * (bs / n))
         except TrialDiverged as exc:
             return net, result("diverged", f"{exc} at epoch {epoch}")
-        val_outputs = _eval_outputs(net, val)
-        val_loss = float(_task_losses(val_outputs, val.targets, val_masks, kinds, tasks).sum())
+        val_loss = float(validation_losses(net, val, kinds, val_masks).sum())
         history.append(val_loss)
         if not math.isfinite(val_loss):
             return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
@@ -288,17 +335,20 @@ def train_epochs(
             best_loss, best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy(net.state_dict())
             if epoch_metrics:
-                best_metrics = _metrics(val_outputs, val, kinds, tasks)
+                best_metrics = evaluate_network(net, val, kinds)
         else:
             stale += 1
-        del val_outputs
         yield EpochReport(epoch, val_loss, best_epoch, best_metrics)
         if not improved and stale >= optimizer.patience:
             break
 
     net.load_state_dict(best_state)
     final = result("ok")
-    final.val_metrics = evaluate_network(net, val, kinds)
-    final.test_metrics = evaluate_network(net, data["test"], kinds)
+    final.val_metrics, final.val_secondary = _split_metrics(
+        evaluate_metrics(net, val, kinds), kinds
+    )
+    final.test_metrics, final.test_secondary = _split_metrics(
+        evaluate_metrics(net, data["test"], kinds), kinds
+    )
     final.val_loss = best_loss
     return net, final

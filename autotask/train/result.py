@@ -15,7 +15,10 @@ class NetworkResult:
     """Per-task metrics of one trained network at its best validation epoch.
 
     ``status`` is ``"diverged"`` when a loss became NaN/Inf; metrics are then empty and
-    ``reason`` says where it happened.
+    ``reason`` says where it happened. ``val_metrics``/``test_metrics`` hold each task's
+    primary metric (the one Δm uses); ``val_secondary``/``test_secondary`` the other
+    metrics of tasks that report more (e.g. pixel accuracy beside mIoU), empty in results
+    stored before they existed.
     """
 
     tasks: list[str]
@@ -30,6 +33,8 @@ class NetworkResult:
     macs: int = 0
     reason: str | None = None
     history: list[float] = field(default_factory=list)
+    val_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
+    test_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

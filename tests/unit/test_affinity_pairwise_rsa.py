@@ -151,6 +151,8 @@ def test_rsa_is_symmetric_per_stage(tiny: TrainingContext) -> None:
     assert (np.abs(stages) <= 1.0 + 1e-12).all()
     with pytest.raises(ConfigError, match="out of range"):
         RepresentationSimilarity(stage=3).estimate(tiny)
+    with pytest.raises(ConfigError, match="at least 3 validation rows"):
+        RepresentationSimilarity(probe_rows=2).estimate(tiny)
     with pytest.raises(ConfigError, match="unknown setting"):
         RepresentationSimilarity(split="val")
     with pytest.raises(ConfigError, match="split"):

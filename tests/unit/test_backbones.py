@@ -23,6 +23,18 @@ CASES = [
         {"width": 3, "blocks": 1, "stages": 3},
         [(3, 4, 5), (6, 2, 3), (12, 1, 2)],
     ),
+    (
+        "dilated_resnet",
+        (3, 16, 24),
+        {"width": 2},
+        [(2, 4, 6), (2, 4, 6), (4, 2, 3), (8, 2, 3), (16, 2, 3)],
+    ),
+    (
+        "dilated_resnet",
+        (1, 17, 9),
+        {"width": 1, "blocks": 2},
+        [(1, 5, 3), (1, 5, 3), (2, 3, 2), (4, 3, 2), (8, 3, 2)],
+    ),
 ]
 
 
@@ -72,6 +84,11 @@ def test_slices_compose_to_the_whole(name: str) -> None:
         ("resnet", (3, 8, 8), {"blocks": "2"}),
         ("resnet", (3, 8, 8), {"blocks": 1, "stages": 0}),
         ("resnet", (3, 8, 8), {"blocks": [1, 1], "stages": 3}),
+        ("dilated_resnet", (8, 8), {}),
+        ("dilated_resnet", (3, 8, 8), {"width": 0}),
+        ("dilated_resnet", (3, 8, 8), {"blocks": 0}),
+        ("dilated_resnet", (3, 8, 8), {"width": 2.5}),
+        ("dilated_resnet", (3, 8, 8), {"depth": 3}),
     ],
 )
 def test_bad_parameters(name: str, shape: tuple[int, ...], params: dict[str, object]) -> None:
@@ -126,3 +143,17 @@ def test_resnet_trains_in_train_mode(device: torch.device) -> None:
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
     first_conv = backbone.stages[0][0].conv.weight.grad
     assert first_conv is not None and float(first_conv.abs().sum()) > 0
+
+
+def test_dilated_resnet_keeps_an_eighth_of_the_resolution_and_dilates() -> None:
+    backbone = build_backbone("dilated_resnet", (3, 64, 96), width=2)
+    assert [s[1:] for s in backbone.stage_shapes] == [(16, 24), (16, 24), (8, 12), (8, 12), (8, 12)]
+    dilations = [
+        {
+            m.dilation
+            for m in stage.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+        }
+        for stage in backbone.stages[1:]
+    ]
+    assert dilations == [{(1, 1)}, {(1, 1)}, {(2, 2)}, {(4, 4)}]

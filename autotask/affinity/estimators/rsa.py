@@ -67,6 +67,12 @@ class RepresentationSimilarity(AffinityEstimator):
                 f"with {n_stages} stages"
             )
         probe = context.data["val"].x[: self.settings["probe_rows"]]
+        if probe.shape[0] < 3:
+            raise ConfigError(
+                "affinity estimator 'rsa': needs at least 3 validation rows to compare "
+                f"dissimilarity matrices, got {probe.shape[0]} (probe_rows "
+                f"{self.settings['probe_rows']}, validation split {len(context.data['val'])})"
+            )
         rdms: list[list[FloatArray]] = []
         for done, task in enumerate(tasks, start=1):
             rdms.append(stage_rdms(_train_single(context, task), probe))
