@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from autotask.errors import ConfigError
 
-__all__ = ["masked_loss"]
+__all__ = ["masked_loss", "row_losses"]
 
 
 def _per_row(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -23,6 +23,11 @@ def _per_row(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Ten
     if kind == "dense":
         return (output - target).abs().flatten(1).mean(dim=1)
     raise ConfigError(f"no loss for task kind {kind!r}")
+
+
+def row_losses(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One task's loss per row (``[N]``), unmasked and unreduced."""
+    return _per_row(kind, output, target)
 
 
 def _mean(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
