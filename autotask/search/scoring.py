@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from autotask.spec import (
 )
 from autotask.store.cache import NetworkJob, ResultCache
 from autotask.suites.base import Split, TaskSuite
+from autotask.train.fused import TrainJob, fused_enabled, train_networks
 from autotask.train.loop import EpochCallback, train_network
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
@@ -91,6 +93,8 @@ class TrainingContext:
     baseline_backbone: BackboneSpec
     study_name: str | None = None
     on_network: NetworkCallback | None = None
+    #: train networks of one structure together (None: ``$AUTOTASK_FUSED``, on by default)
+    fused: bool | None = None
     interface: ModelInterface = field(init=False)
     _macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     _baselines: dict[int, dict[str, NetworkResult]] = field(default_factory=dict, init=False)
@@ -162,6 +166,58 @@ class TrainingContext:
             _, result = self.train(job, on_epoch=claim.heartbeat)
             return self.cache.put(job, result, self.study_name), True
 
+    def run_many(self, jobs: Sequence[NetworkJob]) -> list[tuple[NetworkResult, bool]]:
+        """:meth:`run` for each job, training the uncached ones together where their
+        networks share a structure (:func:`~autotask.train.fused.train_networks`).
+
+        Every job trained here is claimed first, in the order of cache keys (so two
+        workers never wait on each other), and stored as soon as its network finishes.
+        """
+        fused = fused_enabled() if self.fused is None else self.fused
+        if not fused or len(jobs) < 2:
+            return [self.run(job) for job in jobs]
+        found: dict[str, tuple[NetworkResult, bool]] = {}
+        todo: dict[str, NetworkJob] = {}
+        for job in jobs:
+            cached = self.cache.get(job)
+            if cached is not None:
+                found[job.key] = (cached, False)
+            else:
+                todo.setdefault(job.key, job)
+        with ExitStack() as claims:
+            mine: list[tuple[NetworkJob, Callable[[int, float], None]]] = []
+            for key in sorted(todo):
+                claim = claims.enter_context(self.cache.claim(todo[key]))
+                if claim.result is not None:
+                    found[key] = (claim.result, False)
+                else:
+                    mine.append((todo[key], claim.heartbeat))
+            for job, _ in mine:
+                if self.on_network is not None:
+                    self.on_network(job.tree.describe())
+
+            def store(index: int, _net: TreeNetwork, result: NetworkResult) -> None:
+                job = mine[index][0]
+                found[job.key] = (self.cache.put(job, result, self.study_name), True)
+
+            train_networks(
+                [
+                    TrainJob(job.tree, job.backbone, job.optimizer, job.balancer, job.seed, beat)
+                    for job, beat in mine
+                ],
+                self.data,
+                self.interface,
+                fused=True,
+                on_result=store,
+            )
+        seen: set[str] = set()
+        out = []
+        for job in jobs:  # a job listed twice trained once: the second use is a reuse
+            result, trained = found[job.key]
+            out.append((result, trained and job.key not in seen))
+            seen.add(job.key)
+        return out
+
     def baseline_jobs(self) -> dict[str, NetworkJob]:
         """Single-task networks with the baseline settings and equal weighting."""
         return {
@@ -179,8 +235,10 @@ class TrainingContext:
         if self.seed in self._baselines:
             return self._baselines[self.seed]
         results = {}
-        for task, job in self.baseline_jobs().items():
-            result, _ = self.run(job)
+        jobs = self.baseline_jobs()
+        for (task, _), (result, _) in zip(
+            jobs.items(), self.run_many(list(jobs.values())), strict=True
+        ):
             if not result.ok:
                 raise TrialDiverged(f"single-task baseline of {task!r} diverged: {result.reason}")
             results[task] = result
@@ -215,16 +273,16 @@ class TrainingContext:
         baselines = self.baselines()
         results: list[NetworkResult] = []
         trained = reused = 0
-        keys = []
+        jobs = []
         for tree in spec.networks:
             # a network's own balancer wins; the job's tree leaves it out, so the cache key
             # is the same as for that balancer given at the architecture level
             balancer = tree.balancer or spec.balancer
             plain = tree if tree.balancer is None else tree.model_copy(update={"balancer": None})
-            job = self.job(plain, backbone, spec.optimizer, balancer)
-            result, was_trained = self.run(job)
+            jobs.append(self.job(plain, backbone, spec.optimizer, balancer))
+        keys = [job.key for job in jobs]
+        for tree, (result, was_trained) in zip(spec.networks, self.run_many(jobs), strict=True):
             trained, reused = trained + was_trained, reused + (not was_trained)
-            keys.append(job.key)
             if not result.ok:
                 raise TrialDiverged(f"network {tree.describe()} diverged: {result.reason}")
             results.append(result)

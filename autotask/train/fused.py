@@ -56,6 +56,7 @@ __all__ = [
     "balancer_blocker",
     "fused_enabled",
     "group_signature",
+    "plan_groups",
     "train_networks",
 ]
 
@@ -110,12 +111,46 @@ def group_signature(job: TrainJob, interface: ModelInterface) -> tuple[Any, ...]
         heads = tuple(interface.heads.get(t) for t in tree.tasks) if tree.branch_at is None else ()
         return (tree.branch_at, heads, tuple(shape(c) for c in tree.children))
 
+    # patience only decides when a network leaves its group
     return (
         shape(job.tree),
         job.backbone.model_dump_json(),
-        job.optimizer.model_dump_json(),
+        job.optimizer.model_dump_json(exclude={"patience"}),
         job.seed,
     )
+
+
+def plan_groups(
+    jobs: Sequence[TrainJob], interface: ModelInterface, *, fused: bool | None = None
+) -> list[list[int]]:
+    """Indices of the jobs trained together, in order of first appearance; a group of one
+    trains on its own. Each reason to train a network alone is logged once (debug)."""
+    use_groups = fused_enabled() if fused is None else fused
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    alone: list[list[int]] = []
+    reasons: set[str] = set()
+    for index, job in enumerate(jobs):
+        blocker = balancer_blocker(job.balancer) if use_groups else "grouping is off"
+        if blocker is None:
+            groups.setdefault(group_signature(job, interface), []).append(index)
+        else:
+            _note(reasons, blocker)
+            alone.append([index])
+    planned: list[list[int]] = []
+    for members in groups.values():
+        blocker = None if len(members) == 1 else _module_blocker(jobs[members[0]], interface)
+        if blocker is None:
+            planned.append(members)
+        else:
+            _note(reasons, blocker)
+            planned += [[i] for i in members]
+    return sorted(planned + alone)
+
+
+def _module_blocker(job: TrainJob, interface: ModelInterface) -> str | None:
+    with torch.random.fork_rng(devices=[]):  # building draws from the global RNG
+        net = build_network(job.tree, job.backbone, interface)
+    return grouping_blocker(net)
 
 
 def train_networks(
@@ -126,10 +161,9 @@ def train_networks(
     fused: bool | None = None,
     on_result: ResultCallback | None = None,
 ) -> list[tuple[TreeNetwork, NetworkResult]]:
-    """Train every job; networks of one structure together (unless ``fused`` is False or
-    ``$AUTOTASK_FUSED`` is 0). Returns ``(network, result)`` per job, in order;
-    ``on_result`` sees each as soon as it finishes."""
-    use_groups = fused_enabled() if fused is None else fused
+    """Train every job; networks of one structure together (:func:`plan_groups`; none when
+    ``fused`` is False or, by default, ``$AUTOTASK_FUSED`` is 0). Returns
+    ``(network, result)`` per job, in order; ``on_result`` sees each as soon as it finishes."""
     out: dict[int, tuple[TreeNetwork, NetworkResult]] = {}
 
     def done(index: int, net: TreeNetwork, result: NetworkResult) -> None:
@@ -137,23 +171,11 @@ def train_networks(
         if on_result is not None:
             on_result(index, net, result)
 
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    alone: list[int] = []
-    reasons: set[str] = set()
-    for index, job in enumerate(jobs):
-        blocker = balancer_blocker(job.balancer) if use_groups else "grouping is off"
-        if blocker is None:
-            groups.setdefault(group_signature(job, interface), []).append(index)
-        else:
-            _note(reasons, blocker)
-            alone.append(index)
-    for members in groups.values():
-        if len(members) == 1 or not _train_group(
-            [(i, jobs[i]) for i in members], data, interface, done, reasons
-        ):
-            alone += members
-    for index in sorted(alone):
-        job = jobs[index]
+    for group in plan_groups(jobs, interface, fused=fused):
+        if len(group) > 1:
+            _train_group([(i, jobs[i]) for i in group], data, interface, done)
+            continue
+        job = jobs[group[0]]
         net, result = train_network(
             job.tree,
             data,
@@ -164,7 +186,7 @@ def train_networks(
             seed=job.seed,
             on_epoch=job.on_epoch,
         )
-        done(index, net, result)
+        done(group[0], net, result)
     return [out[i] for i in range(len(jobs))]
 
 
@@ -252,7 +274,8 @@ def _stack(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Per position: the members' targets ``[K, N, ...]`` and masks ``[K, N]`` (None: all
     labelled)."""
-    targets, masks = [], []
+    targets: list[torch.Tensor] = []
+    masks: list[torch.Tensor | None] = []
     for p in range(len(positions[0])):
         names = [positions[m.slot][p] for m in members]
         targets.append(torch.stack([split.targets[t] for t in names]))
@@ -333,20 +356,12 @@ def _train_group(
     data: Mapping[str, Split],
     interface: ModelInterface,
     done: ResultCallback,
-    reasons: set[str],
-) -> bool:
-    """Train ``jobs`` (one signature) as one grouped model; False if they cannot be grouped."""
+) -> None:
+    """Train ``jobs`` (one signature, see :func:`plan_groups`) as one grouped model."""
     train, val = data["train"], data["val"]
     device = train.x.device
-    first = _build_member(jobs[0][0], 0, jobs[0][1], interface, device)
-    blocker = grouping_blocker(first.net)
-    if blocker is not None:
-        _note(reasons, blocker)
-        return False
-    members = [first] + [
-        _build_member(i, slot, job, interface, device)
-        for slot, (i, job) in enumerate(jobs[1:], start=1)
-    ]
+    members = [_build_member(i, slot, job, interface, device) for slot, (i, job) in enumerate(jobs)]
+    first = members[0]
     started = time.perf_counter()
     spec = first.job.optimizer
     group = GroupedTrees([m.net for m in members])
@@ -413,7 +428,7 @@ def _train_group(
         for m in members:
             m.seconds += share
 
-    for epoch in range(1, spec.epochs + 1):  # noqa: B007 - finish() reads it
+    for epoch in range(1, spec.epochs + 1):  # finish() reads it
         if not members:
             break
         tick = time.perf_counter()
@@ -483,7 +498,9 @@ def _train_group(
         for row, m in enumerate(members):
             own = epoch_loss[row, m.perm]
             if not bool(torch.isfinite(own).all()):
-                bad = [t for t, v in zip(m.tasks, own.tolist(), strict=True) if not math.isfinite(v)]
+                bad = [
+                    t for t, v in zip(m.tasks, own.tolist(), strict=True) if not math.isfinite(v)
+                ]
                 gone.append((m, f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"))
                 continue
             try:
@@ -492,8 +509,8 @@ def _train_group(
                 gone.append((m, f"{exc} at epoch {epoch}"))
         charge(tick)
         tick = time.perf_counter()
-        for m, reason in gone:
-            finish(m, "diverged", reason)
+        for m, why in gone:
+            finish(m, "diverged", why)
         drop([m for m, _ in gone])
         if not members:
             break
@@ -512,16 +529,15 @@ def _train_group(
                 m.best = group.snapshot(row)
             else:
                 m.stale += 1
-                if m.stale >= spec.patience:
+                if m.stale >= m.job.optimizer.patience:
                     stopped.append((m, "ok", None))
                     continue
             if epoch == spec.epochs:
                 stopped.append((m, "ok", None))
         charge(tick)
-        for m, status, reason in stopped:
-            finish(m, status, reason)
+        for m, status, note in stopped:
+            finish(m, status, note)
         drop([m for m, _, _ in stopped])
-    return True
 
 
 @torch.no_grad()

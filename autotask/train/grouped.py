@@ -124,7 +124,7 @@ class _Conv(_Op):
             raise Unsupported("a grouped, non-zero-padded or 'same'-padded convolution")
         self.store = store
         self.w = store.add([m.weight for m in mods], True)
-        self.b = None if first.bias is None else store.add([m.bias for m in mods], True)
+        self.b = None if first.bias is None else store.add([m.bias for m in mods], True)  # type: ignore[misc]
         self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
 
     def __call__(
@@ -232,7 +232,9 @@ class _SqueezeLast(_Op):
         return x.squeeze(-1), "vec"
 
 
-_SQUEEZE = type(make_head("binary", (2,), 1)[-1])  # the heads' private squeeze module
+_SQUEEZE = type(
+    list(make_head("binary", (2,), 1).children())[-1]
+)  # the heads' private squeeze module
 
 #: Module types that can be grouped (containers: ``nn.Sequential``).
 SUPPORTED: tuple[type[nn.Module], ...] = (
@@ -271,7 +273,7 @@ def _convert(store: _Store, mods: Sequence[nn.Module]) -> list[_Op]:
             raise Unsupported("a Flatten other than Flatten(1, -1)")
         return [_Flatten(store)]
     if type(first) is nn.Unflatten:
-        return [_Unflatten(first)]  # type: ignore[arg-type]
+        return [_Unflatten(first)]
     if type(first) is nn.ReLU:
         return [_Elementwise(first, ("shared", "vec", "map"))]
     if type(first) in (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Upsample):
@@ -319,8 +321,13 @@ class GroupedTrees:
             self.blocks[node.name] = _convert(self.store, [net.blocks[node.name] for net in nets])
             if node.leaf:
                 self.heads[node.name] = [
-                    _convert(self.store, [net.heads[layout[i].tasks[j]] for net, layout in
-                                          zip(nets, layouts, strict=True)])
+                    _convert(
+                        self.store,
+                        [
+                            net.heads[layout[i].tasks[j]]
+                            for net, layout in zip(nets, layouts, strict=True)
+                        ],
+                    )
                     for j in range(len(node.tasks))
                 ]
 
@@ -337,6 +344,8 @@ class GroupedTrees:
         features: dict[str, tuple[torch.Tensor, Layout]] = {}
         outputs: list[torch.Tensor] = []
         for node in self.nodes:
+            h: torch.Tensor
+            layout: Layout
             h, layout = (x, "shared") if node.parent is None else features[node.parent]
             for op in self.blocks[node.name]:
                 h, layout = op(h, layout, training)
@@ -354,7 +363,7 @@ class GroupedTrees:
 
     @torch.no_grad()
     def load_into(self, net_index: int, values: Sequence[torch.Tensor]) -> None:
-        """Copy ``values`` (a :meth:`snapshot`) into the original modules of network ``net_index``."""
+        """Copy a :meth:`snapshot` into the original modules of network ``net_index``."""
         for source, value in zip(self.store.sources[net_index], values, strict=True):
             source.copy_(value.view_as(source))
 
