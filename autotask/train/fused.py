@@ -385,8 +385,8 @@ def _train_group(
     val_t, val_m = _stack(val, members, positions, sparse=True)
     generator = seed_everything(first.job.seed)
     n, bs = len(train), spec.batch_size
-    for m in members:
-        m.seconds += time.perf_counter() - started  # the shared set-up, counted in full
+    for m in members:  # the shared set-up, split evenly
+        m.seconds += (time.perf_counter() - started) / len(members)
     epoch = 0
 
     def finish(m: _Member, status: Status, reason: str | None = None) -> None:
