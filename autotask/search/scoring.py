@@ -29,6 +29,7 @@ from autotask.spec import (
 )
 from autotask.store.cache import NetworkJob, ResultCache
 from autotask.suites.base import Split, TaskSuite
+from autotask.train.fused import TrainJob, fused_enabled, train_networks
 from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, train_epochs, train_network
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
@@ -108,6 +109,8 @@ class TrainingContext:
     baseline_backbone: BackboneSpec
     study_name: str | None = None
     on_network: NetworkCallback | None = None
+    #: train networks of one structure together (None: ``$AUTOTASK_FUSED``, on by default)
+    fused: bool | None = None
     interface: ModelInterface = field(init=False)
     _tree_macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     #: Epochs trained by the last lockstep score before it was stopped (pruned, diverged or
@@ -182,6 +185,58 @@ class TrainingContext:
             _, result = self.train(job, on_epoch=claim.heartbeat)
             return self.cache.put(job, result, self.study_name), True
 
+    def run_many(self, jobs: Sequence[NetworkJob]) -> list[tuple[NetworkResult, bool]]:
+        """:meth:`run` for each job, training the uncached ones together where their
+        networks share a structure (:func:`~autotask.train.fused.train_networks`).
+
+        Every job trained here is claimed first, in the order of cache keys (so two
+        workers never wait on each other), and stored as soon as its network finishes.
+        """
+        fused = fused_enabled() if self.fused is None else self.fused
+        if not fused or len(jobs) < 2:
+            return [self.run(job) for job in jobs]
+        found: dict[str, tuple[NetworkResult, bool]] = {}
+        todo: dict[str, NetworkJob] = {}
+        for job in jobs:
+            cached = self.cache.get(job)
+            if cached is not None:
+                found[job.key] = (cached, False)
+            else:
+                todo.setdefault(job.key, job)
+        with ExitStack() as claims:
+            mine: list[tuple[NetworkJob, Callable[[int, float], None]]] = []
+            for key in sorted(todo):
+                claim = claims.enter_context(self.cache.claim(todo[key]))
+                if claim.result is not None:
+                    found[key] = (claim.result, False)
+                else:
+                    mine.append((todo[key], claim.heartbeat))
+            for job, _ in mine:
+                if self.on_network is not None:
+                    self.on_network(job.tree.describe())
+
+            def store(index: int, _net: TreeNetwork, result: NetworkResult) -> None:
+                job = mine[index][0]
+                found[job.key] = (self.cache.put(job, result, self.study_name), True)
+
+            train_networks(
+                [
+                    TrainJob(job.tree, job.backbone, job.optimizer, job.balancer, job.seed, beat)
+                    for job, beat in mine
+                ],
+                self.data,
+                self.interface,
+                fused=True,
+                on_result=store,
+            )
+        seen: set[str] = set()
+        out = []
+        for job in jobs:  # a job listed twice trained once: the second use is a reuse
+            result, trained = found[job.key]
+            out.append((result, trained and job.key not in seen))
+            seen.add(job.key)
+        return out
+
     def baseline_jobs(self) -> dict[str, NetworkJob]:
         """Single-task networks with the baseline settings and equal weighting."""
         return {
@@ -199,8 +254,10 @@ class TrainingContext:
         if self.seed in self._baselines:
             return self._baselines[self.seed]
         results = {}
-        for task, job in self.baseline_jobs().items():
-            result, _ = self.run(job)
+        jobs = self.baseline_jobs()
+        for (task, _), (result, _) in zip(
+            jobs.items(), self.run_many(list(jobs.values())), strict=True
+        ):
             if not result.ok:
                 raise TrialDiverged(f"single-task baseline of {task!r} diverged: {result.reason}")
             results[task] = result
@@ -268,8 +325,7 @@ class TrainingContext:
         jobs = self.network_jobs(spec)
         if on_epoch_score is None:
             results, trained = [], []
-            for job in jobs:
-                result, was_trained = self.run(job)
+            for job, (result, was_trained) in zip(jobs, self.run_many(jobs), strict=True):
                 if not result.ok:
                     raise TrialDiverged(f"network {job.tree.describe()} diverged: {result.reason}")
                 results.append(result)

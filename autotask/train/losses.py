@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from autotask.errors import ConfigError
 
-__all__ = ["PIXEL_KINDS", "loss_and_weight", "masked_loss", "pixel_loss_terms"]
+__all__ = ["PIXEL_KINDS", "loss_and_weight", "masked_loss", "pixel_loss_terms", "row_losses"]
 
 #: Kinds whose targets mark invalid pixels themselves.
 PIXEL_KINDS: frozenset[str] = frozenset({"segmentation", "depth", "normals"})
@@ -32,6 +32,11 @@ def _per_row(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Ten
     if kind == "dense":
         return (output - target).abs().flatten(1).mean(dim=1)
     raise ConfigError(f"no loss for task kind {kind!r}")
+
+
+def row_losses(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One task's loss per row (``[N]``), unmasked and unreduced."""
+    return _per_row(kind, output, target)
 
 
 def _mean(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,566 @@
+"""Training several networks at once: networks of one structure run as one grouped model.
+
+:func:`train_networks` trains a list of jobs and returns, for each, what
+:func:`~autotask.train.loop.train_network` returns for it alone, within float tolerance:
+each network is seeded and built as there, sees the same batches in the same order, gets
+its own optimizer state (the stacked optimizer is elementwise, gradient clipping is per
+network), its own balancer, early stopping, divergence handling, history and heartbeat.
+Jobs whose structure, backbone, optimizer and seed agree form a group
+(:func:`group_signature`) and are trained together with
+:class:`~autotask.train.grouped.GroupedTrees`; a network that stops leaves its group, the
+others go on. A group of one, a balancer that needs the network's gradients
+(:func:`balancer_blocker`) and modules that cannot be grouped
+(:func:`~autotask.train.grouped.grouping_blocker`) train one after another, as before.
+``AUTOTASK_FUSED=0`` turns grouping off (see :func:`fused_enabled`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from autotask.balancing import BALANCERS, Balancer, build_balancer
+from autotask.balancing._loss import ScalarizedBalancer
+from autotask.balancing.equal import Equal
+from autotask.balancing.static import StaticWeights
+from autotask.errors import ConfigError, TrialDiverged
+from autotask.models import build_network
+from autotask.models.cost import count_macs, count_parameters
+from autotask.models.tree import TreeNetwork
+from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
+from autotask.suites.base import Split
+from autotask.train.device import seed_everything
+from autotask.train.grouped import GroupedTrees, grouping_blocker
+from autotask.train.loop import (
+    EVAL_BATCH,
+    EpochCallback,
+    evaluate_network,
+    make_optimizer,
+    train_network,
+)
+from autotask.train.losses import PIXEL_KINDS, row_losses
+from autotask.train.result import NetworkResult, Status
+
+__all__ = [
+    "FUSED_ENV",
+    "ResultCallback",
+    "TrainJob",
+    "balancer_blocker",
+    "fused_enabled",
+    "group_signature",
+    "plan_groups",
+    "train_networks",
+]
+
+logger = logging.getLogger("autotask")
+
+#: Environment variable: ``0`` trains every network on its own.
+FUSED_ENV = "AUTOTASK_FUSED"
+
+#: Called with (index of the job, its network, its result) as soon as a network finishes.
+ResultCallback = Callable[[int, TreeNetwork, NetworkResult], None]
+
+#: Balancers whose update is a weighting of the losses computed from the losses alone.
+_LOSS_ONLY: tuple[type[Balancer], ...] = (Equal, StaticWeights, ScalarizedBalancer)
+#: ... and those among them whose weights never change.
+_CONSTANT: tuple[type[Balancer], ...] = (Equal, StaticWeights)
+
+
+def fused_enabled() -> bool:
+    """False when ``$AUTOTASK_FUSED`` is ``0`` (or ``false``/``no``/``off``)."""
+    value = os.environ.get(FUSED_ENV, "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    raise ConfigError(f"{FUSED_ENV} must be 0 or 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One network to train: what :func:`~autotask.train.loop.train_network` takes."""
+
+    tree: TaskTree
+    backbone: BackboneSpec
+    optimizer: OptimizerSpec
+    balancer: BalancerSpec
+    seed: int
+    on_epoch: EpochCallback | None = None
+
+
+def balancer_blocker(spec: BalancerSpec) -> str | None:
+    """Why a network with this balancer must train on its own (None when it can be grouped)."""
+    cls = BALANCERS.get(spec.name)
+    if issubclass(cls, _LOSS_ONLY):
+        return None
+    return f"balancer {spec.name!r} needs the gradients of its own network"
+
+
+def group_signature(job: TrainJob, interface: ModelInterface) -> tuple[Any, ...]:
+    """Jobs with equal signatures build networks of identical structure and train alike."""
+
+    def shape(tree: TaskTree) -> tuple[Any, ...]:
+        heads = tuple(interface.heads.get(t) for t in tree.tasks) if tree.branch_at is None else ()
+        return (tree.branch_at, heads, tuple(shape(c) for c in tree.children))
+
+    # patience only decides when a network leaves its group
+    return (
+        shape(job.tree),
+        job.backbone.model_dump_json(),
+        job.optimizer.model_dump_json(exclude={"patience"}),
+        job.seed,
+    )
+
+
+def plan_groups(
+    jobs: Sequence[TrainJob], interface: ModelInterface, *, fused: bool | None = None
+) -> list[list[int]]:
+    """Indices of the jobs trained together, in order of first appearance; a group of one
+    trains on its own. Each reason to train a network alone is logged once (debug)."""
+    use_groups = fused_enabled() if fused is None else fused
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    alone: list[list[int]] = []
+    reasons: set[str] = set()
+    for index, job in enumerate(jobs):
+        blocker = (
+            balancer_blocker(job.balancer) or _kind_blocker(job, interface)
+            if use_groups
+            else "grouping is off"
+        )
+        if blocker is None:
+            groups.setdefault(group_signature(job, interface), []).append(index)
+        else:
+            _note(reasons, blocker)
+            alone.append([index])
+    planned: list[list[int]] = []
+    for members in groups.values():
+        blocker = None if len(members) == 1 else _module_blocker(jobs[members[0]], interface)
+        if blocker is None:
+            planned.append(members)
+        else:
+            _note(reasons, blocker)
+            planned += [[i] for i in members]
+    return sorted(planned + alone)
+
+
+def _kind_blocker(job: TrainJob, interface: ModelInterface) -> str | None:
+    """Per-pixel losses average over valid pixels, not rows: those networks train alone."""
+    pixel = sorted(t for t in job.tree.tasks if interface.heads[t][0] in PIXEL_KINDS)
+    return f"per-pixel task kinds ({', '.join(pixel)})" if pixel else None
+
+
+def _module_blocker(job: TrainJob, interface: ModelInterface) -> str | None:
+    with torch.random.fork_rng(devices=[]):  # building draws from the global RNG
+        net = build_network(job.tree, job.backbone, interface)
+    return grouping_blocker(net)
+
+
+def train_networks(
+    jobs: Sequence[TrainJob],
+    data: Mapping[str, Split],
+    interface: ModelInterface,
+    *,
+    fused: bool | None = None,
+    on_result: ResultCallback | None = None,
+) -> list[tuple[TreeNetwork, NetworkResult]]:
+    """Train every job; networks of one structure together (:func:`plan_groups`; none when
+    ``fused`` is False or, by default, ``$AUTOTASK_FUSED`` is 0). Returns
+    ``(network, result)`` per job, in order; ``on_result`` sees each as soon as it finishes."""
+    out: dict[int, tuple[TreeNetwork, NetworkResult]] = {}
+
+    def done(index: int, net: TreeNetwork, result: NetworkResult) -> None:
+        out[index] = (net, result)
+        if on_result is not None:
+            on_result(index, net, result)
+
+    for group in plan_groups(jobs, interface, fused=fused):
+        if len(group) > 1:
+            _train_group([(i, jobs[i]) for i in group], data, interface, done)
+            continue
+        job = jobs[group[0]]
+        net, result = train_network(
+            job.tree,
+            data,
+            interface,
+            backbone=job.backbone,
+            optimizer=job.optimizer,
+            balancer=job.balancer,
+            seed=job.seed,
+            on_epoch=job.on_epoch,
+        )
+        done(group[0], net, result)
+    return [out[i] for i in range(len(jobs))]
+
+
+def _note(reasons: set[str], reason: str) -> None:
+    if reason not in reasons:
+        reasons.add(reason)
+        logger.debug("training networks one after another: %s", reason)
+
+
+RngState = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _rng_state(device: torch.device) -> RngState:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@dataclass(eq=False)
+class _Member:
+    """One network of a group and everything that is its own."""
+
+    index: int  # the job's index in train_networks
+    slot: int  # its index in the group as built (GroupedTrees.store.sources)
+    job: TrainJob
+    net: TreeNetwork
+    tasks: list[str]
+    balancer: Balancer
+    perm: torch.Tensor  # its tasks' positions, in the order of ``tasks``
+    params: int
+    macs: int
+    rng: RngState
+    extra: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None] | None
+    seconds: float
+    best: list[torch.Tensor] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def result(self, status: Status, epoch: int, reason: str | None = None) -> NetworkResult:
+        return NetworkResult(
+            tasks=self.tasks,
+            status=status,
+            reason=reason,
+            best_epoch=self.best_epoch,
+            epochs_run=epoch,
+            params=self.params,
+            macs=self.macs,
+            history=self.history,
+            train_seconds=self.seconds,
+        )
+
+
+def _group_optimizer(
+    spec: OptimizerSpec, params: Sequence[torch.Tensor], device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """:func:`~autotask.train.loop.make_optimizer` with the fused (one-kernel) implementation
+    where torch has it: few large stacked tensors make the per-tensor loop the bottleneck."""
+    options: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    opt: torch.optim.Optimizer
+    if spec.name == "sgd":
+        opt = torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, **options
+        )
+    elif spec.name == "adamw":
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, **options)
+    else:
+        opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, **options)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs)
+        if spec.schedule == "cosine"
+        else None
+    )
+    return opt, sched
+
+
+def _stack(
+    split: Split, members: Sequence[_Member], positions: Sequence[Sequence[str]], sparse: bool
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Per position: the members' targets ``[K, N, ...]`` and masks ``[K, N]`` (None: all
+    labelled)."""
+    targets: list[torch.Tensor] = []
+    masks: list[torch.Tensor | None] = []
+    for p in range(len(positions[0])):
+        names = [positions[m.slot][p] for m in members]
+        targets.append(torch.stack([split.targets[t] for t in names]))
+        if sparse and all(bool(split.masks[t].all()) for t in names):
+            masks.append(None)
+        else:
+            masks.append(torch.stack([split.masks[t] for t in names]))
+    return targets, masks
+
+
+def _losses(
+    outputs: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor | None],
+    kinds: Sequence[str],
+) -> torch.Tensor:
+    """``[K, P]``: each network's mean loss per position over its labelled rows."""
+    columns = []
+    for kind, out, target, mask in zip(kinds, outputs, targets, masks, strict=True):
+        if out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()
+        k, b = out.shape[:2]
+        rows = row_losses(kind, out.flatten(0, 1), target.flatten(0, 1)).view(k, b)
+        if mask is None:
+            columns.append(rows.mean(dim=1))
+        else:
+            weight = mask.to(rows.dtype)
+            columns.append((rows * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0))
+    return torch.stack(columns, dim=1)
+
+
+def _clip_per_network(params: Sequence[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` on each network's slice of the stacked gradients."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    total = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+
+
+@contextmanager
+def _own_rng(member: _Member, device: torch.device) -> Iterator[None]:
+    """The member's own global RNG stream (for balancers that draw random numbers)."""
+    outside = _rng_state(device)
+    _set_rng_state(member.rng, device)
+    try:
+        yield
+    finally:
+        member.rng = _rng_state(device)
+        _set_rng_state(outside, device)
+
+
+def _build_member(
+    index: int, slot: int, job: TrainJob, interface: ModelInterface, device: torch.device
+) -> _Member:
+    """The network seeded and built exactly as ``train_network`` builds it."""
+    started = time.perf_counter()
+    seed_everything(job.seed)
+    net = build_network(job.tree, job.backbone, interface)
+    params, macs = count_parameters(net), count_macs(net, interface.input_shape)
+    net.to(device)
+    rng = _rng_state(device)
+    tasks = list(net.tasks)
+    bal = build_balancer(job.balancer.name, tasks, **job.balancer.params)
+    bal.attach(net)
+    own = bal.parameters()
+    extra = make_optimizer(job.optimizer, own) if own else None
+    return _Member(
+        index, slot, job, net, tasks, bal, torch.empty(0), params, macs, rng, extra,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _train_group(
+    jobs: Sequence[tuple[int, TrainJob]],
+    data: Mapping[str, Split],
+    interface: ModelInterface,
+    done: ResultCallback,
+) -> None:
+    """Train ``jobs`` (one signature, see :func:`plan_groups`) as one grouped model."""
+    train, val = data["train"], data["val"]
+    device = train.x.device
+    members = [_build_member(i, slot, job, interface, device) for slot, (i, job) in enumerate(jobs)]
+    first = members[0]
+    started = time.perf_counter()
+    spec = first.job.optimizer
+    group = GroupedTrees([m.net for m in members])
+    positions = group.positions
+    kinds = [interface.heads[t][0] for t in positions[0]]
+    for m in members:
+        m.perm = torch.tensor([positions[m.slot].index(t) for t in m.tasks], device=device)
+        m.best = group.snapshot(m.slot)
+    opt, sched = _group_optimizer(spec, group.parameters(), device)
+    constant = torch.zeros(len(members), len(kinds), device=device)
+    dynamic: list[_Member] = []
+    for row, m in enumerate(members):
+        if isinstance(m.balancer, _CONSTANT):
+            probe = torch.ones(len(m.tasks), device=device, requires_grad=True)
+            m.balancer.backward(probe, m.net)
+            assert probe.grad is not None
+            constant[row, m.perm] = probe.grad
+        else:
+            dynamic.append(m)
+    train_t, train_m = _stack(train, members, positions, sparse=True)
+    val_t, val_m = _stack(val, members, positions, sparse=True)
+    generator = seed_everything(first.job.seed)
+    n, bs = len(train), spec.batch_size
+    for m in members:  # the shared set-up, split evenly
+        m.seconds += (time.perf_counter() - started) / len(members)
+    epoch = 0
+
+    def finish(m: _Member, status: Status, reason: str | None = None) -> None:
+        row = members.index(m)
+        if status == "ok":
+            group.load_into(m.slot, m.best)
+            result = m.result("ok", epoch)
+            own = {t: interface.heads[t][0] for t in m.tasks}
+            result.val_metrics = evaluate_network(m.net, val, own)
+            result.test_metrics = evaluate_network(m.net, data["test"], own)
+            result.val_loss = m.best_loss
+        else:
+            group.load_into(m.slot, group.snapshot(row))
+            result = m.result(status, epoch, reason)
+        done(m.index, m.net, result)
+
+    def drop(gone: Sequence[_Member]) -> torch.Tensor | None:
+        """Remove finished members from the group; the kept rows (None if nothing changed)."""
+        nonlocal constant, train_t, train_m, val_t, val_m
+        if not gone:
+            return None
+        rows = [r for r, m in enumerate(members) if m not in gone]
+        for m in gone:
+            members.remove(m)
+            if m in dynamic:
+                dynamic.remove(m)
+        if not rows:
+            return torch.empty(0, dtype=torch.long, device=device)
+        group.keep(rows, opt)
+        keep = torch.tensor(rows, device=device)
+        constant = constant[keep]
+        train_t, val_t = [t[keep] for t in train_t], [t[keep] for t in val_t]
+        train_m = [None if x is None else x[keep] for x in train_m]
+        val_m = [None if x is None else x[keep] for x in val_m]
+        return keep
+
+    def charge(since: float) -> None:
+        share = (time.perf_counter() - since) / max(len(members), 1)
+        for m in members:
+            m.seconds += share
+
+    for epoch in range(1, spec.epochs + 1):  # finish() reads it
+        if not members:
+            break
+        tick = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        x = train.x[order]
+        targets = [t[:, order] for t in train_t]
+        masks = [None if mk is None else mk[:, order] for mk in train_m]
+        epoch_loss = torch.zeros(len(members), len(kinds), device=device)
+        for start in range(0, n, bs):
+            end = start + bs
+            outputs = group.forward(x[start:end], training=True)
+            losses = _losses(
+                outputs,
+                [t[:, start:end] for t in targets],
+                [None if mk is None else mk[:, start:end] for mk in masks],
+                kinds,
+            )
+            for p in group.parameters():
+                p.grad = None
+            for m in members:
+                if m.extra is not None:
+                    m.extra[0].zero_grad(set_to_none=True)
+            weights, failed = constant, []
+            if dynamic:
+                weights = constant.clone()
+                for m in dynamic:
+                    row = members.index(m)
+                    leaf = losses[row, m.perm].detach().clone().requires_grad_(True)
+                    try:
+                        if type(m.balancer).deterministic:
+                            m.balancer.backward(leaf, m.net)
+                        else:
+                            with _own_rng(m, device):
+                                m.balancer.backward(leaf, m.net)
+                    except TrialDiverged as exc:
+                        failed.append((m, f"{exc} at epoch {epoch}"))
+                        continue
+                    assert leaf.grad is not None
+                    weights[row, m.perm] = leaf.grad.to(weights.dtype)
+            torch.autograd.backward(losses, grad_tensors=weights)
+            if spec.grad_clip is not None:
+                _clip_per_network(group.parameters(), spec.grad_clip)
+            for m, reason in failed:  # before the step, as train_network returns there
+                charge(tick)
+                tick = time.perf_counter()
+                finish(m, "diverged", reason)
+            opt.step()
+            for m in members:
+                if m.extra is not None and all(m is not f for f, _ in failed):
+                    m.extra[0].step()
+            epoch_loss += losses.detach()
+            keep = drop([m for m, _ in failed])
+            if keep is not None and len(keep):
+                targets = [t[keep] for t in targets]
+                masks = [None if mk is None else mk[keep] for mk in masks]
+                epoch_loss = epoch_loss[keep]
+            if not members:
+                break
+        if not members:
+            break
+        if sched is not None:
+            sched.step()
+        for m in members:
+            if m.extra is not None and m.extra[1] is not None:
+                m.extra[1].step()
+        gone: list[tuple[_Member, str]] = []
+        for row, m in enumerate(members):
+            own = epoch_loss[row, m.perm]
+            if not bool(torch.isfinite(own).all()):
+                bad = [
+                    t for t, v in zip(m.tasks, own.tolist(), strict=True) if not math.isfinite(v)
+                ]
+                gone.append((m, f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"))
+                continue
+            try:
+                m.balancer.end_epoch(own * (bs / n))
+            except TrialDiverged as exc:
+                gone.append((m, f"{exc} at epoch {epoch}"))
+        charge(tick)
+        tick = time.perf_counter()
+        for m, why in gone:
+            finish(m, "diverged", why)
+        drop([m for m, _ in gone])
+        if not members:
+            break
+        val_losses = _validation(group, val.x, val_t, val_m, kinds).sum(dim=1).tolist()
+        stopped: list[tuple[_Member, Status, str | None]] = []
+        for row, m in enumerate(members):
+            val_loss = float(val_losses[row])
+            m.history.append(val_loss)
+            if not math.isfinite(val_loss):
+                stopped.append((m, "diverged", f"non-finite validation loss at epoch {epoch}"))
+                continue
+            if m.job.on_epoch is not None:
+                m.job.on_epoch(epoch, val_loss)
+            if val_loss < m.best_loss:
+                m.best_loss, m.best_epoch, m.stale = val_loss, epoch, 0
+                m.best = group.snapshot(row)
+            else:
+                m.stale += 1
+                if m.stale >= m.job.optimizer.patience:
+                    stopped.append((m, "ok", None))
+                    continue
+            if epoch == spec.epochs:
+                stopped.append((m, "ok", None))
+        charge(tick)
+        for m, status, note in stopped:
+            finish(m, status, note)
+        drop([m for m, _, _ in stopped])
+
+
+@torch.no_grad()
+def _validation(
+    group: GroupedTrees,
+    x: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor | None],
+    kinds: Sequence[str],
+) -> torch.Tensor:
+    """``[K, P]`` losses of every network on the whole split, in eval mode."""
+    chunks: list[list[torch.Tensor]] = []
+    for start in range(0, x.shape[0], EVAL_BATCH):
+        chunks.append(group.forward(x[start : start + EVAL_BATCH], training=False))
+    outputs = [torch.cat([c[p] for c in chunks], dim=1) for p in range(len(kinds))]
+    return _losses(outputs, targets, masks, kinds)
