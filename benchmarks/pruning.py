@@ -1,11 +1,15 @@
 """The same study with and without its pruner: epochs trained, wall time and best Δm.
 
 Runs ``autotask search`` (the real CLI, fresh database each run) on a study YAML twice per
-seed: once with the study's ``pruner`` (default ``median``), once with ``pruner: none``,
-alternating which runs first. Prints per seed and in total: the epochs the trials trained
-(pruned trials' partial networks included; baselines, the all-in-one network, the TAG
-grouping and the affinity estimate are the same in both runs and left out), trials
-completed and pruned, wall time, and the best validation and test Δm.
+seed: with ``pruner: none`` for ``--trials`` trials, and with ``--pruner`` for
+``--extra`` times as many, alternating which runs first. The pruned run's first
+``--trials`` trials are the same study with the pruner (same seed, deterministic on CPU);
+its further trials show what the saved epochs buy. Prints per seed and in total: the
+epochs the trials trained (pruned trials' partial networks included; baselines, the
+all-in-one network, the TAG grouping and the affinity estimate are the same in both runs
+and left out), trials completed and pruned, the trials' wall time, the best validation and test Δm
+at the same trial count, and the best validation Δm of the pruned run within the plain
+run's epochs (equal compute).
 
     python benchmarks/pruning.py [--study studies/digits.yaml] [--seeds 0 1 2] [--trials 40]
 """
@@ -18,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,40 +43,68 @@ def variant(study: Path, pruner: dict[str, Any], folder: Path, label: str) -> Pa
     return path
 
 
-def run(study: Path, db: Path, seed: int, trials: int) -> dict[str, Any]:
+def run(study: Path, db: Path, seed: int, trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials after ``autotask search --trials trials``, and the wall time."""
     env = {**os.environ, "AUTOTASK_THREADS": "1"}
     command = [sys.executable, "-m", "autotask", "search", str(study), "--storage"]
-    command += [f"sqlite:///{db}", "--seed", str(seed), "--trials", str(trials), "--json"]
-    started = time.perf_counter()
+    command += [f"sqlite:///{db}", "--seed", str(seed), "--trials", str(trials), "--quiet"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"autotask search failed: {done.stderr.strip().splitlines()[-1]}")
-    summary = json.loads(done.stdout)
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     (name,) = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    trials_run = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    return sorted(
+        optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False),
+        key=lambda t: t.number,
+    )
+
+
+def summary(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """Epochs, states, trial wall time (start to end of each trial) and best Δm."""
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    seconds = sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_complete is not None and t.datetime_start is not None
+    )
+    best = max(done, key=lambda t: t.user_attrs["delta_m_val"])
     return {
         "seconds": seconds,
-        "epochs": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials_run),
-        "complete": summary["trials"].get("COMPLETE", 0),
-        "pruned": summary["trials"].get("PRUNED", 0),
-        "best_val": summary["best"]["delta_m_val"],
-        "best_test": summary["best"]["delta_m_test"],
+        "epochs": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
+        "complete": len(done),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "best_val": best.user_attrs["delta_m_val"],
+        "best_test": best.user_attrs["delta_m_test"],
     }
+
+
+def best_within(trials: list[optuna.trial.FrozenTrial], epochs: int) -> tuple[float, int]:
+    """Best val Δm among the first trials whose epochs add up to at most ``epochs``."""
+    spent, best, count = 0, float("-inf"), 0
+    for trial in trials:
+        spent += int(trial.user_attrs.get("epochs_trained", 0))
+        if spent > epochs:
+            break
+        count += 1
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = max(best, float(trial.user_attrs["delta_m_val"]))
+    return best, count
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", type=Path, default=REPO / "studies" / "digits.yaml")
+    parser.add_argument("--study", type=Path, default=REPO / "studies" / "digits-pruned.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--pruner", default='{"name": "median"}', help="JSON pruner config")
+    parser.add_argument("--extra", type=float, default=2.0, help="pruned run: trials x this")
+    parser.add_argument("--pruner", default=None, help="JSON pruner (default: the study's)")
     args = parser.parse_args()
-    pruner = json.loads(args.pruner)
+    study_pruner = yaml.safe_load(args.study.read_text()).get("pruner") or {"name": "median"}
+    pruner = json.loads(args.pruner) if args.pruner else study_pruner
     header = ("seed", "variant", "epochs", "complete", "pruned", "wall s", "best val", "best test")
     print("{:>4} {:>8} {:>8} {:>8} {:>7} {:>8} {:>9} {:>9}".format(*header))
-    totals: dict[str, list[dict[str, Any]]] = {"plain": [], "pruned": []}
+    rows: dict[str, list[dict[str, Any]]] = {"plain": [], "pruned": []}
+    equal_compute: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         studies = {
@@ -82,29 +113,48 @@ def main() -> None:
         }
         for k, seed in enumerate(args.seeds):
             order = ["plain", "pruned"] if k % 2 == 0 else ["pruned", "plain"]
+            runs: dict[str, list[optuna.trial.FrozenTrial]] = {}
             for label in order:
-                row = run(studies[label], folder / f"{label}-{seed}.db", seed, args.trials)
-                totals[label].append(row)
+                count = args.trials if label == "plain" else int(args.trials * args.extra)
+                runs[label] = run(studies[label], folder / f"{label}-{seed}.db", seed, count)
+            for label, trials in (
+                ("plain", runs["plain"]),
+                ("pruned", runs["pruned"][: args.trials]),
+            ):
+                row = summary(trials)
+                rows[label].append(row)
                 print(
                     f"{seed:>4} {label:>8} {row['epochs']:>8} {row['complete']:>8} "
                     f"{row['pruned']:>7} {row['seconds']:>8.1f} {row['best_val']:>+9.2f} "
                     f"{row['best_test']:>+9.2f}"
                 )
-    plain, pruned = totals["plain"], totals["pruned"]
+            equal_compute.append(best_within(runs["pruned"], rows["plain"][-1]["epochs"]))
+            value, count = equal_compute[-1]
+            print(
+                f"{seed:>4} {'pruned':>8} within the plain run's epochs: {count} trials, "
+                f"best val {value:+.2f}"
+            )
+    plain, pruned = rows["plain"], rows["pruned"]
     epochs = sum(r["epochs"] for r in pruned) / sum(r["epochs"] for r in plain)
     wall = sum(r["seconds"] for r in pruned) / sum(r["seconds"] for r in plain)
-    diffs = [b["best_val"] - a["best_val"] for a, b in zip(plain, pruned, strict=True)]
+    same = [b["best_val"] - a["best_val"] for a, b in zip(plain, pruned, strict=True)]
     test = [b["best_test"] - a["best_test"] for a, b in zip(plain, pruned, strict=True)]
+    equal = [v - a["best_val"] for (v, _), a in zip(equal_compute, plain, strict=True)]
     print(
         f"pruner {pruner}: trial epochs {epochs:.2f}x ({100 * (1 - epochs):.0f}% fewer), "
-        f"wall time {wall:.2f}x"
+        f"trial wall time {wall:.2f}x"
     )
-    print(
-        "best Δm pruned - plain, val: "
-        + ", ".join(f"{d:+.2f}" for d in diffs)
-        + f" (mean {sum(diffs) / len(diffs):+.2f} pp); test: "
-        + ", ".join(f"{d:+.2f}" for d in test)
-    )
+    for name, diffs in (
+        ("same trials, val", same),
+        ("same trials, test", test),
+        ("equal epochs, val", equal),
+    ):
+        mean = sum(diffs) / len(diffs)
+        print(
+            f"best Δm pruned - plain, {name}: "
+            + ", ".join(f"{d:+.2f}" for d in diffs)
+            + f" (mean {mean:+.2f} pp)"
+        )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,10 @@ def build_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
             max_resource=_most_epochs(config),
             reduction_factor=pruner.reduction_factor,
         )
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=pruner.startup_trials, n_warmup_steps=pruner.warmup_epochs
+    return optuna.pruners.PercentilePruner(
+        pruner.percentile,
+        n_startup_trials=pruner.startup_trials,
+        n_warmup_steps=pruner.warmup_epochs,
     )
 
 

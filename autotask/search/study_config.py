@@ -129,7 +129,10 @@ class PrunerConfig(BaseModel):
 
     name: Literal["none", "median", "hyperband", "dominated"] = "median"
     startup_trials: int = Field(default=5, ge=0)
-    warmup_epochs: int = Field(default=5, ge=0)
+    warmup_epochs: int = Field(default=10, ge=0)
+    #: ``median``: prune below this percentile of the completed trials at the same epoch
+    #: (50: the median; lower prunes less).
+    percentile: float = Field(default=50.0, gt=0, lt=100)
     #: Hyperband's smallest budget (epochs) and its reduction factor.
     min_resource: int = Field(default=1, ge=1)
     reduction_factor: int = Field(default=3, ge=2)

@@ -55,7 +55,7 @@ def test_presets_load() -> None:
     assert pareto.multi_objective and pareto.objectives == ["delta_m", "cost"]
     pruned = load_study_config(root / "digits-pruned.yaml")
     assert pruned.pruner is not None and pruned.pruner.name == "median"
-    assert isinstance(build_pruner(pruned), optuna.pruners.MedianPruner)
+    assert isinstance(build_pruner(pruned), optuna.pruners.PercentilePruner)
     hyperband = pruned.model_copy(
         update={"pruner": pruned.pruner.model_copy(update={"name": "hyperband"})}
     )
