@@ -31,6 +31,7 @@ from autotask.suites.base import Split, TaskSuite
 from autotask.train.loop import EpochCallback, train_network
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
+from autotask.train.runtime import Runtime, RuntimeSpec, free_device_memory, place_splits
 
 __all__ = ["ArchitectureScore", "TrainingContext", "delta_m", "relative_change"]
 
@@ -91,12 +92,16 @@ class TrainingContext:
     baseline_backbone: BackboneSpec
     study_name: str | None = None
     on_network: NetworkCallback | None = None
+    #: precision, TF32, channels-last, compile on the data's device (default: plain fp32)
+    runtime: Runtime | None = None
     interface: ModelInterface = field(init=False)
     _macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     _baselines: dict[int, dict[str, NetworkResult]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.interface = interface_for(self.suite)
+        if self.runtime is None:
+            self.runtime = Runtime(self.data["train"].x.device)
 
     @classmethod
     def create(
@@ -109,9 +114,29 @@ class TrainingContext:
         baseline_optimizer: OptimizerSpec,
         baseline_backbone: BackboneSpec,
         study_name: str | None = None,
+        runtime: RuntimeSpec | None = None,
     ) -> TrainingContext:
-        data = {name: split.to(device) for name, split in suite.splits.items()}
-        return cls(suite, data, cache, seed, baseline_optimizer, baseline_backbone, study_name)
+        """The suite's splits placed for ``device`` (those over the runtime's data budget stay
+        on the host and are streamed batch by batch) under ``runtime`` (default settings:
+        bf16 autocast and TF32 on CUDA, fp32 elsewhere)."""
+        resolved = (runtime or RuntimeSpec()).resolve(device)
+        data = place_splits(suite.splits, resolved)
+        return cls(
+            suite,
+            data,
+            cache,
+            seed,
+            baseline_optimizer,
+            baseline_backbone,
+            study_name,
+            runtime=resolved,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where networks train (splits over the data budget stay on the host)."""
+        assert self.runtime is not None
+        return self.runtime.device
 
     @property
     def tasks(self) -> list[str]:
@@ -127,7 +152,10 @@ class TrainingContext:
         optimizer: OptimizerSpec,
         balancer: BalancerSpec,
     ) -> NetworkJob:
-        return NetworkJob(self.suite.key(), tree, backbone, optimizer, balancer, self.seed)
+        numerics = self.runtime.numerics() if self.runtime is not None else None
+        return NetworkJob(
+            self.suite.key(), tree, backbone, optimizer, balancer, self.seed, numerics
+        )
 
     def train(
         self,
@@ -147,6 +175,7 @@ class TrainingContext:
             seed=job.seed,
             on_epoch=on_epoch,
             observer_factory=observer_factory,
+            runtime=self.runtime,
         )
 
     def run(self, job: NetworkJob) -> tuple[NetworkResult, bool]:
@@ -160,6 +189,7 @@ class TrainingContext:
             if self.on_network is not None:
                 self.on_network(job.tree.describe())
             _, result = self.train(job, on_epoch=claim.heartbeat)
+            free_device_memory(self.runtime.device if self.runtime else None, collect=False)
             return self.cache.put(job, result, self.study_name), True
 
     def baseline_jobs(self) -> dict[str, NetworkJob]:

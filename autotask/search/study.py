@@ -30,6 +30,7 @@ from autotask.store.db import Database
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite
 from autotask.train.device import pick_device
+from autotask.train.runtime import free_device_memory
 
 __all__ = [
     "CONFIG_ATTR",
@@ -154,9 +155,7 @@ class SearchSession:
                 load_if_exists=True,
             )
             stored = study.user_attrs.get(CONFIG_ATTR)
-            current = config.model_dump(
-                mode="json", exclude={"trials", "timeout", "storage", "affinity"}
-            )
+            current = config.model_dump(mode="json", exclude=set(_NOT_IDENTITY))
             if stored is None:
                 study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
                 with warnings.catch_warnings():
@@ -176,7 +175,11 @@ class SearchSession:
             baseline_optimizer=space.optimizer.default(),
             baseline_backbone=space.backbone.default(suite.default_backbone),
             study_name=name,
+            runtime=config.runtime,
         )
+        assert context.runtime is not None
+        for option in space.balancers:
+            context.runtime.check_balancer(option.name)
         return cls(config, study, context, db.safe_url, study_lock(url, f"study:{name}"))
 
     def finished_trials(self) -> int:
@@ -271,8 +274,7 @@ def _first_line(exc: BaseException) -> str:
 def _free_memory() -> None:
     """Drop what a failed trial left behind (its tensors die with the traceback)."""
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_device_memory(collect=False)
 
 
 def _sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -302,7 +304,10 @@ def _setup_lock(url: str) -> StudyLock:
         raise StorageError(f"cannot use database URL {url!r}: {exc}") from None
 
 
+#: Study settings that may change between runs of one study: budget, storage, seeding, and
+#: the runtime (numerics-changing runtime settings are part of every network's cache key).
+_NOT_IDENTITY = ("trials", "timeout", "storage", "affinity", "runtime")
+
+
 def _identity(stored: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v for k, v in stored.items() if k not in ("trials", "timeout", "storage", "affinity")
-    }
+    return {k: v for k, v in stored.items() if k not in _NOT_IDENTITY}

@@ -11,6 +11,9 @@ Example (``studies/digits.yaml``)::
       estimator: lookahead    # lookahead | gradcos | pairwise | rsa
       settings: {every: 10}
       candidates: 10          # the best partitions are enqueued as the first trials
+    runtime:                  # optional: precision, tf32, channels_last, compile, data budget
+      precision: auto         # (autotask.train.runtime.RuntimeSpec); not part of the study's
+                              # identity: results under other numerics are cached apart
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
+from autotask.train.runtime import RuntimeSpec
 from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = ["AffinitySeeding", "StudyConfig", "SuiteConfig", "load_study_config"]
@@ -86,6 +90,7 @@ class StudyConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     storage: str | None = None
     affinity: AffinitySeeding | None = None
+    runtime: RuntimeSpec = RuntimeSpec()
 
     @field_validator("suite", mode="before")
     @classmethod
@@ -93,7 +98,7 @@ class StudyConfig(BaseModel):
         return {"name": value} if isinstance(value, str) else value
 
 
-_MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig, AffinitySeeding)
+_MODELS: tuple[type[BaseModel], ...] = (StudyConfig, SuiteConfig, AffinitySeeding, RuntimeSpec)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

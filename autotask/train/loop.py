@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -21,6 +21,7 @@ from autotask.train.losses import masked_loss
 from autotask.train.metrics import task_metric
 from autotask.train.observer import StepObserver, TrainStep
 from autotask.train.result import NetworkResult, Status
+from autotask.train.runtime import HostSplit, Runtime
 
 __all__ = [
     "EVAL_BATCH",
@@ -56,12 +57,24 @@ def make_optimizer(
     return opt, sched
 
 
+def _runtime_of(x: torch.Tensor, runtime: Runtime | None) -> Runtime:
+    """``runtime``, or plain fp32 on the device ``x`` lives on."""
+    return runtime if runtime is not None else Runtime(x.device)
+
+
 @torch.no_grad()
-def _predict(net: TreeNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _predict(
+    net: TreeNetwork, x: torch.Tensor, runtime: Runtime | None = None
+) -> dict[str, torch.Tensor]:
+    """Outputs in float32, in chunks; a split kept on the host gets its outputs there too."""
+    rt = _runtime_of(x, runtime)
+    channels_last = rt.uses_channels_last(net, tuple(x.shape[1:]))
     outputs: dict[str, list[torch.Tensor]] = {}
     for start in range(0, x.shape[0], EVAL_BATCH):
-        for task, out in net(x[start : start + EVAL_BATCH]).items():
-            outputs.setdefault(task, []).append(out)
+        with rt.autocast():
+            chunk = net(rt.batch(x[start : start + EVAL_BATCH], channels_last))
+        for task, out in chunk.items():
+            outputs.setdefault(task, []).append(out.float().to(x.device))
     return {t: torch.cat(chunks) for t, chunks in outputs.items()}
 
 
@@ -90,26 +103,95 @@ def _shuffle(split: Split, masks: MaskMap, order: torch.Tensor) -> tuple[Split, 
     return Split(split.x[order], targets, {}), shuffled
 
 
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor | None]]
+
+
+def _gather(t: torch.Tensor, rows: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Rows of a host tensor, gathered into pinned memory (with CUDA) and sent asynchronously."""
+    pin = t.is_pinned()
+    out = torch.empty((rows.numel(), *t.shape[1:]), dtype=t.dtype, pin_memory=pin)
+    torch.index_select(t, 0, rows, out=out)
+    return out.to(runtime.device, non_blocking=pin)
+
+
+def _batches(
+    split: Split,
+    masks: MaskMap,
+    order: torch.Tensor,
+    batch_size: int,
+    runtime: Runtime,
+    channels_last: bool,
+) -> Iterator[Batch]:
+    """One epoch of ``(inputs, targets, masks)`` batches on the runtime's device.
+
+    A split on the device is shuffled by one gather per tensor; a split kept on the host
+    is gathered batch by batch from the host-side ``order`` (the same rows in the same
+    batches, so both give the same training).
+    """
+    n = len(split)
+    if not isinstance(split, HostSplit) and split.x.device == runtime.device:
+        data, shuffled = _shuffle(split, masks, order.to(runtime.device, non_blocking=True))
+        for start in range(0, n, batch_size):
+            end = start + batch_size
+            yield (
+                runtime.batch(data.x[start:end], channels_last),
+                {t: y[start:end] for t, y in data.targets.items()},
+                {t: None if m is None else m[start:end] for t, m in shuffled.items()},
+            )
+        return
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        yield (
+            runtime.batch(_gather(split.x, rows, runtime), channels_last),
+            {t: _gather(y, rows, runtime) for t, y in split.targets.items()},
+            {t: None if m is None else _gather(m, rows, runtime) for t, m in masks.items()},
+        )
+
+
 def validation_losses(
-    net: TreeNetwork, split: Split, kinds: Mapping[str, str], masks: MaskMap
+    net: TreeNetwork,
+    split: Split,
+    kinds: Mapping[str, str],
+    masks: MaskMap,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
     """Per-task losses of ``net`` on ``split`` in eval mode."""
     was_training = net.training
     net.eval()
-    outputs = _predict(net, split.x)
+    outputs = _predict(net, split.x, runtime)
     net.train(was_training)
     return _task_losses(outputs, split.targets, masks, kinds, list(net.tasks))
 
 
-def evaluate_network(net: TreeNetwork, split: Split, kinds: Mapping[str, str]) -> dict[str, float]:
+def evaluate_network(
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str], runtime: Runtime | None = None
+) -> dict[str, float]:
     """Per-task metrics of ``net`` on ``split`` (eval mode)."""
     was_training = net.training
     net.eval()
-    outputs = _predict(net, split.x)
+    outputs = _predict(net, split.x, runtime)
     net.train(was_training)
     return {
         t: task_metric(kinds[t], outputs[t], split.targets[t], split.masks[t]) for t in net.tasks
     }
+
+
+def _optimizer_step(
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    net: TreeNetwork,
+    grad_clip: float | None,
+) -> None:
+    """Clip (unscaled gradients) and step; with a GradScaler, a step with inf/NaN is skipped."""
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
 
 
 def train_network(
@@ -123,8 +205,10 @@ def train_network(
     seed: int,
     on_epoch: EpochCallback | None = None,
     observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
-    """Train ``tree`` on ``data`` (splits already on the target device).
+    """Train ``tree`` on ``data`` (splits on ``runtime.device``, or on the host for splits
+    too large for it: see :func:`autotask.train.runtime.place_splits`).
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the
     network's tasks), stops after ``optimizer.patience`` epochs without improvement,
@@ -133,18 +217,29 @@ def train_network(
     ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising.
     ``observer_factory(net)``, once the network is built, gives an observer that sees every
     training step before and after its backward pass (the affinity estimators measure there).
+    ``runtime`` (default: plain fp32 on the training split's device) sets the precision
+    (autocast around forward and losses, a GradScaler for fp16), TF32, channels-last and
+    torch.compile.
     """
     started = time.perf_counter()
     generator = seed_everything(seed)
-    device = data["train"].x.device
+    rt = _runtime_of(data["train"].x, runtime)
+    rt.check_balancer(balancer.name)
+    rt.apply_backend_flags()
+    device = rt.device
     net = build_network(tree, backbone, interface)
     params, macs = count_parameters(net), count_macs(net, interface.input_shape)
     net.to(device)
+    channels_last = rt.uses_channels_last(net, interface.input_shape)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     tasks = list(net.tasks)
     kinds = {t: interface.heads[t][0] for t in tasks}
     bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
     bal.attach(net)
     opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
+    scaler = rt.grad_scaler()
+    restore_forward = rt.compile_network(net)
     observer = None if observer_factory is None else observer_factory(net)
 
     train, val = data["train"], data["val"]
@@ -155,6 +250,7 @@ def train_network(
     stale, epoch, step = 0, 0, 0
 
     def result(status: Status, reason: str | None = None) -> NetworkResult:
+        restore_forward()  # training ends here: the network is returned with plain forwards
         return NetworkResult(
             tasks=tasks,
             status=status,
@@ -169,28 +265,23 @@ def train_network(
 
     net.train()
     for epoch in range(1, optimizer.epochs + 1):
-        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        epoch_data, epoch_masks = _shuffle(train, train_masks, order)
+        order = torch.randperm(n, generator=generator)
         epoch_loss = torch.zeros(len(tasks), device=device)
         try:
-            for start in range(0, n, bs):
-                end = start + bs
-                targets = {t: y[start:end] for t, y in epoch_data.targets.items()}
-                masks = {t: None if m is None else m[start:end] for t, m in epoch_masks.items()}
-                batch = epoch_data.x[start:end]
-                losses = _task_losses(net(batch), targets, masks, kinds, tasks)
+            for batch, targets, masks in _batches(train, train_masks, order, bs, rt, channels_last):
+                with rt.autocast():
+                    losses = _task_losses(net(batch), targets, masks, kinds, tasks)
                 opt.zero_grad(set_to_none=True)
+                backward_losses = losses if scaler is None else scaler.scale(losses)
                 if observer is None:
-                    bal.backward(losses, net)
+                    bal.backward(backward_losses, net)
                 else:
                     current = TrainStep(step, epoch, net, opt, batch, targets, masks, losses, kinds)
                     observer.before_backward(current)
-                    bal.backward(losses, net)
+                    bal.backward(backward_losses, net)
                     observer.after_backward(current)
                 step += 1
-                if optimizer.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), optimizer.grad_clip)
-                opt.step()
+                _optimizer_step(opt, scaler, net, optimizer.grad_clip)
                 epoch_loss += losses.detach()
         except TrialDiverged as exc:  # the balancer could not produce a finite update
             return net, result("diverged", f"{exc} at epoch {epoch}")
@@ -207,7 +298,7 @@ def train_network(
             bal.end_epoch(epoch_loss * (bs / n))
         except TrialDiverged as exc:
             return net, result("diverged", f"{exc} at epoch {epoch}")
-        val_loss = float(validation_losses(net, val, kinds, val_masks).sum())
+        val_loss = float(validation_losses(net, val, kinds, val_masks, rt).sum())
         history.append(val_loss)
         if not math.isfinite(val_loss):
             return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
@@ -223,7 +314,7 @@ def train_network(
 
     net.load_state_dict(best_state)
     final = result("ok")
-    final.val_metrics = evaluate_network(net, val, kinds)
-    final.test_metrics = evaluate_network(net, data["test"], kinds)
+    final.val_metrics = evaluate_network(net, val, kinds, rt)
+    final.test_metrics = evaluate_network(net, data["test"], kinds, rt)
     final.val_loss = best_loss
     return net, final

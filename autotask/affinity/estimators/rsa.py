@@ -66,7 +66,7 @@ class RepresentationSimilarity(AffinityEstimator):
                 f"affinity estimator 'rsa': stage {stage} is out of range for a backbone "
                 f"with {n_stages} stages"
             )
-        probe = context.data["val"].x[: self.settings["probe_rows"]]
+        probe = context.data["val"].x[: self.settings["probe_rows"]].to(context.device)
         rdms: list[list[FloatArray]] = []
         for done, task in enumerate(tasks, start=1):
             rdms.append(stage_rdms(_train_single(context, task), probe))
