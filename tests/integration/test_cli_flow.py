@@ -33,6 +33,7 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert run.returncode == 0, run.stderr
     assert "Best architecture" in run.stdout
     assert "all-in-one network" in run.stdout
+    assert run.stderr.count("device: ") == 1  # the device and resolved precision, once
     return root
 
 
@@ -74,10 +75,13 @@ def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_stu
         "0,1",
         "--json",
         "eval.json",
+        "--precision",
+        "fp32",
         "--quiet",
         cwd=finished_study,
     )
     assert run.returncode == 0, run.stderr
+    assert run.stderr.count("device: ") == 1 and ", fp32" in run.stderr
     result = json.loads((finished_study / "eval.json").read_text())
     import yaml
 

@@ -18,9 +18,10 @@ from torch import nn
 from autotask.errors import ConfigError
 from autotask.models import interface_for
 from autotask.models.tree import TreeNetwork
+from autotask.search.evaluate import runtime_settings
 from autotask.search.scoring import TrainingContext
 from autotask.search.study_config import load_study_config
-from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, load_spec
 from autotask.store.cache import MemoryCache, NetworkJob
 from autotask.suites.base import Split, Task, TaskSuite
 from autotask.train.loop import train_network
@@ -179,6 +180,18 @@ def test_study_yaml_takes_a_runtime_section(tmp_path: Path) -> None:
     path.write_text("name: s\nsuite: digits\nruntime: {channels_lats: true}\n")
     with pytest.raises(ConfigError, match="did you mean 'channels_last'"):
         load_study_config(path)
+
+
+def test_evaluate_reads_the_architecture_files_runtime(tmp_path: Path) -> None:
+    path = tmp_path / "arch.yaml"
+    path.write_text(
+        "suite: digits\nnetworks: [{tasks: [digit]}]\nruntime: {precision: bf16, tf32: false}\n"
+    )
+    assert runtime_settings(path) == RuntimeSpec(precision="bf16", tf32=False)
+    assert runtime_settings(path, {"precision": "fp32"}).precision == "fp32"
+    assert load_spec(path).tasks == ["digit"]  # the spec itself ignores the section
+    with pytest.raises(ConfigError, match="precision"):
+        runtime_settings(path, {"precision": "half"})
 
 
 # --- cache key ------------------------------------------------------------------------
