@@ -55,6 +55,8 @@ DATA_BUDGET_ENV = "AUTOTASK_DATA_BUDGET_MB"
 #: Balancers whose update scales linearly with the losses and that never inspect gradients
 #: for finiteness, so a GradScaler's scaled losses and skipped steps are exact for them.
 FP16_BALANCERS = ("equal", "static")
+#: Compiled variants kept per forward function (dynamo's ``recompile_limit``, default 8).
+COMPILE_VARIANTS = 256
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -225,6 +227,10 @@ class Runtime:
         # gradient balancers run several backward passes through one graph (retain_graph),
         # which compiled backward functions with donated buffers refuse
         torch._functorch.config.donated_buffer = False
+        # every block shares its class's forward: one compiled variant per block structure
+        # (stage slice, head kind) of the trees a search trains, more than dynamo's default
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILE_VARIANTS)
         for module in modules:
             module.forward = torch.compile(module.forward, backend=self.compile_backend)
 
