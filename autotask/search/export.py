@@ -53,6 +53,9 @@ def exported_document(
         },
         "study": {"name": study.study_name, "trial": trial.number, "seed": config.seed},
     }
+    runtime = config.runtime.model_dump(mode="json", exclude_defaults=True)
+    if runtime:  # the study's own settings, so `autotask evaluate` trains the same way
+        info["runtime"] = runtime
     return full, info
 
 
