@@ -159,6 +159,15 @@ class Runtime:
             out["tf32"] = True
         return out
 
+    @staticmethod
+    def all_numerics() -> list[dict[str, Any]]:
+        """Every value :meth:`numerics` can take, plain fp32 first."""
+        return [
+            Runtime(torch.device("cuda"), precision=p, tf32=t).numerics()
+            for p in ("fp32", "bf16", "fp16")
+            for t in (False, True)
+        ]
+
     def describe(self) -> str:
         """One line for the console, e.g. ``cuda:0, bf16 autocast, tf32, channels-last``."""
         parts = [

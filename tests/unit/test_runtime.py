@@ -480,3 +480,53 @@ def test_cuda_inductor_compile_trains() -> None:
         make_tiny_suite(), Runtime(torch.device("cuda"), compile_backend="inductor"), tree=BRANCHED
     )
     assert result.status == "ok" and finite(result)
+
+
+# --- selection over a study's cache ------------------------------------------------------
+
+POOL_STUDY = """
+name: pool
+suite: {name: digits, seed: 0, tasks: [digit, parity]}
+search_space: {optimizer: {epochs: 2}}
+trials: 1
+"""
+
+
+def test_study_pool_keeps_to_the_numerics_of_its_baselines(tmp_path: Path) -> None:
+    """fp32 and bf16 results of one study sit in one cache: the pool takes those trained
+    like the recorded baselines, and never compares one precision with the other."""
+    from autotask.affinity.study_pool import study_pool
+    from autotask.search.study import BASELINES_ATTR, SearchSession
+
+    (tmp_path / "pool.yaml").write_text(POOL_STUDY)
+    url = f"sqlite:///{tmp_path / 'pool.db'}"
+    session = SearchSession.open(load_study_config(tmp_path / "pool.yaml"), storage=url)
+    ctx = session.context
+    pair = TaskTree(tasks=("digit", "parity"))
+
+    def fill(runtime: Runtime, base: dict[str, float], joint: float) -> None:
+        ctx.runtime = runtime
+        for task, job in ctx.baseline_jobs().items():
+            result = NetworkResult([task], "ok", {task: base[task]}, {task: base[task]}, macs=100)
+            ctx.cache.put(job, result, "pool")
+        job = ctx.job(pair, ctx.baseline_backbone, ctx.baseline_optimizer, BalancerSpec())
+        metrics = {"digit": joint, "parity": joint}
+        ctx.cache.put(job, NetworkResult(["digit", "parity"], "ok", metrics, metrics, macs=100), "")
+
+    cpu = torch.device("cpu")
+    fill(Runtime(cpu), {"digit": 0.8, "parity": 0.9}, joint=0.85)
+    fill(Runtime(cpu, precision="bf16"), {"digit": 0.7, "parity": 0.6}, joint=0.95)
+
+    def names_and_values(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
+        session.study.set_user_attr(
+            BASELINES_ATTR, {t: {"val": v, "test": v} for t, v in recorded.items()}
+        )
+        return study_pool("pool", url).test  # network -> task -> Δm contribution
+
+    fp32 = names_and_values({"digit": 0.8, "parity": 0.9})
+    bf16 = names_and_values({"digit": 0.7, "parity": 0.6})
+    assert len(fp32) == len(bf16) == 3  # two baselines and the pair, once each
+    joint_fp32 = next(v for n, v in fp32.items() if "parity" in n and "digit" in n)
+    joint_bf16 = next(v for n, v in bf16.items() if "parity" in n and "digit" in n)
+    assert joint_fp32["digit"] == pytest.approx(100 * (0.85 - 0.8) / 0.8)
+    assert joint_bf16["digit"] == pytest.approx(100 * (0.95 - 0.7) / 0.7)
