@@ -289,8 +289,9 @@ class ArchitectureSpec(_Canonical):
             raise ConfigError(format_validation_error(exc, source, _SPEC_MODELS)) from None
 
 
-#: Keys an exported file may carry besides the spec (informational, ignored when loading).
-INFO_KEYS = ("metrics", "study", "baseline")
+#: Keys an exported file may carry besides the spec (informational, or read by
+#: ``autotask evaluate``: ``runtime``), ignored when loading the spec.
+INFO_KEYS = ("metrics", "study", "baseline", "runtime")
 
 
 def load_spec(path: str | Path) -> ArchitectureSpec:

@@ -7,13 +7,14 @@ is a candidate. Its metric for task ``t`` is ``t``'s contribution to Δm: the si
 relative change (percent) of its validation metric against ``t``'s single-task
 baseline (higher is better), so that the mean over tasks of a selection is exactly the
 selection's validation Δm. Its cost is its MACs over the mean MACs of the single-task
-baselines (the study's cost unit).
+baselines (the study's cost unit). Only networks trained under the numerics (precision,
+TF32) of the study's recorded baselines are candidates.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,11 @@ from autotask.errors import StorageError
 from autotask.search.params import Choice, Range
 from autotask.search.scoring import relative_change
 from autotask.search.study import BASELINES_ATTR, build_suite, load_study
-from autotask.spec import BalancerSpec, TaskTree
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import DatabaseCache, NetworkJob
 from autotask.store.models import GroupResultRow
 from autotask.train.result import NetworkResult
+from autotask.train.runtime import Runtime
 
 __all__ = ["StudyPool", "pool_from_results", "study_pool"]
 
@@ -106,19 +108,25 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
     epochs = space.optimizer.epochs
     fixed_epochs = None if isinstance(epochs, Range | Choice) else epochs
     suite_key = suite.key()
-    baseline_keys = {
-        t: NetworkJob(
-            suite_key,
-            TaskTree(tasks=(t,)),
-            space.backbone.default(suite.default_backbone),
-            space.optimizer.default(),
-            BalancerSpec(),
-            config.seed,
-        ).key
-        for t in tasks
-    }
+
+    def baseline_keys_under(numerics: dict[str, Any]) -> dict[str, str]:
+        return {
+            t: NetworkJob(
+                suite_key,
+                TaskTree(tasks=(t,)),
+                space.backbone.default(suite.default_backbone),
+                space.optimizer.default(),
+                BalancerSpec(),
+                config.seed,
+                numerics,
+            ).key
+            for t in tasks
+        }
+
     rows = DatabaseCache(db).rows(suite_key)
     by_key = {row.key: row for row in rows}
+    numerics = _baseline_numerics(by_key, baselines, baseline_keys_under)
+    baseline_keys = baseline_keys_under(numerics)
     baseline_macs: dict[str, int] = {}
     for task, key in baseline_keys.items():
         row = by_key.get(key)
@@ -132,6 +140,8 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
     for row in rows:
         if not _usable(row, set(tasks), config.seed, fixed_epochs):
             continue
+        if _row_numerics(row) != numerics:
+            continue
         result = NetworkResult.from_dict(row.result)
         name = _network_name(row, names)
         names.add(name)
@@ -143,6 +153,44 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
         higher,
         baseline_macs,
     )
+
+
+def _baseline_numerics(
+    by_key: Mapping[str, GroupResultRow],
+    recorded: Mapping[str, Any],
+    keys_under: Callable[[dict[str, Any]], dict[str, str]],
+) -> dict[str, Any]:
+    """The numerics of the study's baselines: those whose cached single-task networks have
+    the recorded baseline metrics (a study resumed under other numerics records the
+    latest); plain fp32 where none matches."""
+    complete = []
+    for numerics in Runtime.all_numerics():
+        rows = {t: by_key.get(k) for t, k in keys_under(numerics).items()}
+        if all(row is not None for row in rows.values()):
+            complete.append(numerics)
+            if all(
+                row is not None
+                and row.result.get("val_metrics", {}).get(t) == recorded.get(t, {}).get("val")
+                for t, row in rows.items()
+            ):
+                return numerics
+    return complete[0] if complete else {}
+
+
+def _row_numerics(row: GroupResultRow) -> dict[str, Any] | None:
+    """The numerics a cached network was trained under (its key is recomputed for each)."""
+    job = (
+        row.suite_key,
+        TaskTree.model_validate(row.tree),
+        BackboneSpec.model_validate(row.backbone),
+        OptimizerSpec.model_validate(row.optimizer),
+        BalancerSpec.model_validate(row.balancer),
+        row.seed,
+    )
+    for numerics in Runtime.all_numerics():
+        if NetworkJob(*job, numerics).key == row.key:
+            return numerics
+    return None
 
 
 def _usable(row: GroupResultRow, tasks: set[str], seed: int, epochs: Any) -> bool:

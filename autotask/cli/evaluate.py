@@ -28,6 +28,9 @@ def evaluate(
     seeds: str = typer.Option("0", help="Comma-separated seeds, e.g. 0,1,2."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
+    precision: str | None = typer.Option(
+        None, help="auto, bf16, fp16 or fp32 (overrides the file's runtime.precision)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Train the architecture (and its single-task baselines) per seed; print metrics and Δm."""
@@ -36,7 +39,14 @@ def evaluate(
         if not quiet:
             err.print(f"training {name}")
 
-    evaluation = evaluate_architecture(config, _parse_seeds(seeds), device, on_network)
+    evaluation = evaluate_architecture(
+        config,
+        _parse_seeds(seeds),
+        device,
+        on_network,
+        runtime=None if precision is None else {"precision": precision},
+        on_runtime=lambda rt: err.print(f"device: {rt.describe()}"),
+    )
     summary = evaluation.summary()
     rows = [
         (

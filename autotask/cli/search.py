@@ -50,6 +50,13 @@ SQLITE_MAX_WORKERS = 4
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
 
 
+def print_runtime(session: SearchSession) -> None:
+    """The device and resolved runtime (precision, TF32, ...), once per process."""
+    runtime = session.context.runtime
+    if runtime is not None:
+        err.print(f"device: {runtime.describe()}")
+
+
 def _best_line(study: optuna.Study) -> str:
     try:
         trial = best_trial(study)
@@ -87,6 +94,7 @@ def search(
             pool_size,
         )
     session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
+    print_runtime(session)
     budget = trials or config.trials
     study = session.study
     with progress_bar(quiet or json_out) as progress:

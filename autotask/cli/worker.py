@@ -10,7 +10,7 @@ import typer
 
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
-from autotask.cli.search import STORAGE_HELP
+from autotask.cli.search import STORAGE_HELP, print_runtime
 from autotask.search.storage import resolve_storage_url
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
@@ -47,6 +47,7 @@ def worker(
     session = SearchSession.open(
         config, storage=url, study_name=study_name, seed=seed, device=device
     )
+    print_runtime(session)
     budget = trials or config.trials
     study = session.study
     with progress_bar(quiet) as progress:

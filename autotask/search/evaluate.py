@@ -15,6 +15,7 @@ from autotask.search.study_config import SuiteConfig
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
 from autotask.store.cache import MemoryCache
 from autotask.train.device import pick_device
+from autotask.train.runtime import Runtime, RuntimeSpec, parse_runtime
 from autotask.validation import read_yaml_mapping
 
 __all__ = ["Evaluation", "evaluate_architecture"]
@@ -74,15 +75,30 @@ def _baseline_settings(
     return optimizer, BackboneSpec.model_validate(backbone) if backbone else spec.backbone
 
 
+def runtime_settings(path: Path, overrides: dict[str, Any] | None = None) -> RuntimeSpec:
+    """The file's ``runtime:`` mapping (default settings without one), with ``overrides``."""
+    recorded = read_yaml_mapping(path).get("runtime") or {}
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{path}: runtime must be a mapping")
+    return parse_runtime({**recorded, **(overrides or {})}, f"{path}: runtime")
+
+
 def evaluate_architecture(
     path: str | Path,
     seeds: Sequence[int],
     device: str | None = None,
     on_network: Callable[[str], None] | None = None,
+    runtime: dict[str, Any] | None = None,
+    on_runtime: Callable[[Runtime], None] | None = None,
 ) -> Evaluation:
-    """Train the architecture in ``path`` (and its single-task baselines) once per seed."""
+    """Train the architecture in ``path`` (and its single-task baselines) once per seed.
+
+    Runtime settings come from the file's ``runtime:`` mapping, updated by ``runtime``;
+    ``on_runtime`` sees them resolved for the device once, before training.
+    """
     path = Path(path)
     spec = load_spec(path)
+    settings = runtime_settings(path, runtime)
     if spec.suite is None:
         raise ConfigError(f"{path}: the architecture names no suite (add 'suite: {{name: ...}}')")
     suite = build_suite(SuiteConfig.model_validate(spec.suite.model_dump()))
@@ -103,7 +119,16 @@ def evaluate_architecture(
             device=torch_device,
             baseline_optimizer=baseline_optimizer,
             baseline_backbone=backbone,
+            runtime=settings,
         )
+        assert context.runtime is not None
+        if seed == seeds[0]:
+            context.runtime.check_balancer(spec.balancer.name)
+            for tree in spec.networks:
+                if tree.balancer is not None:
+                    context.runtime.check_balancer(tree.balancer.name)
+            if on_runtime is not None:
+                on_runtime(context.runtime)
         context.on_network = on_network
         scores[seed] = context.score(spec)
     return Evaluation(spec, scores)

@@ -53,6 +53,9 @@ def exported_document(
     }
     if "secondary" in trial.user_attrs:
         info["metrics"]["secondary"] = trial.user_attrs["secondary"]
+    runtime = config.runtime.model_dump(mode="json", exclude_defaults=True)
+    if runtime:  # the study's own settings, so `autotask evaluate` trains the same way
+        info["runtime"] = runtime
     return full, info
 
 

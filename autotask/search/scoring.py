@@ -33,6 +33,13 @@ from autotask.train.fused import TrainJob, fused_enabled, train_networks
 from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, train_epochs, train_network
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
+from autotask.train.runtime import (
+    HostSplit,
+    Runtime,
+    RuntimeSpec,
+    free_device_memory,
+    place_splits,
+)
 
 __all__ = [
     "ArchitectureScore",
@@ -111,6 +118,8 @@ class TrainingContext:
     on_network: NetworkCallback | None = None
     #: train networks of one structure together (None: ``$AUTOTASK_FUSED``, on by default)
     fused: bool | None = None
+    #: precision, TF32, channels-last, compile on the data's device (default: plain fp32)
+    runtime: Runtime | None = None
     interface: ModelInterface = field(init=False)
     _tree_macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     #: Epochs trained by the last lockstep score before it was stopped (pruned, diverged or
@@ -120,6 +129,8 @@ class TrainingContext:
 
     def __post_init__(self) -> None:
         self.interface = interface_for(self.suite)
+        if self.runtime is None:
+            self.runtime = Runtime(self.data["train"].x.device)
 
     @classmethod
     def create(
@@ -132,9 +143,29 @@ class TrainingContext:
         baseline_optimizer: OptimizerSpec,
         baseline_backbone: BackboneSpec,
         study_name: str | None = None,
+        runtime: RuntimeSpec | None = None,
     ) -> TrainingContext:
-        data = {name: split.to(device) for name, split in suite.splits.items()}
-        return cls(suite, data, cache, seed, baseline_optimizer, baseline_backbone, study_name)
+        """The suite's splits placed for ``device`` (those over the runtime's data budget stay
+        on the host and are streamed batch by batch) under ``runtime`` (default settings:
+        bf16 autocast and TF32 on CUDA, fp32 elsewhere)."""
+        resolved = (runtime or RuntimeSpec()).resolve(device)
+        data = place_splits(suite.splits, resolved)
+        return cls(
+            suite,
+            data,
+            cache,
+            seed,
+            baseline_optimizer,
+            baseline_backbone,
+            study_name,
+            runtime=resolved,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where networks train (splits over the data budget stay on the host)."""
+        assert self.runtime is not None
+        return self.runtime.device
 
     @property
     def tasks(self) -> list[str]:
@@ -150,7 +181,10 @@ class TrainingContext:
         optimizer: OptimizerSpec,
         balancer: BalancerSpec,
     ) -> NetworkJob:
-        return NetworkJob(self.suite.key(), tree, backbone, optimizer, balancer, self.seed)
+        numerics = self.runtime.numerics() if self.runtime is not None else None
+        return NetworkJob(
+            self.suite.key(), tree, backbone, optimizer, balancer, self.seed, numerics
+        )
 
     def train(
         self,
@@ -170,6 +204,7 @@ class TrainingContext:
             seed=job.seed,
             on_epoch=on_epoch,
             observer_factory=observer_factory,
+            runtime=self.runtime,
         )
 
     def run(self, job: NetworkJob) -> tuple[NetworkResult, bool]:
@@ -183,6 +218,7 @@ class TrainingContext:
             if self.on_network is not None:
                 self.on_network(job.tree.describe())
             _, result = self.train(job, on_epoch=claim.heartbeat)
+            free_device_memory(self.runtime.device if self.runtime else None, collect=False)
             return self.cache.put(job, result, self.study_name), True
 
     def run_many(self, jobs: Sequence[NetworkJob]) -> list[tuple[NetworkResult, bool]]:
@@ -193,7 +229,7 @@ class TrainingContext:
         workers never wait on each other), and stored as soon as its network finishes.
         """
         fused = fused_enabled() if self.fused is None else self.fused
-        if not fused or len(jobs) < 2:
+        if not fused or len(jobs) < 2 or not self._plain_runtime():
             return [self.run(job) for job in jobs]
         found: dict[str, tuple[NetworkResult, bool]] = {}
         todo: dict[str, NetworkJob] = {}
@@ -236,6 +272,15 @@ class TrainingContext:
             out.append((result, trained and job.key not in seen))
             seen.add(job.key)
         return out
+
+    def _plain_runtime(self) -> bool:
+        """Whether training is plain fp32 on splits held on the device: the grouped models
+        of fused training apply no autocast, channels-last, compile or batch streaming."""
+        runtime = self.runtime
+        if runtime is None:
+            return True
+        plain = not (runtime.numerics() or runtime.channels_last or runtime.compile_backend)
+        return plain and not any(isinstance(split, HostSplit) for split in self.data.values())
 
     def baseline_jobs(self) -> dict[str, NetworkJob]:
         """Single-task networks with the baseline settings and equal weighting."""
@@ -430,6 +475,7 @@ class TrainingContext:
             seed=job.seed,
             on_epoch=heartbeat,
             epoch_metrics=True,
+            runtime=self.runtime,
         )
 
 

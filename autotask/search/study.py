@@ -38,6 +38,7 @@ from autotask.store.db import Database
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite_for_tasks
 from autotask.train.device import pick_device
+from autotask.train.runtime import free_device_memory
 
 __all__ = [
     "CONFIG_ATTR",
@@ -182,7 +183,11 @@ class SearchSession:
             baseline_optimizer=space.optimizer.default(),
             baseline_backbone=space.backbone.default(suite.default_backbone),
             study_name=name,
+            runtime=config.runtime,
         )
+        assert context.runtime is not None
+        for option in space.balancers:
+            context.runtime.check_balancer(option.name)
         return cls(config, study, context, db.safe_url, study_lock(url, f"study:{name}"))
 
     def finished_trials(self) -> int:
@@ -308,8 +313,7 @@ def _first_line(exc: BaseException) -> str:
 def _free_memory() -> None:
     """Drop what a failed trial left behind (its tensors die with the traceback)."""
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_device_memory(collect=False)
 
 
 def best_spec(study: optuna.Study) -> ArchitectureSpec:

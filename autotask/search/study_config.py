@@ -15,6 +15,9 @@ Example (``studies/digits.yaml``)::
     sampler: tpe              # tpe | nsga2 | random, or {name: nsga2, population_size: 20}
     cost_budget: 4.0          # optional: architectures costing more are infeasible
     pruner: median            # none | median | hyperband (one objective); dominated (two)
+    runtime:                  # optional: precision, tf32, channels_last, compile, data budget
+      precision: auto         # (autotask.train.runtime.RuntimeSpec); results under other
+                              # numerics are cached apart
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pydantic import (
 
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
+from autotask.train.runtime import RuntimeSpec
 from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = [
@@ -159,6 +163,7 @@ class StudyConfig(BaseModel):
     #: Architectures costing more single-task networks than this are infeasible: they get
     #: an Optuna constraint and end PRUNED without training.
     cost_budget: float | None = Field(default=None, gt=0)
+    runtime: RuntimeSpec = RuntimeSpec()
 
     @field_validator("suite", "sampler", "pruner", mode="before")
     @classmethod
@@ -187,10 +192,11 @@ class StudyConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What a resumed study must share with the stored one (not the budget, storage,
-        seeding, sampler or pruner, which may change between runs)."""
+        seeding, sampler, pruner or runtime, which may change between runs; numerics-changing
+        runtime settings are part of every network's cache key)."""
         return self.model_dump(
             mode="json",
-            exclude={"trials", "timeout", "storage", "affinity", "sampler", "pruner"},
+            exclude={"trials", "timeout", "storage", "affinity", "sampler", "pruner", "runtime"},
         )
 
 
@@ -200,6 +206,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     AffinitySeeding,
     SamplerConfig,
     PrunerConfig,
+    RuntimeSpec,
 )
 
 

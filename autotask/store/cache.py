@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -29,13 +29,17 @@ class NetworkJob:
         optimizer: OptimizerSpec,
         balancer: BalancerSpec,
         seed: int,
+        numerics: Mapping[str, Any] | None = None,
     ) -> None:
         self.suite_key, self.tree, self.seed = suite_key, tree, seed
         self.backbone, self.optimizer, self.balancer = backbone, optimizer, balancer
+        #: resolved settings that change results (``Runtime.numerics()``: precision, TF32);
+        #: empty for plain fp32, which keeps the keys of fp32 runs as they always were
+        self.numerics: dict[str, Any] = dict(numerics or {})
         self.key = stable_hash(self.identity(), length=32)
 
     def identity(self) -> dict[str, Any]:
-        return {
+        identity = {
             "suite": self.suite_key,
             "tree": self.tree.model_dump(mode="json"),
             "backbone": self.backbone.model_dump(mode="json"),
@@ -43,6 +47,9 @@ class NetworkJob:
             "balancer": self.balancer.model_dump(mode="json"),
             "seed": self.seed,
         }
+        if self.numerics:
+            identity["numerics"] = self.numerics
+        return identity
 
 
 class ResultCache(Protocol):

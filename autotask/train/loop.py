@@ -22,6 +22,7 @@ from autotask.train.losses import loss_and_weight, masked_loss
 from autotask.train.metrics import metric_accumulator, primary_metric
 from autotask.train.observer import StepObserver, TrainStep
 from autotask.train.result import NetworkResult, Status
+from autotask.train.runtime import HostSplit, Runtime
 
 __all__ = [
     "EVAL_BATCH",
@@ -77,6 +78,11 @@ def make_optimizer(
     return opt, sched
 
 
+def _runtime_of(x: torch.Tensor, runtime: Runtime | None) -> Runtime:
+    """``runtime``, or plain fp32 on the device ``x`` lives on."""
+    return runtime if runtime is not None else Runtime(x.device)
+
+
 def eval_rows(x: torch.Tensor) -> int:
     """Rows per evaluation chunk: ``EVAL_BATCH``, fewer for large inputs (at least 1)."""
     per_row = max(1, x[:1].numel())
@@ -84,12 +90,19 @@ def eval_rows(x: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def _chunks(net: TreeNetwork, x: torch.Tensor) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
-    """The network's outputs chunk by chunk, with the rows of each chunk."""
+def _chunks(
+    net: TreeNetwork, x: torch.Tensor, runtime: Runtime | None = None
+) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+    """The network's outputs chunk by chunk (float32, on the device ``x`` lives on: a split
+    kept on the host gets its outputs there too), with the rows of each chunk."""
+    rt = _runtime_of(x, runtime)
+    channels_last = rt.uses_channels_last(net, tuple(x.shape[1:]))
     rows = eval_rows(x)
     for start in range(0, x.shape[0], rows):
         chunk = slice(start, start + rows)
-        yield chunk, net(x[chunk])
+        with rt.autocast():
+            outputs = net(rt.batch(x[chunk], channels_last))
+        yield chunk, {t: out.float().to(x.device) for t, out in outputs.items()}
 
 
 MaskMap = Mapping[str, torch.Tensor | None]
@@ -117,8 +130,57 @@ def _shuffle(split: Split, masks: MaskMap, order: torch.Tensor) -> tuple[Split, 
     return Split(split.x[order], targets, {}), shuffled
 
 
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor | None]]
+
+
+def _gather(t: torch.Tensor, rows: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Rows of a host tensor, gathered into pinned memory (with CUDA) and sent asynchronously."""
+    pin = t.is_pinned()
+    out = torch.empty((rows.numel(), *t.shape[1:]), dtype=t.dtype, pin_memory=pin)
+    torch.index_select(t, 0, rows, out=out)
+    return out.to(runtime.device, non_blocking=pin)
+
+
+def _batches(
+    split: Split,
+    masks: MaskMap,
+    order: torch.Tensor,
+    batch_size: int,
+    runtime: Runtime,
+    channels_last: bool,
+) -> Iterator[Batch]:
+    """One epoch of ``(inputs, targets, masks)`` batches on the runtime's device.
+
+    A split on the device is shuffled by one gather per tensor; a split kept on the host
+    is gathered batch by batch from the host-side ``order`` (the same rows in the same
+    batches, so both give the same training).
+    """
+    n = len(split)
+    if not isinstance(split, HostSplit) and split.x.device == runtime.device:
+        data, shuffled = _shuffle(split, masks, order.to(runtime.device, non_blocking=True))
+        for start in range(0, n, batch_size):
+            end = start + batch_size
+            yield (
+                runtime.batch(data.x[start:end], channels_last),
+                {t: y[start:end] for t, y in data.targets.items()},
+                {t: None if m is None else m[start:end] for t, m in shuffled.items()},
+            )
+        return
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        yield (
+            runtime.batch(_gather(split.x, rows, runtime), channels_last),
+            {t: _gather(y, rows, runtime) for t, y in split.targets.items()},
+            {t: None if m is None else _gather(m, rows, runtime) for t, m in masks.items()},
+        )
+
+
 def validation_losses(
-    net: TreeNetwork, split: Split, kinds: Mapping[str, str], masks: MaskMap
+    net: TreeNetwork,
+    split: Split,
+    kinds: Mapping[str, str],
+    masks: MaskMap,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
     """Per-task losses of ``net`` on ``split`` in eval mode, accumulated over chunks.
 
@@ -129,7 +191,7 @@ def validation_losses(
     net.eval()
     tasks = list(net.tasks)
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for chunk, outputs in _chunks(net, split.x):
+    for chunk, outputs in _chunks(net, split.x, runtime):
         terms = []
         for t in tasks:
             mask = masks[t]
@@ -151,7 +213,7 @@ def validation_losses(
 
 
 def evaluate_metrics(
-    net: TreeNetwork, split: Split, kinds: Mapping[str, str]
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str], runtime: Runtime | None = None
 ) -> dict[str, dict[str, float]]:
     """Every metric of every task of ``net`` on ``split`` (eval mode), primary first.
 
@@ -160,16 +222,18 @@ def evaluate_metrics(
     was_training = net.training
     net.eval()
     accumulators = {t: metric_accumulator(kinds[t]) for t in net.tasks}
-    for chunk, outputs in _chunks(net, split.x):
+    for chunk, outputs in _chunks(net, split.x, runtime):
         for t, acc in accumulators.items():
             acc.update(outputs[t], split.targets[t][chunk], split.masks[t][chunk])
     net.train(was_training)
     return {t: acc.compute() for t, acc in accumulators.items()}
 
 
-def evaluate_network(net: TreeNetwork, split: Split, kinds: Mapping[str, str]) -> dict[str, float]:
+def evaluate_network(
+    net: TreeNetwork, split: Split, kinds: Mapping[str, str], runtime: Runtime | None = None
+) -> dict[str, float]:
     """Per-task primary metrics of ``net`` on ``split`` (eval mode)."""
-    every = evaluate_metrics(net, split, kinds)
+    every = evaluate_metrics(net, split, kinds, runtime)
     return {t: every[t][primary_metric(kinds[t])] for t in net.tasks}
 
 
@@ -185,6 +249,24 @@ def _split_metrics(
     return primary, {t: v for t, v in secondary.items() if v}
 
 
+def _optimizer_step(
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    net: TreeNetwork,
+    grad_clip: float | None,
+) -> None:
+    """Clip (unscaled gradients) and step; with a GradScaler, a step with inf/NaN is skipped."""
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
+
+
 def train_network(
     tree: TaskTree,
     data: Mapping[str, Split],
@@ -196,6 +278,7 @@ def train_network(
     seed: int,
     on_epoch: EpochCallback | None = None,
     observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
     """Train ``tree`` on ``data`` (splits already on the target device); see
     :func:`train_epochs`, which this runs to the end."""
@@ -209,6 +292,7 @@ def train_network(
         seed=seed,
         on_epoch=on_epoch,
         observer_factory=observer_factory,
+        runtime=runtime,
     )
     while True:
         try:
@@ -232,8 +316,10 @@ def train_epochs(
     on_epoch: EpochCallback | None = None,
     observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
     epoch_metrics: bool = False,
+    runtime: Runtime | None = None,
 ) -> TrainingRun:
-    """Train ``tree`` on ``data`` (splits already on the target device), yielding an
+    """Train ``tree`` on ``data`` (splits on ``runtime.device``, or on the host for splits
+    too large for it: see :func:`autotask.train.runtime.place_splits`), yielding an
     :class:`EpochReport` after every epoch; the generator returns ``(net, result)``.
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the
@@ -249,18 +335,29 @@ def train_epochs(
     Several runs may be interleaved epoch by epoch (see
     :func:`autotask.search.scoring.TrainingContext.score`): each then needs its own global
     RNG state restored around its steps to train as it would alone.
+    ``runtime`` (default: plain fp32 on the training split's device) sets the precision
+    (autocast around forward and losses, a GradScaler for fp16), TF32, channels-last and
+    torch.compile.
     """
     started = time.perf_counter()
     generator = seed_everything(seed)
-    device = data["train"].x.device
+    rt = _runtime_of(data["train"].x, runtime)
+    rt.check_balancer(balancer.name)
+    rt.apply_backend_flags()
+    device = rt.device
     net = build_network(tree, backbone, interface)
     params, macs = count_parameters(net), count_macs(net, interface.input_shape)
     net.to(device)
+    channels_last = rt.uses_channels_last(net, interface.input_shape)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     tasks = list(net.tasks)
     kinds = {t: interface.heads[t][0] for t in tasks}
     bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
     bal.attach(net)
     opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
+    scaler = rt.grad_scaler()
+    restore_forward = rt.compile_network(net)
     observer = None if observer_factory is None else observer_factory(net)
 
     train, val = data["train"], data["val"]
@@ -272,6 +369,7 @@ def train_epochs(
     stale, epoch, step = 0, 0, 0
 
     def result(status: Status, reason: str | None = None) -> NetworkResult:
+        restore_forward()  # training ends here: the network is returned with plain forwards
         return NetworkResult(
             tasks=tasks,
             status=status,
@@ -286,28 +384,23 @@ def train_epochs(
 
     net.train()
     for epoch in range(1, optimizer.epochs + 1):
-        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        epoch_data, epoch_masks = _shuffle(train, train_masks, order)
+        order = torch.randperm(n, generator=generator)
         epoch_loss = torch.zeros(len(tasks), device=device)
         try:
-            for start in range(0, n, bs):
-                end = start + bs
-                targets = {t: y[start:end] for t, y in epoch_data.targets.items()}
-                masks = {t: None if m is None else m[start:end] for t, m in epoch_masks.items()}
-                batch = epoch_data.x[start:end]
-                losses = _task_losses(net(batch), targets, masks, kinds, tasks)
+            for batch, targets, masks in _batches(train, train_masks, order, bs, rt, channels_last):
+                with rt.autocast():
+                    losses = _task_losses(net(batch), targets, masks, kinds, tasks)
                 opt.zero_grad(set_to_none=True)
+                backward_losses = losses if scaler is None else scaler.scale(losses)
                 if observer is None:
-                    bal.backward(losses, net)
+                    bal.backward(backward_losses, net)
                 else:
                     current = TrainStep(step, epoch, net, opt, batch, targets, masks, losses, kinds)
                     observer.before_backward(current)
-                    bal.backward(losses, net)
+                    bal.backward(backward_losses, net)
                     observer.after_backward(current)
                 step += 1
-                if optimizer.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), optimizer.grad_clip)
-                opt.step()
+                _optimizer_step(opt, scaler, net, optimizer.grad_clip)
                 epoch_loss += losses.detach()
         except TrialDiverged as exc:  # the balancer could not produce a finite update
             return net, result("diverged", f"{exc} at epoch {epoch}")
@@ -324,7 +417,7 @@ def train_epochs(
             bal.end_epoch(epoch_loss * (bs / n))
         except TrialDiverged as exc:
             return net, result("diverged", f"{exc} at epoch {epoch}")
-        val_loss = float(validation_losses(net, val, kinds, val_masks).sum())
+        val_loss = float(validation_losses(net, val, kinds, val_masks, rt).sum())
         history.append(val_loss)
         if not math.isfinite(val_loss):
             return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
@@ -335,7 +428,7 @@ def train_epochs(
             best_loss, best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy(net.state_dict())
             if epoch_metrics:
-                best_metrics = evaluate_network(net, val, kinds)
+                best_metrics = evaluate_network(net, val, kinds, rt)
         else:
             stale += 1
         yield EpochReport(epoch, val_loss, best_epoch, best_metrics)
@@ -345,10 +438,10 @@ def train_epochs(
     net.load_state_dict(best_state)
     final = result("ok")
     final.val_metrics, final.val_secondary = _split_metrics(
-        evaluate_metrics(net, val, kinds), kinds
+        evaluate_metrics(net, val, kinds, rt), kinds
     )
     final.test_metrics, final.test_secondary = _split_metrics(
-        evaluate_metrics(net, data["test"], kinds), kinds
+        evaluate_metrics(net, data["test"], kinds, rt), kinds
     )
     final.val_loss = best_loss
     return net, final

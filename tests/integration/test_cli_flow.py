@@ -22,6 +22,7 @@ search_space:
   optimizer: {lr: 0.005, epochs: 8, patience: 3}
 trials: 4
 seed: 0
+runtime: {precision: fp32}
 """
 
 
@@ -33,6 +34,7 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert run.returncode == 0, run.stderr
     assert "Best architecture" in run.stdout
     assert "all-in-one network" in run.stdout
+    assert run.stderr.count("device: ") == 1  # the device and resolved precision, once
     return root
 
 
@@ -74,14 +76,19 @@ def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_stu
         "0,1",
         "--json",
         "eval.json",
+        "--precision",
+        "fp32",
         "--quiet",
         cwd=finished_study,
     )
     assert run.returncode == 0, run.stderr
+    assert run.stderr.count("device: ") == 1 and ", fp32" in run.stderr
     result = json.loads((finished_study / "eval.json").read_text())
     import yaml
 
-    stored = yaml.safe_load(path.read_text())["metrics"]
+    exported = yaml.safe_load(path.read_text())
+    assert exported["runtime"] == {"precision": "fp32"}  # the study's runtime travels along
+    stored = exported["metrics"]
     # Same seed and settings as the study: identical metrics on CPU.
     assert result["per_seed"]["0"]["delta_m_val"] == pytest.approx(stored["delta_m_val"], abs=1e-6)
     assert result["per_seed"]["0"]["val_metrics"] == pytest.approx(stored["val"], abs=1e-6)

@@ -14,6 +14,7 @@ from autotask.search.scoring import TrainingContext
 from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
+from autotask.train.runtime import RuntimeSpec
 from tests.conftest import make_tiny_suite
 
 OPT = OptimizerSpec(lr=0.01, epochs=6, batch_size=32, patience=2)
@@ -21,7 +22,7 @@ OPT = OptimizerSpec(lr=0.01, epochs=6, batch_size=32, patience=2)
 DROPOUT = BackboneSpec(name="mlp", params={"width": 16, "depth": 3, "dropout": 0.3})
 
 
-def context(suite: TaskSuite) -> TrainingContext:
+def context(suite: TaskSuite, runtime: RuntimeSpec | None = None) -> TrainingContext:
     return TrainingContext.create(
         suite,
         MemoryCache(),
@@ -29,6 +30,7 @@ def context(suite: TaskSuite) -> TrainingContext:
         device=torch.device("cpu"),
         baseline_optimizer=OPT,
         baseline_backbone=DROPOUT,
+        runtime=runtime,
     )
 
 
@@ -64,6 +66,33 @@ def test_lockstep_training_equals_training_one_after_another() -> None:
     assert [e for e, _ in seen] == list(range(1, len(seen) + 1))
     assert seen[-1][1] == pytest.approx(alone.delta_m_val)
     assert all(math.isfinite(v) for _, v in seen)
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [RuntimeSpec(precision="bf16"), RuntimeSpec(data_budget_mb=0)],  # autocast; streamed splits
+    ids=["bf16", "streamed"],
+)
+def test_lockstep_training_follows_the_runtime(runtime: RuntimeSpec) -> None:
+    suite = make_tiny_suite()
+    spec = three_networks("equal")
+    alone = context(suite, runtime).score(spec)
+    lockstep = context(suite, runtime).score(spec, on_epoch_score=lambda e, v: None)
+    assert lockstep.val_metrics == alone.val_metrics
+    assert lockstep.network_keys == alone.network_keys
+    plain = context(suite).score(spec)
+    if runtime.precision == "bf16":  # other numerics, other networks in the cache
+        assert lockstep.network_keys != plain.network_keys
+        assert lockstep.val_metrics != plain.val_metrics
+    else:  # streaming batches from the host trains the same networks
+        assert lockstep.val_metrics == plain.val_metrics
+
+
+def test_fused_training_only_for_plain_runtimes() -> None:
+    suite = make_tiny_suite()
+    assert context(suite)._plain_runtime()
+    assert not context(suite, RuntimeSpec(precision="bf16"))._plain_runtime()
+    assert not context(suite, RuntimeSpec(data_budget_mb=0))._plain_runtime()
 
 
 def test_stopping_a_lockstep_score_stores_no_partial_network() -> None:

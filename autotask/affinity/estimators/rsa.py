@@ -66,7 +66,7 @@ class RepresentationSimilarity(AffinityEstimator):
                 f"affinity estimator 'rsa': stage {stage} is out of range for a backbone "
                 f"with {n_stages} stages"
             )
-        probe = context.data["val"].x[: self.settings["probe_rows"]]
+        probe = context.data["val"].x[: self.settings["probe_rows"]].to(context.device)
         if probe.shape[0] < 3:
             raise ConfigError(
                 "affinity estimator 'rsa': needs at least 3 validation rows to compare "

@@ -1,0 +1,300 @@
+"""How networks are trained on a device: precision, TF32, channels-last, torch.compile and
+where each data split lives.
+
+:class:`RuntimeSpec` is the validated setting (study YAML ``runtime:``, architecture files
+for ``autotask evaluate``); :meth:`RuntimeSpec.resolve` turns it into a :class:`Runtime` for
+one device, with every ``auto`` decided. Only the settings that change numerics
+(precision, TF32) enter the group-result cache key (:meth:`Runtime.numerics`); the fp32
+default adds nothing, so keys of plain fp32 runs are the keys they always were.
+
+Example::
+
+    runtime:
+      precision: auto        # auto (bf16 on CUDA when supported, else fp32) | bf16 | fp16 | fp32
+      tf32: null             # null: on for CUDA
+      channels_last: null    # null: on for CUDA with image inputs and a convolutional backbone
+      compile: false         # true: torch.compile (inductor); or a backend name, e.g. aot_eager
+      data_fraction: 0.5     # splits larger than this share of free device memory stay on the host
+      data_budget_mb: null   # a fixed budget instead ($AUTOTASK_DATA_BUDGET_MB)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from autotask.errors import ConfigError
+from autotask.suites.base import Split
+from autotask.validation import format_validation_error
+
+__all__ = [
+    "DATA_BUDGET_ENV",
+    "FP16_BALANCERS",
+    "HostSplit",
+    "Precision",
+    "Runtime",
+    "RuntimeSpec",
+    "free_device_memory",
+    "parse_runtime",
+    "place_splits",
+    "split_nbytes",
+]
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+#: Environment variable: data budget on the device in MiB (overrides ``data_fraction``).
+DATA_BUDGET_ENV = "AUTOTASK_DATA_BUDGET_MB"
+#: Balancers whose update scales linearly with the losses and that never inspect gradients
+#: for finiteness, so a GradScaler's scaled losses and skipped steps are exact for them.
+FP16_BALANCERS = ("equal", "static")
+#: Compiled variants kept per forward function (dynamo's ``recompile_limit``, default 8).
+COMPILE_VARIANTS = 256
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class RuntimeSpec(BaseModel):
+    """Training-runtime settings (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    precision: Precision = "auto"
+    tf32: bool | None = None
+    channels_last: bool | None = None
+    compile: bool | str = False
+    data_fraction: float = Field(default=0.5, gt=0, le=1)
+    data_budget_mb: float | None = Field(default=None, ge=0)
+
+    def resolve(self, device: torch.device | str) -> Runtime:
+        """Every ``auto`` decided for ``device``; impossible combinations are ConfigErrors."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        precision = self.precision
+        if precision == "auto":
+            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"runtime: precision bf16 is not supported on {device}; use fp16")
+        if precision in ("bf16", "fp16") and device.type not in ("cuda", "cpu", "mps", "xpu"):
+            raise ConfigError(f"runtime: precision {precision} needs autocast, not on {device}")
+        if self.tf32 and not cuda:
+            raise ConfigError(f"runtime: tf32 is a CUDA setting; the device is {device}")
+        return Runtime(
+            device=device,
+            precision=precision,
+            tf32=cuda if self.tf32 is None else self.tf32,
+            channels_last=cuda if self.channels_last is None else self.channels_last,
+            compile_backend=_compile_backend(self.compile),
+            data_budget=self._data_budget(device),
+        )
+
+    def _data_budget(self, device: torch.device) -> int | None:
+        """Bytes of split data the device may hold; None: no limit (host-memory devices)."""
+        mb: float | str | None = self.data_budget_mb
+        if mb is None:
+            mb = os.environ.get(DATA_BUDGET_ENV) or None
+        if mb is not None:
+            try:
+                value = float(mb)
+            except ValueError:
+                raise ConfigError(f"{DATA_BUDGET_ENV} must be a number, got {mb!r}") from None
+            if value < 0:
+                raise ConfigError(f"the data budget must be >= 0 MiB, got {value}")
+            return int(value * 2**20)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free * self.data_fraction)
+        return None
+
+
+def _compile_backend(value: bool | str) -> str | None:
+    if value is False:
+        return None
+    if value is True:
+        return "inductor"
+    known = torch.compiler.list_backends(exclude_tags=())
+    if value not in known:
+        raise ConfigError(
+            f"runtime: unknown torch.compile backend {value!r}; known: {', '.join(sorted(known))}"
+        )
+    return value
+
+
+def parse_runtime(data: Any, source: str) -> RuntimeSpec:
+    """A ``runtime:`` mapping (None: the defaults) as a :class:`RuntimeSpec`."""
+    if data is None:
+        return RuntimeSpec()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: runtime must be a mapping")
+    try:
+        return RuntimeSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, (RuntimeSpec,))) from None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved runtime of one device (see :meth:`RuntimeSpec.resolve`)."""
+
+    device: torch.device
+    precision: Literal["bf16", "fp16", "fp32"] = "fp32"
+    tf32: bool = False
+    channels_last: bool = False
+    compile_backend: str | None = None
+    #: bytes of split data allowed on the device; None: no limit
+    data_budget: int | None = None
+
+    def numerics(self) -> dict[str, Any]:
+        """The settings that change results, for cache keys; empty for plain fp32."""
+        out: dict[str, Any] = {}
+        if self.precision != "fp32":
+            out["precision"] = self.precision
+        if self.tf32:
+            out["tf32"] = True
+        return out
+
+    @staticmethod
+    def all_numerics() -> list[dict[str, Any]]:
+        """Every value :meth:`numerics` can take, plain fp32 first."""
+        return [
+            Runtime(torch.device("cuda"), precision=p, tf32=t).numerics()
+            for p in ("fp32", "bf16", "fp16")
+            for t in (False, True)
+        ]
+
+    def describe(self) -> str:
+        """One line for the console, e.g. ``cuda:0, bf16 autocast, tf32, channels-last``."""
+        parts = [
+            str(self.device),
+            "fp32" if self.precision == "fp32" else f"{self.precision} autocast",
+        ]
+        parts += ["tf32"] if self.tf32 else []
+        parts += ["channels-last"] if self.channels_last else []
+        parts += [f"compile ({self.compile_backend})"] if self.compile_backend else []
+        return ", ".join(parts)
+
+    def check_balancer(self, name: str) -> None:
+        """fp16 trains with a GradScaler, exact only for :data:`FP16_BALANCERS`."""
+        if self.precision == "fp16" and name not in FP16_BALANCERS:
+            raise ConfigError(
+                f"runtime: precision fp16 (loss scaling) supports the balancers "
+                f"{', '.join(FP16_BALANCERS)}, not {name!r}; use bf16"
+            )
+
+    def apply_backend_flags(self) -> None:
+        """Set the process-wide TF32 flags (CUDA only)."""
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Autocast to the resolved precision (a no-op for fp32)."""
+        dtype = _DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A GradScaler for fp16, else None."""
+        if self.precision != "fp16":
+            return None
+        return torch.amp.GradScaler(self.device.type)
+
+    def uses_channels_last(self, net: nn.Module, input_shape: tuple[int, ...]) -> bool:
+        """Channels-last applies to image inputs ``(C, H, W)`` into convolutional networks."""
+        return (
+            self.channels_last
+            and len(input_shape) == 3
+            and any(isinstance(m, nn.Conv2d) for m in net.modules())
+        )
+
+    def batch(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """``x`` on the device (asynchronously from pinned memory), channels-last if asked."""
+        x = x.to(self.device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def compile_network(self, net: nn.Module) -> Callable[[], None]:
+        """Run every block and head of ``net`` through torch.compile; returns the undo.
+
+        Each submodule's ``forward`` is compiled, not the modules themselves, so module
+        identity, parameters, state-dict keys and forward hooks (the gradient balancers'
+        feature taps) stay as they are. A no-op without a compile backend.
+        """
+        if self.compile_backend is None:
+            return _nothing
+        modules = [
+            m for name in ("blocks", "heads") for m in getattr(net, name, nn.ModuleDict()).values()
+        ] or [net]
+        # gradient balancers run several backward passes through one graph (retain_graph),
+        # which compiled backward functions with donated buffers refuse
+        torch._functorch.config.donated_buffer = False
+        # every block shares its class's forward: one compiled variant per block structure
+        # (stage slice, head kind) of the trees a search trains, more than dynamo's default
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILE_VARIANTS)
+        for module in modules:
+            module.forward = torch.compile(module.forward, backend=self.compile_backend)
+
+        def restore() -> None:
+            for module in modules:
+                module.__dict__.pop("forward", None)
+
+        return restore
+
+
+def _nothing() -> None:
+    return None
+
+
+class HostSplit(Split):
+    """A split kept on the host (too large for the device's data budget), pinned where CUDA
+    is present: training gathers each batch there and copies it to the device."""
+
+
+def split_nbytes(split: Split) -> int:
+    """Bytes of a split's inputs, targets and masks."""
+    tensors = [split.x, *split.targets.values(), *split.masks.values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def place_splits(splits: Mapping[str, Split], runtime: Runtime) -> dict[str, Split]:
+    """Splits on the device while they fit its data budget (smallest first); the others stay
+    on the host, pinned where CUDA is present, and training copies them batch by batch."""
+    budget = runtime.data_budget
+    placed: dict[str, Split] = {}
+    used = 0
+    for name in sorted(splits, key=lambda s: split_nbytes(splits[s])):
+        split, size = splits[name], split_nbytes(splits[name])
+        if budget is None or used + size <= budget:
+            placed[name], used = split.to(runtime.device), used + size
+        else:
+            placed[name] = _on_host(split, pin=torch.cuda.is_available())
+    return {name: placed[name] for name in splits}
+
+
+def _on_host(split: Split, *, pin: bool) -> HostSplit:
+    def host(t: torch.Tensor) -> torch.Tensor:
+        t = t.to("cpu")
+        return t.pin_memory() if pin else t
+
+    return HostSplit(
+        x=host(split.x),
+        targets={k: host(v) for k, v in split.targets.items()},
+        masks={k: host(v) for k, v in split.masks.items()},
+    )
+
+
+def free_device_memory(device: torch.device | None = None, *, collect: bool = True) -> None:
+    """Return cached CUDA blocks to the driver (after a network, a trial, an OOM)."""
+    if collect:
+        gc.collect()
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        torch.cuda.empty_cache()
