@@ -29,12 +29,11 @@ from autotask.spec import (
 )
 from autotask.store.cache import NetworkJob, ResultCache
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.fused import TrainJob, fused_enabled, train_networks
+from autotask.train.fused import TrainJob, fused_enabled, runtime_blocker, train_networks
 from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, train_epochs, train_network
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
 from autotask.train.runtime import (
-    HostSplit,
     Runtime,
     RuntimeSpec,
     free_device_memory,
@@ -227,9 +226,11 @@ class TrainingContext:
 
         Every job trained here is claimed first, in the order of cache keys (so two
         workers never wait on each other), and stored as soon as its network finishes.
+        Under a runtime that grouping cannot follow (:meth:`_runtime_allows_grouping`) each job
+        trains on its own.
         """
         fused = fused_enabled() if self.fused is None else self.fused
-        if not fused or len(jobs) < 2 or not self._plain_runtime():
+        if not fused or len(jobs) < 2 or not self._runtime_allows_grouping():
             return [self.run(job) for job in jobs]
         found: dict[str, tuple[NetworkResult, bool]] = {}
         todo: dict[str, NetworkJob] = {}
@@ -264,6 +265,7 @@ class TrainingContext:
                 self.interface,
                 fused=True,
                 on_result=store,
+                runtime=self.runtime,
             )
         seen: set[str] = set()
         out = []
@@ -273,14 +275,13 @@ class TrainingContext:
             seen.add(job.key)
         return out
 
-    def _plain_runtime(self) -> bool:
-        """Whether training is plain fp32 on splits held on the device: the grouped models
-        of fused training apply no autocast, channels-last, compile or batch streaming."""
-        runtime = self.runtime
-        if runtime is None:
-            return True
-        plain = not (runtime.numerics() or runtime.channels_last or runtime.compile_backend)
-        return plain and not any(isinstance(split, HostSplit) for split in self.data.values())
+    def _runtime_allows_grouping(self) -> bool:
+        """Whether networks can train grouped under this context's runtime and data: fp32
+        or bf16 (TF32 either way) on splits held on the device, without torch.compile
+        (:func:`~autotask.train.fused.runtime_blocker`). Channels-last convolutional
+        networks are left to :func:`~autotask.train.fused.train_networks`, which trains
+        them one at a time."""
+        return runtime_blocker(self.runtime, self.data) is None
 
     def baseline_jobs(self) -> dict[str, NetworkJob]:
         """Single-task networks with the baseline settings and equal weighting."""

@@ -12,6 +12,15 @@ others go on. A group of one, a balancer that needs the network's gradients
 (:func:`balancer_blocker`) and modules that cannot be grouped
 (:func:`~autotask.train.grouped.grouping_blocker`) train one after another, as before.
 ``AUTOTASK_FUSED=0`` turns grouping off (see :func:`fused_enabled`).
+
+Under a :class:`~autotask.train.runtime.Runtime` the grouped model trains as
+``train_network`` does: bf16 autocast around the forward pass and the losses (reduced in
+float32), in training, validation and the final metrics, and the TF32 flags. Under bf16
+results agree within its rounding rather than float32's: a batched product may round a value
+to the other side of a bf16 step than the plain product does. What grouping cannot
+reproduce per network trains one network at a time (:func:`runtime_blocker`):
+fp16, whose one GradScaler would skip every network's step when one overflows, compiled
+networks, splits streamed from the host, and channels-last convolutional networks.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from autotask.train.loop import (
 )
 from autotask.train.losses import PIXEL_KINDS, row_losses
 from autotask.train.result import NetworkResult, Status
+from autotask.train.runtime import HostSplit, Runtime
 
 __all__ = [
     "FUSED_ENV",
@@ -57,6 +67,7 @@ __all__ = [
     "fused_enabled",
     "group_signature",
     "plan_groups",
+    "runtime_blocker",
     "train_networks",
 ]
 
@@ -104,6 +115,19 @@ def balancer_blocker(spec: BalancerSpec) -> str | None:
     return f"balancer {spec.name!r} needs the gradients of its own network"
 
 
+def runtime_blocker(runtime: Runtime | None, data: Mapping[str, Split] | None = None) -> str | None:
+    """Why every network under ``runtime`` (on ``data``) must train on its own (None when
+    they can be grouped): fp16, torch.compile, or a split streamed from the host."""
+    if runtime is not None:
+        if runtime.precision == "fp16":
+            return "fp16 loss scaling (one GradScaler would skip every network's step)"
+        if runtime.compile_backend is not None:
+            return "torch.compile"
+    if data is not None and any(isinstance(split, HostSplit) for split in data.values()):
+        return "splits streamed from the host"
+    return None
+
+
 def group_signature(job: TrainJob, interface: ModelInterface) -> tuple[Any, ...]:
     """Jobs with equal signatures build networks of identical structure and train alike."""
 
@@ -121,20 +145,23 @@ def group_signature(job: TrainJob, interface: ModelInterface) -> tuple[Any, ...]
 
 
 def plan_groups(
-    jobs: Sequence[TrainJob], interface: ModelInterface, *, fused: bool | None = None
+    jobs: Sequence[TrainJob],
+    interface: ModelInterface,
+    *,
+    fused: bool | None = None,
+    runtime: Runtime | None = None,
+    data: Mapping[str, Split] | None = None,
 ) -> list[list[int]]:
     """Indices of the jobs trained together, in order of first appearance; a group of one
-    trains on its own. Each reason to train a network alone is logged once (debug)."""
+    trains on its own. Each reason to train a network alone is logged once (debug).
+    ``runtime`` and ``data`` add the reasons of :func:`runtime_blocker` and channels-last."""
     use_groups = fused_enabled() if fused is None else fused
+    shared = runtime_blocker(runtime, data) if use_groups else "grouping is off"
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone: list[list[int]] = []
     reasons: set[str] = set()
     for index, job in enumerate(jobs):
-        blocker = (
-            balancer_blocker(job.balancer) or _kind_blocker(job, interface)
-            if use_groups
-            else "grouping is off"
-        )
+        blocker = shared or balancer_blocker(job.balancer) or _kind_blocker(job, interface)
         if blocker is None:
             groups.setdefault(group_signature(job, interface), []).append(index)
         else:
@@ -142,7 +169,9 @@ def plan_groups(
             alone.append([index])
     planned: list[list[int]] = []
     for members in groups.values():
-        blocker = None if len(members) == 1 else _module_blocker(jobs[members[0]], interface)
+        blocker = (
+            None if len(members) == 1 else _module_blocker(jobs[members[0]], interface, runtime)
+        )
         if blocker is None:
             planned.append(members)
         else:
@@ -157,9 +186,13 @@ def _kind_blocker(job: TrainJob, interface: ModelInterface) -> str | None:
     return f"per-pixel task kinds ({', '.join(pixel)})" if pixel else None
 
 
-def _module_blocker(job: TrainJob, interface: ModelInterface) -> str | None:
+def _module_blocker(
+    job: TrainJob, interface: ModelInterface, runtime: Runtime | None
+) -> str | None:
     with torch.random.fork_rng(devices=[]):  # building draws from the global RNG
         net = build_network(job.tree, job.backbone, interface)
+    if runtime is not None and runtime.uses_channels_last(net, interface.input_shape):
+        return "channels-last convolutional networks"
     return grouping_blocker(net)
 
 
@@ -170,10 +203,13 @@ def train_networks(
     *,
     fused: bool | None = None,
     on_result: ResultCallback | None = None,
+    runtime: Runtime | None = None,
 ) -> list[tuple[TreeNetwork, NetworkResult]]:
     """Train every job; networks of one structure together (:func:`plan_groups`; none when
     ``fused`` is False or, by default, ``$AUTOTASK_FUSED`` is 0). Returns
-    ``(network, result)`` per job, in order; ``on_result`` sees each as soon as it finishes."""
+    ``(network, result)`` per job, in order; ``on_result`` sees each as soon as it finishes.
+    ``runtime`` (default: plain fp32 on the training split's device) applies to grouped and
+    lone networks alike (see the module docstring)."""
     out: dict[int, tuple[TreeNetwork, NetworkResult]] = {}
 
     def done(index: int, net: TreeNetwork, result: NetworkResult) -> None:
@@ -181,9 +217,9 @@ def train_networks(
         if on_result is not None:
             on_result(index, net, result)
 
-    for group in plan_groups(jobs, interface, fused=fused):
+    for group in plan_groups(jobs, interface, fused=fused, runtime=runtime, data=data):
         if len(group) > 1:
-            _train_group([(i, jobs[i]) for i in group], data, interface, done)
+            _train_group([(i, jobs[i]) for i in group], data, interface, done, runtime)
             continue
         job = jobs[group[0]]
         net, result = train_network(
@@ -195,6 +231,7 @@ def train_networks(
             balancer=job.balancer,
             seed=job.seed,
             on_epoch=job.on_epoch,
+            runtime=runtime,
         )
         done(group[0], net, result)
     return [out[i] for i in range(len(jobs))]
@@ -366,10 +403,15 @@ def _train_group(
     data: Mapping[str, Split],
     interface: ModelInterface,
     done: ResultCallback,
+    runtime: Runtime | None,
 ) -> None:
     """Train ``jobs`` (one signature, see :func:`plan_groups`) as one grouped model."""
     train, val = data["train"], data["val"]
-    device = train.x.device
+    rt = runtime if runtime is not None else Runtime(train.x.device)
+    for _, job in jobs:
+        rt.check_balancer(job.balancer.name)
+    rt.apply_backend_flags()
+    device = rt.device
     members = [_build_member(i, slot, job, interface, device) for slot, (i, job) in enumerate(jobs)]
     first = members[0]
     started = time.perf_counter()
@@ -405,8 +447,8 @@ def _train_group(
             group.load_into(m.slot, m.best)
             result = m.result("ok", epoch)
             own = {t: interface.heads[t][0] for t in m.tasks}
-            result.val_metrics = evaluate_network(m.net, val, own)
-            result.test_metrics = evaluate_network(m.net, data["test"], own)
+            result.val_metrics = evaluate_network(m.net, val, own, rt)
+            result.test_metrics = evaluate_network(m.net, data["test"], own, rt)
             result.val_loss = m.best_loss
         else:
             group.load_into(m.slot, group.snapshot(row))
@@ -449,13 +491,14 @@ def _train_group(
         epoch_loss = torch.zeros(len(members), len(kinds), device=device)
         for start in range(0, n, bs):
             end = start + bs
-            outputs = group.forward(x[start:end], training=True)
-            losses = _losses(
-                outputs,
-                [t[:, start:end] for t in targets],
-                [None if mk is None else mk[:, start:end] for mk in masks],
-                kinds,
-            )
+            with rt.autocast():
+                outputs = group.forward(x[start:end], training=True)
+                losses = _losses(
+                    outputs,
+                    [t[:, start:end] for t in targets],
+                    [None if mk is None else mk[:, start:end] for mk in masks],
+                    kinds,
+                )
             for p in group.parameters():
                 p.grad = None
             for m in members:
@@ -524,7 +567,7 @@ def _train_group(
         drop([m for m, _ in gone])
         if not members:
             break
-        val_losses = _validation(group, val.x, val_t, val_m, kinds).sum(dim=1).tolist()
+        val_losses = _validation(group, val.x, val_t, val_m, kinds, rt).sum(dim=1).tolist()
         stopped: list[tuple[_Member, Status, str | None]] = []
         for row, m in enumerate(members):
             val_loss = float(val_losses[row])
@@ -557,10 +600,14 @@ def _validation(
     targets: Sequence[torch.Tensor],
     masks: Sequence[torch.Tensor | None],
     kinds: Sequence[str],
+    runtime: Runtime,
 ) -> torch.Tensor:
-    """``[K, P]`` losses of every network on the whole split, in eval mode."""
+    """``[K, P]`` losses of every network on the whole split, in eval mode (outputs
+    under the runtime's autocast, losses in float32)."""
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, x.shape[0], EVAL_BATCH):
-        chunks.append(group.forward(x[start : start + EVAL_BATCH], training=False))
+        with runtime.autocast():
+            chunk = group.forward(x[start : start + EVAL_BATCH], training=False)
+        chunks.append([out.float() for out in chunk])
     outputs = [torch.cat([c[p] for c in chunks], dim=1) for p in range(len(kinds))]
     return _losses(outputs, targets, masks, kinds)

@@ -13,6 +13,7 @@ import torch
 from autotask.balancing.scalarized import UncertaintyWeighting
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import interface_for
+from autotask.search import scoring
 from autotask.spec import (
     ArchitectureSpec,
     BackboneSpec,
@@ -28,9 +29,11 @@ from autotask.train.fused import (
     TrainJob,
     fused_enabled,
     plan_groups,
+    runtime_blocker,
     train_networks,
 )
 from autotask.train.result import NetworkResult
+from autotask.train.runtime import HostSplit, Runtime, RuntimeSpec
 from tests.conftest import make_context, make_tiny_suite
 
 MLP = BackboneSpec(name="mlp", params={"width": 16, "depth": 3})
@@ -382,3 +385,179 @@ def test_per_pixel_tasks_train_alone() -> None:
         for t in ("seg", "seg2")
     ]
     assert plan_groups(jobs, interface, fused=True) == [[0], [1]]
+
+
+# --- under the training runtime ----------------------------------------------------------
+
+#: bf16 keeps 8 significant bits: one rounding step is 2**-8 (0.4 %) of a value. A batched
+#: product (bmm, grouped conv) may round one activation or weight cast to the other side of
+#: a bf16 step than the plain product (mm, conv) does; such a flip moves a network's training
+#: by about one step, and further flips mostly average out. Two steps bound every network
+#: measured here (at most 0.3 % apart); bf16 and fp32 training of the same networks differ
+#: by 1-4 %, so the tolerance still tells bf16 from fp32 (asserted below).
+BF16_TOL = 2 * 2**-8
+
+
+def _close(a: float, b: float, tol: float = BF16_TOL) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(a))
+
+
+def _same_bf16(a: NetworkResult, b: NetworkResult) -> None:
+    """``b`` trained as ``a`` up to bf16 rounding: same epochs (early stopping off), the
+    same best epoch where no other epoch's loss is within the tolerance, close values."""
+    assert (a.status, a.reason, a.tasks) == (b.status, b.reason, b.tasks)
+    assert (a.params, a.macs, a.epochs_run) == (b.params, b.macs, b.epochs_run)
+    assert len(a.history) == len(b.history)
+    assert all(_close(x, y) for x, y in zip(a.history, b.history, strict=True))
+    best = a.history[a.best_epoch - 1]
+    others = [v for e, v in enumerate(a.history, 1) if e != a.best_epoch]
+    if all(v - best > 2 * BF16_TOL * abs(best) for v in others):
+        assert a.best_epoch == b.best_epoch
+    assert a.val_loss is not None and b.val_loss is not None and _close(a.val_loss, b.val_loss)
+    for split_a, split_b in ((a.val_metrics, b.val_metrics), (a.test_metrics, b.test_metrics)):
+        assert split_a.keys() == split_b.keys()
+        assert all(_close(v, split_b[t]) for t, v in split_a.items())
+
+
+def _gap(a: NetworkResult, b: NetworkResult) -> float:
+    return max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a.history, b.history, strict=True))
+
+
+def _compare_bf16(jobs: list[TrainJob], suite: TaskSuite, device: torch.device) -> None:
+    interface, data = interface_for(suite), _data(suite, device)
+    bf16 = Runtime(device, precision="bf16")
+    assert plan_groups(jobs, interface, fused=True, runtime=bf16, data=data) == plan_groups(
+        jobs, interface, fused=True
+    )
+    alone = train_networks(jobs, data, interface, fused=False, runtime=bf16)
+    together = train_networks(jobs, data, interface, fused=True, runtime=bf16)
+    fp32 = train_networks(jobs, data, interface, fused=True)
+    for (net_a, a), (net_b, b) in zip(alone, together, strict=True):
+        _same_bf16(a, b)
+        for (name, x), (_, y) in zip(
+            net_a.state_dict().items(), net_b.state_dict().items(), strict=True
+        ):
+            assert x.dtype == y.dtype == (torch.long if "num_batches" in name else torch.float)
+            assert torch.allclose(x.float(), y.float(), atol=BF16_TOL), name
+    # the fused networks trained under autocast: fp32 training lands outside the tolerance
+    assert max(_gap(b, c) for (_, b), (_, c) in zip(together, fp32, strict=True)) > 2 * BF16_TOL
+
+
+def test_bf16_fused_networks_match_bf16_networks_trained_alone(device: torch.device) -> None:
+    suite = _suite()  # reg2 is partly unlabelled: the masked loss path
+    jobs = [_job(("bin",)), _job(("bin2",)), _job(("reg",)), _job(("reg2",))]
+    jobs += [
+        _job((), tree=_branched(tasks), balancer=BalancerSpec(name=name))
+        for tasks, name in (
+            (("bin", "reg", "reg2"), "equal"),
+            (("bin2", "reg", "reg2"), "uncertainty"),
+            (("bin", "reg2", "reg"), "dwa"),
+        )
+    ]
+    _compare_bf16(jobs, suite, device)
+
+
+def test_bf16_fused_batchnorm_cnns_match_bf16_cnns_trained_alone(device: torch.device) -> None:
+    suite = _suite(image=True)
+    cnn = BackboneSpec(name="cnn", params={"channels": [4, 6]})
+    jobs = [
+        _job(("bin",), backbone=cnn),
+        _job(("bin2",), backbone=cnn),
+        _job((), backbone=cnn, tree=_branched(("cls", "bin", "reg"))),
+        _job((), backbone=cnn, tree=_branched(("cls", "bin2", "reg2"))),
+    ]
+    _compare_bf16(jobs, suite, device)
+
+
+def test_runtimes_grouping_cannot_follow_train_alone(
+    device: torch.device, caplog: pytest.LogCaptureFixture
+) -> None:
+    suite = _suite()
+    interface, data = interface_for(suite), _data(suite, device)
+    jobs = [_job(("bin",)), _job(("bin2",))]
+    grouped = [[0, 1]]
+    for runtime in (Runtime(device), Runtime(device, precision="bf16", channels_last=True)):
+        assert runtime_blocker(runtime, data) is None
+        assert plan_groups(jobs, interface, fused=True, runtime=runtime, data=data) == grouped
+    streamed = {**data, "train": HostSplit(data["train"].x, data["train"].targets, {})}
+    blocked = {
+        "fp16 loss scaling": (Runtime(device, precision="fp16"), data),
+        "torch.compile": (Runtime(device, precision="bf16", compile_backend="aot_eager"), data),
+        "streamed from the host": (Runtime(device, precision="bf16"), streamed),
+    }
+    for reason, (runtime, split_data) in blocked.items():
+        assert reason in (runtime_blocker(runtime, split_data) or "")
+        with caplog.at_level(logging.DEBUG, logger="autotask"):
+            plan = plan_groups(jobs, interface, fused=True, runtime=runtime, data=split_data)
+        assert plan == [[0], [1]]
+        assert any(reason in r.getMessage() for r in caplog.records)
+    # channels-last applies to convolutional networks on images only
+    images = ModelInterface(input_shape=(3, 8, 8), heads={"a": ("binary", 1), "b": ("binary", 1)})
+    cnn = BackboneSpec(name="cnn", params={"channels": [4, 6]})
+    conv = [_job((t,), backbone=cnn) for t in ("a", "b")]
+    last = Runtime(device, precision="bf16", channels_last=True)
+    assert plan_groups(conv, images, fused=True, runtime=Runtime(device)) == grouped
+    with caplog.at_level(logging.DEBUG, logger="autotask"):
+        assert plan_groups(conv, images, fused=True, runtime=last) == [[0], [1]]
+    assert any("channels-last" in r.getMessage() for r in caplog.records)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Runtime | None]:
+    """The runtimes :meth:`TrainingContext.run_many` passes to ``train_networks``."""
+    seen: list[Runtime | None] = []
+    original = scoring.train_networks
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("runtime"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "train_networks", spy)
+    return seen
+
+
+def test_context_fuses_under_bf16_with_the_keys_of_sequential_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suite = _suite()
+    seen = _spy(monkeypatch)
+    stored, keys = [], []
+    for fused in (False, True):
+        context = scoring.TrainingContext.create(
+            suite,
+            _RecordingCache(),
+            seed=0,
+            device=torch.device("cpu"),
+            baseline_optimizer=OPT,
+            baseline_backbone=MLP,
+            runtime=RuntimeSpec(precision="bf16"),
+        )
+        context.fused = fused
+        score = context.score(_spec())
+        assert (score.trained, score.reused) == (2, 1)
+        stored.append(context.cache._results)  # type: ignore[attr-defined]
+        keys.append(score.network_keys)
+    assert seen and all(r is not None and r.precision == "bf16" for r in seen)
+    alone, together = stored
+    assert keys[0] == keys[1] and alone.keys() == together.keys() and len(alone) == 2 + 5
+    plain = make_context(suite, OPT)
+    plain_keys = set(plain.score(_spec()).network_keys)
+    assert not plain_keys & set(keys[0])  # the resolved numerics (bf16) are in the key
+    for key in alone:
+        _same_bf16(alone[key], together[key])
+
+
+def test_context_trains_fp16_one_network_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = _suite()
+    seen = _spy(monkeypatch)
+    context = scoring.TrainingContext.create(
+        suite,
+        MemoryCache(),
+        seed=0,
+        device=torch.device("cpu"),
+        baseline_optimizer=OPT,
+        baseline_backbone=MLP,
+        runtime=RuntimeSpec(precision="fp16"),
+    )
+    context.fused = True
+    score = context.score(_spec())
+    assert seen == [] and score.trained == 2

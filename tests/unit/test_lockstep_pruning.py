@@ -88,11 +88,14 @@ def test_lockstep_training_follows_the_runtime(runtime: RuntimeSpec) -> None:
         assert lockstep.val_metrics == plain.val_metrics
 
 
-def test_fused_training_only_for_plain_runtimes() -> None:
+def test_fused_training_for_fp32_and_bf16_on_device_runtimes() -> None:
     suite = make_tiny_suite()
-    assert context(suite)._plain_runtime()
-    assert not context(suite, RuntimeSpec(precision="bf16"))._plain_runtime()
-    assert not context(suite, RuntimeSpec(data_budget_mb=0))._plain_runtime()
+    assert context(suite)._runtime_allows_grouping()
+    assert context(suite, RuntimeSpec(precision="bf16"))._runtime_allows_grouping()
+    assert context(suite, RuntimeSpec(channels_last=True))._runtime_allows_grouping()
+    assert not context(suite, RuntimeSpec(precision="fp16"))._runtime_allows_grouping()
+    assert not context(suite, RuntimeSpec(compile="aot_eager"))._runtime_allows_grouping()
+    assert not context(suite, RuntimeSpec(data_budget_mb=0))._runtime_allows_grouping()
 
 
 def test_stopping_a_lockstep_score_stores_no_partial_network() -> None:
