@@ -30,7 +30,7 @@ from autotask.spec import (
 from autotask.store.cache import NetworkJob, ResultCache
 from autotask.suites.base import Split, TaskSuite
 from autotask.train.fused import TrainJob, fused_enabled, runtime_blocker, train_networks
-from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, train_epochs, train_network
+from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, run_to_end, train_epochs
 from autotask.train.observer import StepObserver
 from autotask.train.result import NetworkResult
 from autotask.train.runtime import (
@@ -193,7 +193,18 @@ class TrainingContext:
         observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
     ) -> tuple[TreeNetwork, NetworkResult]:
         """Train ``job`` on this context's data now (no cache lookup, nothing stored)."""
-        return train_network(
+        return run_to_end(self.epochs(job, on_epoch=on_epoch, observer_factory=observer_factory))
+
+    def epochs(
+        self,
+        job: NetworkJob,
+        *,
+        on_epoch: EpochCallback | None = None,
+        observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+        epoch_metrics: bool = False,
+    ) -> TrainingRun:
+        """``job``'s training on this context, epoch by epoch (see :func:`train_epochs`)."""
+        return train_epochs(
             job.tree,
             self.data,
             self.interface,
@@ -203,6 +214,7 @@ class TrainingContext:
             seed=job.seed,
             on_epoch=on_epoch,
             observer_factory=observer_factory,
+            epoch_metrics=epoch_metrics,
             runtime=self.runtime,
         )
 
@@ -436,7 +448,9 @@ class TrainingContext:
                     continue
                 if self.on_network is not None:
                     self.on_network(job.tree.describe())
-                runs[i] = _LockstepRun(self._epochs(job, claim.heartbeat))
+                runs[i] = _LockstepRun(
+                    self.epochs(job, on_epoch=claim.heartbeat, epoch_metrics=True)
+                )
                 trained[i] = True
             epoch = 0
             try:
@@ -464,20 +478,6 @@ class TrainingContext:
                     run.close()
                 raise
         return [r for r in results if r is not None], trained
-
-    def _epochs(self, job: NetworkJob, heartbeat: EpochCallback) -> TrainingRun:
-        return train_epochs(
-            job.tree,
-            self.data,
-            self.interface,
-            backbone=job.backbone,
-            optimizer=job.optimizer,
-            balancer=job.balancer,
-            seed=job.seed,
-            on_epoch=heartbeat,
-            epoch_metrics=True,
-            runtime=self.runtime,
-        )
 
 
 class _LockstepRun:

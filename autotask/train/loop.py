@@ -31,6 +31,7 @@ __all__ = [
     "evaluate_metrics",
     "evaluate_network",
     "make_optimizer",
+    "run_to_end",
     "train_epochs",
     "train_network",
     "validation_losses",
@@ -294,14 +295,19 @@ def train_network(
         observer_factory=observer_factory,
         runtime=runtime,
     )
-    while True:
-        try:
-            next(epochs)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+    return run_to_end(epochs)
 
 
 TrainingRun = Generator[EpochReport, None, tuple[TreeNetwork, NetworkResult]]
+
+
+def run_to_end(run: TrainingRun) -> tuple[TreeNetwork, NetworkResult]:
+    """Train a :func:`train_epochs` run through its last epoch; its ``(net, result)``."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 def train_epochs(

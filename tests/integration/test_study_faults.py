@@ -50,8 +50,9 @@ def _tiny_config(trials: int, lrs: tuple[float, float] = (0.01, 0.02)) -> StudyC
 def _fail_first_trial_training(
     monkeypatch: pytest.MonkeyPatch, session: SearchSession, exc: Exception
 ) -> list[int]:
-    """Make the next ``train_network`` call raise ``exc``; later calls train for real."""
-    real = getattr(scoring, "train_network")  # noqa: B009 - not re-exported
+    """Make the next network a training context starts raise ``exc``; later ones train
+    for real."""
+    real = getattr(scoring, "train_epochs")  # noqa: B009 - not re-exported
     calls: list[int] = []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -60,7 +61,7 @@ def _fail_first_trial_training(
             raise exc
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("autotask.search.scoring.train_network", flaky)
+    monkeypatch.setattr("autotask.search.scoring.train_epochs", flaky)
     return calls
 
 

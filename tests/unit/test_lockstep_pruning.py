@@ -15,7 +15,7 @@ from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, Optimize
 from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
 from autotask.train.runtime import RuntimeSpec
-from tests.conftest import make_tiny_suite
+from tests.conftest import make_context, make_tiny_suite
 
 OPT = OptimizerSpec(lr=0.01, epochs=6, batch_size=32, patience=2)
 #: Dropout and a random-weight balancer draw from the global RNG every step.
@@ -119,15 +119,7 @@ def test_stopping_a_lockstep_score_stores_no_partial_network() -> None:
 
 
 def test_a_diverging_network_fails_the_lockstep_score() -> None:
-    suite = make_tiny_suite(poison="reg")
-    ctx = TrainingContext.create(
-        suite,
-        MemoryCache(),
-        seed=0,
-        device=torch.device("cpu"),
-        baseline_optimizer=OPT,
-        baseline_backbone=BackboneSpec(**suite.default_backbone),
-    )
+    ctx = make_context(make_tiny_suite(poison="reg"), OPT)
     ctx._baselines[0] = {}  # the poisoned task's own baseline would diverge first
     spec = ArchitectureSpec(
         networks=(TaskTree(tasks=("cls", "bin")), TaskTree(tasks=("reg",))), optimizer=OPT
