@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -9,8 +11,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autotask.models.tree import TreeNetwork
+from autotask.spec import BackboneSpec, ModelInterface, TaskTree
 
-__all__ = ["Cost", "count_macs", "count_parameters", "network_cost"]
+__all__ = ["Cost", "count_macs", "count_parameters", "network_cost", "network_macs"]
+
+#: MACs per network structure (see :func:`network_macs`), counted once per process.
+_MACS: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -47,3 +53,24 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 def network_cost(network: TreeNetwork, input_shape: tuple[int, ...]) -> Cost:
     return Cost(params=count_parameters(network), macs=count_macs(network, input_shape))
+
+
+def network_macs(
+    tree: TaskTree,
+    backbone: BackboneSpec,
+    interface: ModelInterface,
+    network: Callable[[], nn.Module],
+) -> int:
+    """MACs of the network that ``tree``, ``backbone`` and ``interface`` define, counted on
+    ``network()`` the first time this process asks for that structure and kept after."""
+    key = json.dumps(
+        [
+            tree.model_dump(mode="json", exclude={"balancer"}),
+            backbone.model_dump(mode="json"),
+            interface.model_dump(mode="json"),
+        ],
+        sort_keys=True,
+    )
+    if key not in _MACS:
+        _MACS[key] = count_macs(network(), interface.input_shape)
+    return _MACS[key]

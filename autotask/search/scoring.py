@@ -17,7 +17,7 @@ import torch
 
 from autotask.errors import TrialDiverged
 from autotask.models import build_network, interface_for
-from autotask.models.cost import count_macs
+from autotask.models.cost import network_macs
 from autotask.models.tree import TreeNetwork
 from autotask.spec import (
     ArchitectureSpec,
@@ -120,7 +120,6 @@ class TrainingContext:
     #: precision, TF32, channels-last, compile on the data's device (default: plain fp32)
     runtime: Runtime | None = None
     interface: ModelInterface = field(init=False)
-    _tree_macs: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     #: Epochs trained by the last lockstep score before it was stopped (pruned, diverged or
     #: interrupted): the finished networks' and the partial ones', which are not stored.
     stopped_epochs: int = field(default=0, init=False)
@@ -335,20 +334,19 @@ class TrainingContext:
         return {t: self.tree_macs(TaskTree(tasks=(t,)), backbone) for t in self.tasks}
 
     def tree_macs(self, tree: TaskTree, backbone: BackboneSpec) -> int:
-        """MACs of one network (built on the CPU, not trained; kept per tree)."""
-        cache_key = (backbone.model_dump_json(), tree.model_dump_json())
-        if cache_key not in self._tree_macs:
-            net = build_network(tree, backbone, self.interface)
-            self._tree_macs[cache_key] = count_macs(net, self.interface.input_shape)
-        return self._tree_macs[cache_key]
+        """MACs of one network (built on the CPU without touching the global RNG, not
+        trained; counted once per structure, see :func:`~autotask.models.cost.network_macs`)."""
+
+        def build() -> TreeNetwork:
+            with torch.random.fork_rng(devices=[]):
+                return build_network(tree, backbone, self.interface)
+
+        return network_macs(tree, backbone, self.interface, build)
 
     def cost(self, spec: ArchitectureSpec) -> float:
         """``spec``'s inference cost in single-task networks, known before any training."""
         backbone = spec.backbone or self.baseline_backbone
-        macs = [
-            self.tree_macs(tree.model_copy(update={"balancer": None}), backbone)
-            for tree in spec.networks
-        ]
+        macs = [self.tree_macs(tree, backbone) for tree in spec.networks]
         return self._cost_units(macs, spec, backbone)
 
     def _cost_units(

@@ -42,7 +42,7 @@ from autotask.balancing.equal import Equal
 from autotask.balancing.static import StaticWeights
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import build_network
-from autotask.models.cost import count_macs, count_parameters
+from autotask.models.cost import count_parameters, network_macs
 from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import Split
@@ -384,7 +384,8 @@ def _build_member(
     started = time.perf_counter()
     seed_everything(job.seed)
     net = build_network(job.tree, job.backbone, interface)
-    params, macs = count_parameters(net), count_macs(net, interface.input_shape)
+    params = count_parameters(net)
+    macs = network_macs(job.tree, job.backbone, interface, lambda: net)
     net.to(device)
     rng = _rng_state(device)
     tasks = list(net.tasks)

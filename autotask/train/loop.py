@@ -13,7 +13,7 @@ import torch
 from autotask.balancing import Balancer, build_balancer
 from autotask.errors import TrialDiverged
 from autotask.models import build_network
-from autotask.models.cost import count_macs, count_parameters
+from autotask.models.cost import count_parameters, network_macs
 from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import Split
@@ -352,7 +352,7 @@ def train_epochs(
     rt.apply_backend_flags()
     device = rt.device
     net = build_network(tree, backbone, interface)
-    params, macs = count_parameters(net), count_macs(net, interface.input_shape)
+    params, macs = count_parameters(net), network_macs(tree, backbone, interface, lambda: net)
     net.to(device)
     channels_last = rt.uses_channels_last(net, interface.input_shape)
     if channels_last:
