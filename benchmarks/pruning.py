@@ -1,7 +1,9 @@
 """The same study with and without its pruner: epochs trained, wall time and best Δm.
 
 Runs ``autotask search`` (the real CLI, fresh database each run) on a study YAML twice per
-seed: with ``pruner: none`` for ``--trials`` trials, and with ``--pruner`` for
+seed: without pruning for ``--trials`` trials (a pruner that never prunes, so that the
+trials train in lockstep and record their per-epoch Δm as the pruned run's do), and with
+``--pruner`` for
 ``--extra`` times as many, alternating which runs first. The pruned run's first
 ``--trials`` trials are the same study with the pruner (same seed, deterministic on CPU);
 its further trials show what the saved epochs buy. Prints per seed and in total: the
@@ -11,6 +13,13 @@ and left out), trials completed and pruned, the trials' wall time, the best vali
 at the same trial count, and the best validation Δm of the pruned run within the plain
 run's epochs (equal compute).
 
+The two runs' trials part ways at the first pruned trial (the sampler learns from what it
+is told), so their best Δm also differs by search noise, which the spread of the plain
+runs' best Δm over seeds shows. The replay separates the pruner's own decisions from it:
+the plain run's trials, in order, with the pruner deciding after each recorded epoch
+(Optuna's pruner itself, see :func:`replay`): the epochs it would save and the best Δm of
+the trials it lets complete.
+
     python benchmarks/pruning.py [--study studies/digits.yaml] [--seeds 0 1 2] [--trials 40]
 """
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +38,14 @@ from typing import Any
 import optuna
 import yaml
 
+from autotask.search.objectives import build_pruner
+from autotask.search.pruning import EPOCHS_ATTR
+from autotask.search.study_config import PrunerConfig, load_study_config
+
 REPO = Path(__file__).resolve().parents[1]
+#: A pruner that never prunes (no trial passes its warm-up) but makes every trial
+#: record its per-epoch Δm, like the pruned run: the plain run replays.
+RECORD_ONLY = {"name": "median", "warmup_epochs": 10**9}
 
 
 def variant(study: Path, pruner: dict[str, Any], folder: Path, label: str) -> Path:
@@ -91,6 +108,46 @@ def best_within(trials: list[optuna.trial.FrozenTrial], epochs: int) -> tuple[fl
     return best, count
 
 
+def replay(
+    trials: list[optuna.trial.FrozenTrial], study_yaml: Path, pruner: dict[str, Any]
+) -> tuple[int, int, float, int]:
+    """The pruner's own decisions on a finished run's trials: each trial's recorded
+    per-epoch Δm is reported, in trial order, to the pruner ``build_pruner`` makes for
+    the study with ``pruner`` (Optuna's own, in a fresh in-memory study), which stops it or
+    lets it complete. Returns the epochs the trials trained, the epochs they would have
+    trained with those decisions, the best validation Δm of the trials left complete, and
+    how many were stopped. A trial stopped after epoch e is charged
+    min(e x its networks trained, its epochs): networks that stopped early by patience
+    are charged to e, so the saving is understated, never overstated."""
+    config = load_study_config(study_yaml).model_copy(
+        update={"pruner": PrunerConfig.model_validate(pruner)}
+    )
+    study = optuna.create_study(direction="maximize", pruner=build_pruner(config))
+    full = spent = stopped = 0
+    best = float("-inf")
+    for frozen in trials:
+        if frozen.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        epochs = int(frozen.user_attrs.get("epochs_trained", 0))
+        networks = max(int(frozen.user_attrs.get("networks_trained", 0)), 1)
+        curve = frozen.user_attrs.get(EPOCHS_ATTR) or []
+        full += epochs
+        trial = study.ask()
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(float(value), epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                spent += min(epoch * networks, epochs)
+                stopped += 1
+                break
+        else:
+            value = float(frozen.user_attrs["delta_m_val"])
+            study.tell(trial, value)
+            spent += epochs
+            best = max(best, value)
+    return full, spent, best, stopped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=REPO / "studies" / "digits-pruned.yaml")
@@ -99,16 +156,19 @@ def main() -> None:
     parser.add_argument("--extra", type=float, default=2.0, help="pruned run: trials x this")
     parser.add_argument("--pruner", default=None, help="JSON pruner (default: the study's)")
     args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_pruner = yaml.safe_load(args.study.read_text()).get("pruner") or {"name": "median"}
     pruner = json.loads(args.pruner) if args.pruner else study_pruner
     header = ("seed", "variant", "epochs", "complete", "pruned", "wall s", "best val", "best test")
     print("{:>4} {:>8} {:>8} {:>8} {:>7} {:>8} {:>9} {:>9}".format(*header))
     rows: dict[str, list[dict[str, Any]]] = {"plain": [], "pruned": []}
     equal_compute: list[tuple[float, int]] = []
+    replays: list[tuple[int, int, float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         studies = {
-            "plain": variant(args.study, {"name": "none"}, folder, "plain"),
+            # plain: never prunes, but trains in lockstep and records every epoch's Δm
+            "plain": variant(args.study, RECORD_ONLY, folder, "plain"),
             "pruned": variant(args.study, pruner, folder, "pruned"),
         }
         for k, seed in enumerate(args.seeds):
@@ -128,6 +188,12 @@ def main() -> None:
                     f"{row['pruned']:>7} {row['seconds']:>8.1f} {row['best_val']:>+9.2f} "
                     f"{row['best_test']:>+9.2f}"
                 )
+            replays.append(replay(runs["plain"], studies["pruned"], pruner))
+            _, spent, kept, stopped = replays[-1]
+            print(
+                f"{seed:>4} {'replay':>8} {spent:>8} {'':>8} {stopped:>7} {'':>8} {kept:>+9.2f}"
+                f"   (the pruner's decisions on the plain run's trials)"
+            )
             equal_compute.append(best_within(runs["pruned"], rows["plain"][-1]["epochs"]))
             value, count = equal_compute[-1]
             print(
@@ -155,6 +221,16 @@ def main() -> None:
             + ", ".join(f"{d:+.2f}" for d in diffs)
             + f" (mean {mean:+.2f} pp)"
         )
+    saved = 1 - sum(r[1] for r in replays) / sum(r[0] for r in replays)
+    kept = [r[2] - a["best_val"] for r, a in zip(replays, plain, strict=True)]
+    print(
+        f"replay, the pruner's decisions alone: {100 * saved:.0f}% fewer epochs, best Δm kept "
+        + ", ".join(f"{d:+.2f}" for d in kept)
+        + f" (mean {sum(kept) / len(kept):+.2f} pp)"
+    )
+    if len(plain) > 1:
+        spread = statistics.stdev(r["best_val"] for r in plain)
+        print(f"search noise: the plain runs' best val Δm varies by {spread:.2f} pp over seeds")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ pass the budget (a percentage of the exhaustive cost). Methods:
 - ``hoa``: Standley's higher-order approximation: singles + pairs, every larger group
   estimated from its pairs, then partitions in order of estimated Δm (the first is the DP
   optimum of the estimates) evaluated while the budget allows;
-- ``study+tag``: the study seeded as ``affinity:`` in a study YAML does (lookahead, top 10
-  partitions enqueued first, then TPE).
+- ``study+tag``: the study seeded with TAG's candidates only (lookahead, top 10
+  partitions enqueued first, then TPE; ``refine: 0``);
+- ``study+refine``: the study seeded as the presets' ``affinity:`` does: the top
+  ``candidates`` partitions, then up to ``refine`` partitions proposed by
+  :mod:`autotask.search.refinement`, then TPE (``--refine-candidates`` and ``--refine``
+  override the preset).
 
 Choices. A network's cost is ``epochs_run * macs`` (proportional to its training FLOPs:
 every network sees the same train set). The single-task baselines are charged to every
@@ -31,12 +35,14 @@ does not cover its first step) is left out of the regret columns and counted in
 ``random`` draws with seed + 1000: TPE's first 10 trials are ``RandomSampler(seed)``
 draws, so the same seed would repeat the study's trials exactly. Regret = optimum Δm −
 answer Δm in percentage points: validation against the validation optimum, test against
-the test Δm of that same optimum partition (so test regret can be negative). ``digits``
+the test Δm of that same optimum partition (so test regret can be negative). Seed noise
+(with two or more seeds): the median over partitions of a partition's validation Δm's
+standard deviation over the seeds, each of which trains every network anew. ``digits``
 uses a grouping-only space (the grouping space's structure, digits' default optimizer
 settings, ``max_groups`` 4).
 
     python benchmarks/search_quality.py [--suites synthetic digits] [--seeds 0 1 2]
-        [--budgets 5 10 20] [--cache-dir DIR]
+        [--budgets 5 10 15 20] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -67,12 +73,13 @@ from autotask.affinity.selection import (
     higher_order_approximation,
     select_networks,
 )
+from autotask.search.refinement import AffinityRefinement
 from autotask.search.sampling import task_units
 from autotask.search.scoring import TrainingContext, relative_change
 from autotask.search.seeding import seed_with_affinity
 from autotask.search.space import OptimizerSpace, PartitionSpace, load_search_space
 from autotask.search.study import SearchSession, build_suite
-from autotask.search.study_config import StudyConfig, load_study_config
+from autotask.search.study_config import AffinitySeeding, StudyConfig, load_study_config
 from autotask.spec import ArchitectureSpec, BalancerSpec, TaskTree
 from autotask.store.cache import Claim, DatabaseCache, MemoryCache, NetworkJob, ResultCache
 from autotask.store.db import Database
@@ -82,7 +89,7 @@ from autotask.train.result import NetworkResult
 SEEDED_CANDIDATES = 10
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("study", "random", "tag", "hoa", "study+tag")
+METHODS = ("study", "random", "tag", "hoa", "study+tag", "study+refine")
 Group = frozenset[str]
 Partition = tuple[tuple[str, ...], ...]
 
@@ -302,13 +309,18 @@ def run_study(
     sampler: optuna.samplers.BaseSampler | None,
     matrix: AffinityMatrix | None,
     idle: int,
+    refine: int = 0,
+    candidates: int = SEEDED_CANDIDATES,
 ) -> None:
     session = SearchSession.open(config, storage=db, study_name=name, seed=seed)
     session.context.cache = method.cache
     if sampler is not None:
         session.study.sampler = sampler
     if matrix is not None:
-        seed_with_affinity(session, matrix, SEEDED_CANDIDATES)
+        seed_with_affinity(session, matrix, candidates)
+    refinement = (
+        [AffinityRefinement(session, matrix, refine)] if matrix is not None and refine else []
+    )
     state = {"idle": 0, "spent": method.cache.spent}
 
     def stopper(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -326,7 +338,7 @@ def run_study(
             raise _Stop
 
     with suppress(_Stop):
-        session.run(100_000, callbacks=[stopper])
+        session.run(100_000, callbacks=[*refinement, stopper])
 
 
 def run_tag(truth: Truth, method: Method, matrix: AffinityMatrix, units: list[list[str]]) -> None:
@@ -435,7 +447,7 @@ def run_seed(
             for t in truth.tasks:  # the baselines, charged to every method
                 key = truth.keys[frozenset((t,))]
                 method.cache.charge(key, method.cache.cost[key], force=True)
-            if name in ("tag", "study+tag"):
+            if name in ("tag", "study+tag", "study+refine"):
                 try:
                     method.cache.charge("lookahead", tag_cost)
                     method.cache.charge(truth.keys[everything], 0.0)  # the probe's joint run
@@ -455,6 +467,15 @@ def run_seed(
             elif name == "study+tag":
                 run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
                           matrix=matrix, idle=args.idle)  # fmt: skip
+            elif name == "study+refine":
+                seeding = config.affinity or AffinitySeeding()
+                refine = seeding.refine if args.refine is None else args.refine
+                count = (
+                    seeding.candidates if args.refine_candidates is None else args.refine_candidates
+                )
+                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
+                          matrix=matrix, idle=args.idle, refine=refine,
+                          candidates=count)  # fmt: skip
             elif name == "tag":
                 run_tag(truth, method, matrix, units)
             else:
@@ -466,6 +487,22 @@ def run_seed(
                 f"{out.evaluated} evaluated, {out.spent / truth.total_cost:.1%} used"
             )
     return truth, outcomes, factor
+
+
+def _seed_noise(suite: str, truths: Sequence[Truth]) -> str:
+    """How much a partition's validation Δm moves between seeds (each seed trains every
+    network anew): the median over partitions of its standard deviation over seeds."""
+    first = truths[0]
+    spread = [
+        statistics.stdev([t.score(part)[0] for t in truths])
+        for part in partitions(first.tasks, first.max_groups)
+    ]
+    optima = [statistics.stdev([t.score(o.optimum)[0] for t in truths]) for o in truths]
+    return (
+        f"{suite}: seed noise of a partition's Δm val (std over {len(truths)} seeds): median "
+        f"{statistics.median(spread):.2f} over {len(spread)} partitions, "
+        f"{statistics.mean(optima):.2f} for the seeds' optima"
+    )
 
 
 def _log(message: str) -> None:
@@ -489,13 +526,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["synthetic", "digits"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[5.0, 10.0, 20.0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[5.0, 10.0, 15.0, 20.0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
         "--idle", type=int, default=100, help="stop a study after this many trials in a row "
         "that train no new network"
     )  # fmt: skip
     parser.add_argument("--cache-dir", help="keep the exhaustive networks here (reused)")
+    parser.add_argument(
+        "--refine", type=int, help="most refinement trials of study+refine (default: preset's)"
+    )
+    parser.add_argument(
+        "--refine-candidates", type=int, help="partitions study+refine seeds (default: preset's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -516,6 +559,8 @@ def main() -> None:
                     f"test {truth.optimum_test:.2f}; exhaustive {len(truth.results)} networks; "
                     f"lookahead {factor:.2f}x a joint training"
                 )
+            if len(per_seed) > 1:
+                notes.append(_seed_noise(suite, [truth for truth, _, _ in per_seed]))
             for pct in args.budgets:
                 for name in args.methods:
                     outs = [(t, o[(pct, name)]) for t, o, _ in per_seed]
@@ -534,7 +579,7 @@ def main() -> None:
                             len(outs),
                         )
                     )
-                for study_method in ("study", "study+tag"):
+                for study_method in ("study", "study+tag", "study+refine"):
                     if study_method not in args.methods or "tag" not in args.methods:
                         continue
                     pairs = [(t, o[(pct, study_method)], o[(pct, "tag")]) for t, o, _ in per_seed]
@@ -549,7 +594,7 @@ def main() -> None:
                         f"{len(pairs) - neither} seeds where either answered"
                     )
     header = (
-        f"{'suite':<10} {'budget%':>7} {'method':<10} {'regret val':>12} {'regret test':>11} "
+        f"{'suite':<10} {'budget%':>7} {'method':<12} {'regret val':>12} {'regret test':>11} "
         f"{'used%':>6} {'evals':>6} {'answered':>8} {'optimum':>7}"
     )
     print("\n".join(notes))
@@ -557,7 +602,7 @@ def main() -> None:
     for suite, pct, name, rv, rt, used, evals, n_answered, exact, n in rows:
         test = f"{statistics.mean(rt):.2f}" if rt else "n/a"
         print(
-            f"{suite:<10} {pct:>7g} {name:<10} {_mean_std(rv):>12} {test:>11} "
+            f"{suite:<10} {pct:>7g} {name:<12} {_mean_std(rv):>12} {test:>11} "
             f"{statistics.mean(used):>6.1f} {statistics.mean(evals):>6.1f} "
             f"{n_answered:>6}/{n} {exact:>5}/{n}"
         )

@@ -21,6 +21,7 @@ from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
 from autotask.search.objectives import best_trial, is_multi_objective
 from autotask.search.pareto import best_within_budget, pareto_trials
+from autotask.search.refinement import AffinityRefinement
 from autotask.search.scoring import ArchitectureScore
 from autotask.search.seeding import (
     TAG_ATTR,
@@ -104,6 +105,8 @@ def search(
         matrix = None
         if config.affinity is not None:
             matrix = _seed_with_affinity(session, progress, bar)
+            if matrix is not None:
+                session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
         _train_tag_baseline(session, matrix or latest_matrix(session))
 
         def refresh(*_: object) -> None:
@@ -252,6 +255,12 @@ def status(
         f"networks trained: {trained}, reused from the cache: {reused}; "
         f"epochs trained in trials: {summary['epochs_trained']}"
     )
+    proposers = summary["proposed_by"]
+    if set(proposers) != {"sampler"} and proposers:
+        out.print(
+            "trials proposed by: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(proposers.items()))
+        )
     for number, reason in summary["failed"].items():
         err.print(f"trial {number} failed: {reason}")
     for failed, retry in summary["retried"].items():
@@ -259,7 +268,10 @@ def status(
     if best is None:
         out.print("no completed trial yet")
         return
-    out.print(f"Best trial {best.number}: {best.user_attrs['architecture']}", style="bold")
+    out.print(
+        f"Best trial {best.number} ({_proposer(best)}): {best.user_attrs['architecture']}",
+        style="bold",
+    )
     rows = []
     for task in sorted(baselines):
         rows.append(
@@ -320,6 +332,7 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
         "all_in_one": study.user_attrs.get(ALL_IN_ONE_ATTR, {}),
         "tag_grouping": study.user_attrs.get(TAG_ATTR),
+        "proposed_by": dict(Counter(_proposer(t) for t in trials)),
         "failed": {
             t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
         },
@@ -330,7 +343,11 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         best = best_trial(study)
     except StorageError:
         return summary
-    summary["best"] = {"trial": best.number, **{k: best.user_attrs.get(k) for k in keys}}
+    summary["best"] = {
+        "trial": best.number,
+        **{k: best.user_attrs.get(k) for k in keys},
+        "proposed_by": _proposer(best),
+    }
     if "secondary" in best.user_attrs:
         summary["best"]["secondary"] = best.user_attrs["secondary"]
     if is_multi_objective(study):
@@ -339,6 +356,12 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
             for t in pareto_trials(study)
         ]
     return summary
+
+
+def _proposer(trial: optuna.trial.FrozenTrial) -> str:
+    """Who chose the trial's architecture: ``affinity:<estimator>`` (seeded),
+    ``refinement:<estimator>``, or ``sampler``."""
+    return str(trial.user_attrs.get("seeded_by", "sampler"))
 
 
 def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:

@@ -11,6 +11,8 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
 from autotask.cli.search import STORAGE_HELP, print_runtime
+from autotask.search.refinement import AffinityRefinement
+from autotask.search.seeding import latest_matrix
 from autotask.search.storage import resolve_storage_url
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
@@ -54,6 +56,9 @@ def worker(
         bar = progress.add_task("baselines", total=budget, status="")
         session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
         session.prepare_baselines()
+        matrix = latest_matrix(session, config.affinity.estimator) if config.affinity else None
+        if config.affinity is not None and matrix is not None:
+            session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
         progress.update(bar, description="trials", completed=count_budget_trials(study))
 
         def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:

@@ -134,6 +134,11 @@ class SearchSession:
     storage_url: str
     #: The study's cross-process trial gate (see :mod:`autotask.search.workers`).
     gate: StudyLock | None = None
+    #: Runs after every trial before ``run``'s callbacks: the affinity refinement
+    #: (:class:`~autotask.search.refinement.AffinityRefinement`), which enqueues trials.
+    refinement: TrialCallback | None = None
+    #: The trial budget of the current ``run`` (None outside one).
+    trial_budget: int | None = None
 
     @classmethod
     def open(
@@ -281,13 +286,14 @@ class SearchSession:
         Returns the number of trials this call started.
         """
         gate = self.gate or LocalLock(self.storage_url, f"study:{self.study.study_name}")
+        self.trial_budget = trials
         return run_gated(
             self.study,
             self.objective,
             gate,
             budget=trials,
             timeout=timeout,
-            callbacks=callbacks,
+            callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
             on_stale=self._release_dead_worker,
         )
 

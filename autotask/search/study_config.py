@@ -95,13 +95,16 @@ class SuiteConfig(BaseModel):
 
 class AffinitySeeding(BaseModel):
     """Start the study from an affinity estimate: its best partitions (TAG rule) are
-    enqueued as the first trials, then the sampler explores."""
+    enqueued as the first trials; then up to ``refine`` trials try the partition that the
+    measured groups and the calibrated affinity predict best (see
+    :mod:`autotask.search.refinement`), and the sampler explores."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     estimator: str = "lookahead"
     settings: dict[str, Any] = Field(default_factory=dict)
-    candidates: int = Field(default=10, ge=0)
+    candidates: int = Field(default=5, ge=0)
+    refine: int = Field(default=20, ge=0)
 
 
 def _named(value: Any) -> Any:

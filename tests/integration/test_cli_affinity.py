@@ -31,9 +31,9 @@ SEEDED = f"""
 name: tiny-seeded
 suite: {{name: synthetic, n_tasks: 4, n_groups: 2, n_samples: 600, seed: 0}}
 search_space:{SPACE}
-trials: 4
+trials: 5
 seed: 0
-affinity: {{estimator: gradcos, candidates: 2}}
+affinity: {{estimator: gradcos, candidates: 2, refine: 2}}
 """
 
 
@@ -94,12 +94,29 @@ def test_a_seeded_study_starts_from_the_best_partitions(root: Path) -> None:
     seeded = study.user_attrs[SEEDED_ATTR]
     assert seeded["estimator"] == "gradcos" and len(seeded["candidates"]) == 2
     trials = sorted(study.trials, key=lambda t: t.number)
-    assert len(trials) == 4
+    assert len(trials) == 5
     for trial, candidate in zip(trials[:2], seeded["candidates"], strict=True):
         assert trial.user_attrs["seeded_by"] == "affinity:gradcos"
         networks = trial.user_attrs["spec"]["networks"]
         assert sorted(sorted(n["tasks"]) for n in networks) == sorted(candidate["groups"])
-    assert "seeded_by" not in trials[2].user_attrs
+    # Then the refinement proposes two partitions no trial had tried, then TPE samples.
+    assert [t.user_attrs.get("seeded_by") for t in trials[2:]] == [
+        "refinement:gradcos",
+        "refinement:gradcos",
+        None,
+    ]
+    tried = [
+        frozenset(frozenset(n["tasks"]) for n in t.user_attrs["spec"]["networks"])
+        for t in trials[:4]
+    ]
+    assert len(set(tried)) == 4 and all(len(p) <= 3 for p in tried)
+    status = run_cli("status", "tiny-seeded", "--json", cwd=root)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["proposed_by"] == {
+        "affinity:gradcos": 2,
+        "refinement:gradcos": 2,
+        "sampler": 1,
+    }
     figures = published_figures(study)
     assert "affinity-gradcos-graph" in figures
     tree = figures["best-architecture"]

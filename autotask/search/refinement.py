@@ -1,0 +1,320 @@
+"""Affinity-guided refinement: after the seeded partitions, propose the partition that
+the measured groups and a calibrated affinity model predict best.
+
+Every completed trial measures, for each of its networks, each task's contribution to Δm
+(the signed relative change, percent, of its validation metric against the task's
+single-task baseline). A group of tasks that no trial has trained yet is predicted from
+the affinity matrix: task ``t`` in group ``G`` contributes ``a_t + b * s(t, G)``, where
+``s(t, G)`` is the mean affinity onto ``t`` from the other members (TAG's rule) and
+``a_t, b`` are fitted by least squares to the measured contributions of the study's
+shared groups (``a_t`` is the study-wide intercept plus the task's own mean residual,
+shrunk towards 0 by :data:`SHRINK` pseudo-measurements; ``b >= 0``). Before two shared
+groups are measured the model is TAG's rule itself (``a = 0, b = 1``). A task trained
+alone contributes what it measured, 0 if unmeasured (it is its own baseline).
+
+The proposal is the best partition over measured and predicted groups within the
+search space's ``max_groups`` and ``together`` blocks (the exact programme of
+:func:`~autotask.affinity.selection.select_networks`). It is enqueued unless a trial
+already evaluated it: then no partition is predicted to beat the best measured one, and
+refinement ends (the sampler explores from there). A proposal made only of trained
+groups costs no training with a shared cache, and makes the best combination of the
+pool a trial of the study.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+
+from autotask.affinity.matrix import AffinityMatrix
+from autotask.affinity.selection import Network, NetworkPool, select_networks
+from autotask.errors import ConfigError, DataError
+from autotask.search.sampling import partition_params, task_units
+from autotask.search.scoring import relative_change
+from autotask.search.workers import count_budget_trials
+from autotask.spec import ArchitectureSpec
+
+if TYPE_CHECKING:
+    from autotask.search.study import SearchSession
+
+__all__ = [
+    "MAX_SEARCH",
+    "MAX_UNITS",
+    "OPTIMISM",
+    "PAIR_PRIOR",
+    "TASK_PRIOR",
+    "AffinityRefinement",
+    "GroupModel",
+    "measured_groups",
+    "propose_partition",
+]
+
+logger = logging.getLogger("autotask")
+
+#: Most task blocks refined exactly (every union of blocks is a candidate group).
+MAX_UNITS = 12
+#: Prior standard deviation of a task's own correction (in residual spreads).
+TASK_PRIOR = 1.0
+#: Prior standard deviation of a pair's correction (in residual spreads).
+PAIR_PRIOR = 2.0
+#: Standard deviations of optimism added to untrained groups' predictions.
+OPTIMISM = 0.0
+#: Most exact programmes run to find the best partition no trial has evaluated.
+MAX_SEARCH = 64
+
+Group = frozenset[str]
+Partition = tuple[tuple[str, ...], ...]
+
+
+def measured_groups(
+    trials: Sequence[optuna.trial.FrozenTrial],
+    baselines: Mapping[str, Mapping[str, float]],
+    higher: Mapping[str, bool],
+) -> tuple[dict[Group, dict[str, float]], set[frozenset[Group]]]:
+    """Each trained group's best per-task contributions (the trial where the group's
+    contributions summed highest), and the partitions that completed trials evaluated."""
+    groups: dict[Group, dict[str, float]] = {}
+    evaluated: set[frozenset[Group]] = set()
+    for trial in trials:
+        if trial.state != optuna.trial.TrialState.COMPLETE or "spec" not in trial.user_attrs:
+            continue
+        spec = ArchitectureSpec.model_validate(trial.user_attrs["spec"])
+        members = [frozenset(n.tasks) for n in spec.networks]
+        if sum(len(g) for g in members) != len(set().union(*members)):
+            continue  # overlapping networks: not a partition
+        evaluated.add(frozenset(members))
+        for group in members:
+            values = {}
+            for task in group:
+                metric = trial.user_attrs.get(f"val.{task}")
+                if not isinstance(metric, (int, float)) or task not in baselines:
+                    break
+                values[task] = relative_change(float(metric), baselines[task]["val"], higher[task])
+            else:
+                old = groups.get(group)
+                if old is None or math.fsum(values.values()) > math.fsum(old.values()):
+                    groups[group] = values
+    return groups, evaluated
+
+
+@dataclass
+class GroupModel:
+    """Predicted contribution of each task in an untrained group (see the module text)."""
+
+    onto: np.ndarray[Any, np.dtype[np.float64]]
+    index: dict[str, int]
+    slope: float = 1.0
+    intercept: float = 0.0
+    #: Standard deviation of the measured contributions around the affinity line.
+    spread: float = 0.0
+    #: Posterior mean and covariance (in units of ``spread**2``) of the corrections:
+    #: one per task, then one per ordered pair (task, partner), see :meth:`_row`.
+    mean: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(0))
+    cov: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros((0, 0)))
+    fitted: bool = False
+
+    @classmethod
+    def fit(
+        cls, matrix: AffinityMatrix, measured: Mapping[Group, Mapping[str, float]]
+    ) -> GroupModel:
+        onto = np.nan_to_num(matrix.onto(), nan=0.0)
+        np.fill_diagonal(onto, 0.0)
+        n = len(matrix.tasks)
+        pairs = onto[~np.eye(n, dtype=bool)]
+        scale = float(pairs.std()) if pairs.size else 0.0
+        scaled = onto / scale if scale > 0.0 else onto
+        model = cls(scaled, {t: matrix.index(t) for t in matrix.tasks})
+        points = [
+            (task, group, model.score(task, group), value)
+            for group, values in measured.items()
+            if len(group) > 1
+            for task, value in values.items()
+        ]
+        if sum(len(g) > 1 for g in measured) < 2 or len(points) < 3:
+            return model
+        z = np.array([p[2] for p in points])
+        c = np.array([p[3] for p in points])
+        model.slope = _posterior_slope(z, c)
+        model.intercept = float(c.mean() - model.slope * z.mean())
+        residual = c - model.intercept - model.slope * z
+        model.spread = float(residual.std())
+        rows = np.array([model._row(task, group) for task, group, _, _ in points])
+        prior = np.concatenate([np.full(n, TASK_PRIOR), np.full(n * n, PAIR_PRIOR)]) ** -2.0
+        precision = rows.T @ rows + np.diag(prior)
+        model.cov = np.linalg.inv(precision)
+        model.mean = model.cov @ rows.T @ residual
+        model.fitted = True
+        return model
+
+    def _row(self, task: str, group: Group) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Which corrections a task's contribution in ``group`` sums: its own, and the
+        mean of its pairs with the other members."""
+        n = len(self.index)
+        row = np.zeros(n + n * n)
+        t = self.index[task]
+        others = [self.index[u] for u in group if u != task]
+        row[t] = 1.0
+        for u in others:
+            row[n + t * n + u] = 1.0 / len(others)
+        return row
+
+    def score(self, task: str, group: Group) -> float:
+        """TAG's rule: the mean affinity onto ``task`` from the group's other tasks (in
+        standard deviations of the matrix's affinities)."""
+        others = [self.index[u] for u in group if u != task]
+        return float(self.onto[self.index[task], others].mean()) if others else 0.0
+
+    def predict(self, task: str, group: Group, optimism: float = 0.0) -> float:
+        """The predicted contribution, plus ``optimism`` posterior standard deviations."""
+        if len(group) < 2:
+            return 0.0
+        line = self.intercept + self.slope * self.score(task, group)
+        if not self.fitted:
+            return line
+        row = self._row(task, group)
+        used = np.flatnonzero(row)
+        x = row[used]
+        correction = float(x @ self.mean[used])
+        sd = math.sqrt(max(float(x @ self.cov[np.ix_(used, used)] @ x), 0.0))
+        return line + correction + optimism * self.spread * sd
+
+
+def _posterior_slope(z: np.ndarray[Any, Any], c: np.ndarray[Any, Any]) -> float:
+    """The slope of ``c`` on ``z`` (least squares) shrunk towards the prior that one
+    standard deviation of affinity is worth one of the measured contributions, by the
+    precision of each (a normal prior as wide as its mean); never below 0."""
+    prior = float(c.std())
+    szz = float(((z - z.mean()) ** 2).sum())
+    if prior == 0.0:
+        return 0.0
+    if szz == 0.0:
+        return prior
+    least = float(((z - z.mean()) * (c - c.mean())).sum()) / szz
+    noise = float(((c - c.mean() - least * (z - z.mean())) ** 2).sum()) / max(len(c) - 2, 1)
+    data_precision = szz / max(noise, 1e-12)
+    prior_precision = 1.0 / prior**2
+    slope = (prior * prior_precision + least * data_precision) / (prior_precision + data_precision)
+    return max(slope, 0.0)
+
+
+def propose_partition(
+    matrix: AffinityMatrix,
+    measured: Mapping[Group, Mapping[str, float]],
+    evaluated: set[frozenset[Group]],
+    *,
+    units: Sequence[Sequence[str]],
+    max_groups: int | None,
+    optimism: float = OPTIMISM,
+) -> Partition | None:
+    """The best partition over measured and predicted groups that no trial evaluated yet
+    (None with more than :data:`MAX_UNITS` blocks, or when :data:`MAX_SEARCH` exact
+    programmes find none)."""
+    if len(units) > MAX_UNITS:
+        return None
+    model = GroupModel.fit(matrix, measured)
+    tasks = [t for unit in units for t in unit]
+    order = {t: i for i, t in enumerate(tasks)}
+    networks: dict[Group, Network] = {}
+    for size in range(1, len(units) + 1):
+        for chosen in combinations(units, size):
+            group = frozenset(t for unit in chosen for t in unit)
+            values = measured.get(group)
+            metrics = (
+                dict(values)
+                if values is not None
+                else {t: model.predict(t, group, optimism) for t in group}
+            )
+            ordered = tuple(sorted(group, key=order.__getitem__))
+            networks[group] = Network(ordered, metrics, name="+".join(ordered))
+
+    Found = tuple[float, frozenset[Group]]
+
+    def best(excluded: frozenset[Group], forced: frozenset[Group]) -> Found | None:
+        """The best partition using none of ``excluded`` and all of ``forced``."""
+        held = frozenset(t for g in forced for t in g)
+        pool = [
+            net
+            for group, net in networks.items()
+            if group not in excluded and (group in forced or not group & held)
+        ]
+        try:
+            chosen = select_networks(
+                NetworkPool(pool, tasks), mode="partition", max_groups=max_groups, aggregate="mean"
+            )
+        except (ConfigError, DataError):  # no partition is left
+            return None
+        return chosen.total, frozenset(frozenset(g) for g in chosen.served.values())
+
+    # Lawler's k-best scheme: the partitions other than a subproblem's best P (groups
+    # g_1..g_k) split into k subproblems, the i-th without g_i and with g_1..g_{i-1}.
+    frontier: list[tuple[float, int, frozenset[Group], frozenset[Group], frozenset[Group]]] = []
+    searches = 0
+
+    def push(excluded: frozenset[Group], forced: frozenset[Group]) -> None:
+        nonlocal searches
+        searches += 1
+        found = best(excluded, forced)
+        if found is not None:
+            heapq.heappush(frontier, (-found[0], searches, found[1], excluded, forced))
+
+    push(frozenset(), frozenset())
+    while frontier:
+        _, _, partition, excluded, forced = heapq.heappop(frontier)
+        if partition not in evaluated:
+            return tuple(sorted((networks[g].tasks for g in partition), key=lambda g: order[g[0]]))
+        free = sorted(partition - forced, key=lambda g: order[min(g, key=order.__getitem__)])
+        for i, group in enumerate(free):
+            if searches >= MAX_SEARCH:
+                return None
+            push(excluded | {group}, forced | frozenset(free[:i]))
+    return None
+
+
+class AffinityRefinement:
+    """An Optuna trial callback: whenever no trial is waiting, enqueue the best untried
+    partition (:func:`propose_partition`), at most ``limit`` times in all; with nothing
+    left to propose the sampler's own trial runs."""
+
+    def __init__(self, session: SearchSession, matrix: AffinityMatrix, limit: int) -> None:
+        self.session, self.limit = session, limit
+        self.matrix = matrix.subset(session.context.tasks)
+        self.proposed = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.proposed >= self.limit:
+            return
+        if study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.WAITING]):
+            return
+        budget = self.session.trial_budget
+        if budget is not None and count_budget_trials(study) >= budget:
+            return  # the run ends: nothing is left waiting in the study
+        context = self.session.context
+        baselines = {t: {"val": r.val_metrics[t]} for t, r in context.baselines().items()}
+        measured, evaluated = measured_groups(
+            study.get_trials(deepcopy=False), baselines, context.higher_is_better()
+        )
+        space = self.session.config.search_space
+        proposal = propose_partition(
+            self.matrix,
+            measured,
+            evaluated,
+            units=task_units(context.tasks, space),
+            max_groups=space.partition.max_groups,
+        )
+        if proposal is None:
+            return
+        study.enqueue_trial(
+            partition_params(proposal, context.tasks, space),
+            user_attrs={"seeded_by": f"refinement:{self.matrix.estimator}"},
+            skip_if_exists=True,
+        )
+        self.proposed += 1
+        logger.info("affinity refinement proposes %s", " | ".join("+".join(g) for g in proposal))
