@@ -9,7 +9,8 @@ raises. A claim whose ``heartbeat_at`` has not moved for ``grace_s`` seconds, as
 waiting process's own clock (so clock skew between machines does not matter), is taken
 over with a compare-and-set update: its owner is presumed dead. ``grace_s`` must exceed the
 longest epoch, or a slow but live owner loses its claim (the network is then trained twice;
-the cache still keeps only the first stored result).
+the cache still keeps only the first stored result). A process that holds claims and waits
+for another process's network refreshes the claims it holds while it waits.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class ClaimStore:
         self.heartbeat_every_s = (
             heartbeat_every_s if heartbeat_every_s is not None else min(1.0, grace_s / 4)
         )
+        #: Keys this store holds now (kept alive while it waits for another key).
+        self.held: set[str] = set()
+        self._last_wait_beat = time.monotonic()
 
     # -- single statements -------------------------------------------------------------
 
@@ -142,6 +146,7 @@ class ClaimStore:
 
     def release(self, key: str) -> None:
         """Delete our claim on ``key`` (a claim taken over by another process stays)."""
+        self.held.discard(key)
         with self.db.session() as session:
             session.execute(
                 delete(ClaimRow).where(ClaimRow.key == key, ClaimRow.owner == self.owner)
@@ -212,7 +217,22 @@ class ClaimStore:
                     self.grace_s,
                 )
                 return self._after_claiming(key, lookup)
+            self._beat_held()
             time.sleep(self.poll_s)
+
+    def _beat_held(self) -> None:
+        """While waiting, keep the claims already held alive (at most every few seconds):
+        a process that claims several networks, then waits on one another process trains,
+        would otherwise lose the others after the grace period."""
+        now = time.monotonic()
+        if not self.held or now - self._last_wait_beat < self.heartbeat_every_s:
+            return
+        self._last_wait_beat = now
+        for held in sorted(self.held):
+            try:
+                self.beat(held)
+            except SQLAlchemyError as exc:  # a hiccup must not stop the wait
+                logger.warning("cannot refresh the claim on network %s: %s", held, exc)
 
     def _after_claiming(self, key: str, lookup: Callable[[], T | None]) -> tuple[T | None, bool]:
         # The previous owner may have stored the result just before deleting its claim.
@@ -224,6 +244,7 @@ class ClaimStore:
         if value is not None:
             self.release(key)
             return value, False
+        self.held.add(key)
         return None, True
 
     @contextmanager

@@ -249,3 +249,35 @@ def test_a_waiting_process_reuses_the_result_of_the_live_owner(tmp_path: Path) -
     assert results == [(stored, False)]
     assert trained == []
     assert ClaimStore(db).keys() == []
+
+
+def test_claims_held_stay_alive_while_waiting_for_another_network(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/held.db")
+    waiter = ClaimStore(db, owner="host:waiter", grace_s=0.4, poll_s=0.02)
+    other = ClaimStore(db, owner="host:other", grace_s=0.4, poll_s=0.02)
+    thief = ClaimStore(db, owner="host:thief", grace_s=0.4, poll_s=0.02)
+    assert waiter.wait_or_claim("first", lambda: None) == (None, True)
+    assert other.try_insert("second")
+    found: list[tuple[object, bool]] = []
+    done = threading.Event()
+    thread = threading.Thread(
+        target=lambda: found.append(
+            waiter.wait_or_claim("second", lambda: "stored" if done.is_set() else None)
+        )
+    )
+    thread.start()
+    before = waiter.read("first")
+    for _ in range(10):  # over twice the grace period, spent waiting on "second"
+        assert other.beat("second")  # whose owner is alive and training
+        time.sleep(0.1)
+    after = waiter.read("first")
+    assert before is not None and after is not None and after[1] > before[1]
+    # So a third process sees a live claim on "first" and does not take it over.
+    assert thief.read("first") == after and not thief.take_over("first", "host:dead", after[1])
+    done.set()
+    thread.join(timeout=30)
+    assert found == [("stored", False)]
+    assert waiter.held == {"first"}
+    waiter.release("first")
+    other.release("second")
+    assert ClaimStore(db).keys() == [] and waiter.held == set()
