@@ -72,6 +72,13 @@ MAX_SEARCH = 64
 
 Group = frozenset[str]
 Partition = tuple[tuple[str, ...], ...]
+#: Trial states whose partition counts as tried (never proposed again).
+TRIED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.RUNNING,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
 def measured_groups(
@@ -79,18 +86,21 @@ def measured_groups(
     baselines: Mapping[str, Mapping[str, float]],
     higher: Mapping[str, bool],
 ) -> tuple[dict[Group, dict[str, float]], set[frozenset[Group]]]:
-    """Each trained group's best per-task contributions (the trial where the group's
-    contributions summed highest), and the partitions that completed trials evaluated."""
+    """Each trained group's best per-task contributions (from the completed trial where
+    the group's contributions summed highest), and the partitions trials have tried:
+    completed, running, pruned (for cost or by the pruner) or failed."""
     groups: dict[Group, dict[str, float]] = {}
-    evaluated: set[frozenset[Group]] = set()
+    tried: set[frozenset[Group]] = set()
     for trial in trials:
-        if trial.state != optuna.trial.TrialState.COMPLETE or "spec" not in trial.user_attrs:
+        if trial.state not in TRIED or "spec" not in trial.user_attrs:
             continue
         spec = ArchitectureSpec.model_validate(trial.user_attrs["spec"])
         members = [frozenset(n.tasks) for n in spec.networks]
         if sum(len(g) for g in members) != len(set().union(*members)):
             continue  # overlapping networks: not a partition
-        evaluated.add(frozenset(members))
+        tried.add(frozenset(members))
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            continue
         for group in members:
             values = {}
             for task in group:
@@ -102,7 +112,7 @@ def measured_groups(
                 old = groups.get(group)
                 if old is None or math.fsum(values.values()) > math.fsum(old.values()):
                     groups[group] = values
-    return groups, evaluated
+    return groups, tried
 
 
 @dataclass

@@ -225,6 +225,7 @@ class SearchSession:
             trial, self.config.search_space, self.context.tasks, self.context.suite.default_backbone
         )
         trial.set_user_attr("architecture", spec.describe())
+        trial.set_user_attr("spec", spec.to_dict())  # also on trials that do not complete
         pruning: EpochPruning | None = None
         try:
             cost = self.context.cost(spec)

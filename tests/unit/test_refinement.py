@@ -148,7 +148,7 @@ def _trial(spec: ArchitectureSpec, val: dict[str, float], state: Any = None) -> 
     )
 
 
-def test_measured_groups_keep_each_groups_best_trial_and_the_evaluated_partitions() -> None:
+def test_measured_groups_keep_each_groups_best_completed_trial_and_every_tried_partition() -> None:
     baselines = {"a": {"val": 0.5}, "b": {"val": 0.5}, "c": {"val": 2.0}}
     higher = {"a": True, "b": True, "c": False}
     ab_c = ArchitectureSpec(networks=(TaskTree(tasks=("a", "b")), TaskTree(tasks=("c",))))
@@ -157,8 +157,11 @@ def test_measured_groups_keep_each_groups_best_trial_and_the_evaluated_partition
         _trial(ab_c, {"a": 0.6, "b": 0.5, "c": 1.0}),  # the better run of a+b
         _trial(ab_c, {"a": 0.9, "b": 0.9, "c": 0.1}, optuna.trial.TrialState.PRUNED),
     ]
+    a_bc = ArchitectureSpec(networks=(TaskTree(tasks=("a",)), TaskTree(tasks=("b", "c"))))
+    trials.append(_trial(a_bc, {}, optuna.trial.TrialState.FAIL))  # tried, measured nothing
     measured, evaluated = measured_groups(trials, baselines, higher)
-    assert evaluated == {groups_of("a+b", "c")}
+    assert evaluated == {groups_of("a+b", "c"), groups_of("a", "b+c")}
+    assert set(measured) == {frozenset({"a", "b"}), frozenset({"c"})}
     assert measured[frozenset({"a", "b"})] == {
         "a": pytest.approx(relative_change(0.6, 0.5, True)),
         "b": pytest.approx(0.0),
