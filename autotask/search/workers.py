@@ -142,6 +142,19 @@ def _heartbeating_running_trials(study: optuna.Study) -> int:
         return int(connection.scalar(query) or 0)
 
 
+def _running_numbers(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+
+def _fail_interrupted(study: optuna.Study, before: set[int]) -> None:
+    """FAIL (``interrupted``) the trials that started since ``before``: with the gate held,
+    only this process can have started them."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number not in before:
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
 def run_gated(
     study: optuna.Study,
     objective: Objective,
@@ -178,14 +191,23 @@ def run_gated(
                 if wait is None:
                     return started
             else:
+                entered = False
 
                 def gated(trial: optuna.Trial) -> float | tuple[float, float]:
+                    nonlocal entered
+                    entered = True
                     lock.release()  # the RUNNING trial exists: the others may count it now
                     return objective(trial)
 
-                study.optimize(
-                    gated, n_trials=1, catch=(Exception,), callbacks=[*callbacks, watch_stop]
-                )
+                before = _running_numbers(study)
+                try:
+                    study.optimize(
+                        gated, n_trials=1, catch=(Exception,), callbacks=[*callbacks, watch_stop]
+                    )
+                except KeyboardInterrupt:
+                    if not entered:  # stopped while Optuna started the trial: not FAILed yet
+                        _fail_interrupted(study, before)
+                    raise
                 started += 1
                 if stop_requested:
                     return started

@@ -87,3 +87,22 @@ def test_a_callback_can_stop_the_gated_loop(tmp_path: Path) -> None:
         assert started == 2 and len(study.get_trials()) == 2
     finally:
         db.dispose()
+
+
+def test_an_interrupt_while_a_trial_starts_fails_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/interrupt.db"
+    storage, _ = open_storage(url)
+    study = optuna.create_study(study_name="int", storage=storage, direction="maximize")
+    ask = optuna.Study.ask
+
+    def interrupted_ask(self: optuna.Study, *args: object, **kwargs: object) -> optuna.Trial:
+        ask(self, *args, **kwargs)  # the RUNNING trial now exists in storage
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optuna.Study, "ask", interrupted_ask)
+    with pytest.raises(KeyboardInterrupt):
+        run_gated(study, lambda t: 0.0, LocalLock(url, "study:int"), budget=3)
+    (trial,) = study.get_trials()
+    assert trial.state == State.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
