@@ -56,9 +56,10 @@ def worker(
         bar = progress.add_task("baselines", total=budget, status="")
         session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
         session.prepare_baselines()
-        matrix = latest_matrix(session, config.affinity.estimator) if config.affinity else None
-        if config.affinity is not None and matrix is not None:
-            session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
+        if config.affinity is not None:  # refine from the matrix the study stored
+            matrix = latest_matrix(session, config.affinity.estimator)
+            if matrix is not None:
+                session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
         progress.update(bar, description="trials", completed=count_budget_trials(study))
 
         def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:

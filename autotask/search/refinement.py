@@ -1,24 +1,29 @@
-"""Affinity-guided refinement: after the seeded partitions, propose the partition that
-the measured groups and a calibrated affinity model predict best.
+"""Affinity-guided refinement: after the seeded partitions, propose the untried partition
+that the measured groups and a calibrated affinity model predict best.
 
 Every completed trial measures, for each of its networks, each task's contribution to Δm
 (the signed relative change, percent, of its validation metric against the task's
-single-task baseline). A group of tasks that no trial has trained yet is predicted from
-the affinity matrix: task ``t`` in group ``G`` contributes ``a_t + b * s(t, G)``, where
-``s(t, G)`` is the mean affinity onto ``t`` from the other members (TAG's rule) and
-``a_t, b`` are fitted by least squares to the measured contributions of the study's
-shared groups (``a_t`` is the study-wide intercept plus the task's own mean residual,
-shrunk towards 0 by :data:`SHRINK` pseudo-measurements; ``b >= 0``). Before two shared
-groups are measured the model is TAG's rule itself (``a = 0, b = 1``). A task trained
-alone contributes what it measured, 0 if unmeasured (it is its own baseline).
+single-task baseline). A group of tasks that no trial has trained yet is predicted
+(:class:`GroupModel`): task ``t`` in group ``G`` contributes
+
+    a + b * z(t, G) + c_t + mean over partners u of d(t, u)
+
+where ``z(t, G)`` is TAG's score (the mean affinity onto ``t`` from the other members, in
+standard deviations of the matrix's affinities), ``a, b`` a line fitted to the measured
+contributions of shared groups (the slope shrunk towards "one standard deviation of
+affinity is worth one of the contributions", never below 0), and ``c_t``, ``d(t, u)``
+corrections per task and per ordered pair with Gaussian priors (:data:`TASK_PRIOR`,
+:data:`PAIR_PRIOR`), fitted to the line's residuals: a pair measured together corrects
+every group that holds it. Before two shared groups are measured the model is TAG's rule
+itself (``a = 0, b = 1``). A task trained alone contributes what it measured, 0 if
+unmeasured (it is its own baseline).
 
 The proposal is the best partition over measured and predicted groups within the
 search space's ``max_groups`` and ``together`` blocks (the exact programme of
-:func:`~autotask.affinity.selection.select_networks`). It is enqueued unless a trial
-already evaluated it: then no partition is predicted to beat the best measured one, and
-refinement ends (the sampler explores from there). A proposal made only of trained
-groups costs no training with a shared cache, and makes the best combination of the
-pool a trial of the study.
+:func:`~autotask.affinity.selection.select_networks`) that no trial has tried; when the
+best one was tried, the next best comes from Lawler's k-best scheme. A proposal made only
+of trained groups costs no training with a shared cache (and fixed settings), and makes
+the best combination of the pool a trial of the study.
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ class GroupModel:
     #: Standard deviation of the measured contributions around the affinity line.
     spread: float = 0.0
     #: Posterior mean and covariance (in units of ``spread**2``) of the corrections:
-    #: one per task, then one per ordered pair (task, partner), see :meth:`_row`.
+    #: one per task, then one per ordered pair (task, partner), see :meth:`_terms`.
     mean: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(0))
     cov: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros((0, 0)))
     fitted: bool = False
@@ -156,25 +161,26 @@ class GroupModel:
         model.intercept = float(c.mean() - model.slope * z.mean())
         residual = c - model.intercept - model.slope * z
         model.spread = float(residual.std())
-        rows = np.array([model._row(task, group) for task, group, _, _ in points])
+        rows = np.zeros((len(points), n + n * n))
+        for i, (task, group, _, _) in enumerate(points):
+            columns, weights = model._terms(task, group)
+            rows[i, columns] = weights
         prior = np.concatenate([np.full(n, TASK_PRIOR), np.full(n * n, PAIR_PRIOR)]) ** -2.0
         precision = rows.T @ rows + np.diag(prior)
-        model.cov = np.linalg.inv(precision)
+        model.cov = np.asarray(np.linalg.inv(precision), dtype=np.float64)
         model.mean = model.cov @ rows.T @ residual
         model.fitted = True
         return model
 
-    def _row(self, task: str, group: Group) -> np.ndarray[Any, np.dtype[np.float64]]:
-        """Which corrections a task's contribution in ``group`` sums: its own, and the
-        mean of its pairs with the other members."""
+    def _terms(self, task: str, group: Group) -> tuple[list[int], np.ndarray[Any, Any]]:
+        """The corrections a task's contribution in ``group`` sums, and their weights: its
+        own (1), and its pairs with the other members (their mean)."""
         n = len(self.index)
-        row = np.zeros(n + n * n)
         t = self.index[task]
         others = [self.index[u] for u in group if u != task]
-        row[t] = 1.0
-        for u in others:
-            row[n + t * n + u] = 1.0 / len(others)
-        return row
+        weights = np.full(len(others) + 1, 1.0 / len(others))
+        weights[0] = 1.0
+        return [t, *(n + t * n + u for u in others)], weights
 
     def score(self, task: str, group: Group) -> float:
         """TAG's rule: the mean affinity onto ``task`` from the group's other tasks (in
@@ -189,9 +195,7 @@ class GroupModel:
         line = self.intercept + self.slope * self.score(task, group)
         if not self.fitted:
             return line
-        row = self._row(task, group)
-        used = np.flatnonzero(row)
-        x = row[used]
+        used, x = self._terms(task, group)
         correction = float(x @ self.mean[used])
         sd = math.sqrt(max(float(x @ self.cov[np.ix_(used, used)] @ x), 0.0))
         return line + correction + optimism * self.spread * sd
@@ -301,16 +305,15 @@ class AffinityRefinement:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.proposed >= self.limit:
             return
-        if study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.WAITING]):
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
             return
         budget = self.session.trial_budget
         if budget is not None and count_budget_trials(study) >= budget:
             return  # the run ends: nothing is left waiting in the study
         context = self.session.context
         baselines = {t: {"val": r.val_metrics[t]} for t, r in context.baselines().items()}
-        measured, evaluated = measured_groups(
-            study.get_trials(deepcopy=False), baselines, context.higher_is_better()
-        )
+        measured, evaluated = measured_groups(trials, baselines, context.higher_is_better())
         space = self.session.config.search_space
         proposal = propose_partition(
             self.matrix,

@@ -84,6 +84,17 @@ def count_budget_trials(study: optuna.Study) -> int:
     )
 
 
+def _fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
+    """FAIL a RUNNING trial with ``fail_reason``; False if it had finished meanwhile."""
+    storage = study._storage
+    try:
+        # A finished trial cannot take attributes: write the reason while RUNNING.
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # another process failed (or the worker finished) it meanwhile
+
+
 def _fail_stale_trials(study: optuna.Study, on_stale: StaleCallback | None = None) -> None:
     """Optuna's ``fail_stale_trials``, recording why on each stale trial first; then
     ``on_stale(trial)`` (e.g. to free what the dead worker held), then the retry."""
@@ -93,13 +104,8 @@ def _fail_stale_trials(study: optuna.Study, on_stale: StaleCallback | None = Non
     assert isinstance(storage, BaseHeartbeat)
     callback = storage.get_heartbeat_stale_trial_callback()
     for trial_id in storage._get_stale_trial_ids(study._study_id):
-        try:
-            # A finished trial cannot take attributes: write the reason while RUNNING.
-            storage.set_trial_user_attr(trial_id, "fail_reason", STALE_REASON)
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process failed (or the worker finished) it meanwhile
+        if not _fail_trial(study, trial_id, STALE_REASON):
+            continue
         trial = storage.get_trial(trial_id)
         logger.warning("trial %d failed: %s", trial.number, STALE_REASON)
         if on_stale is not None:
@@ -151,8 +157,7 @@ def _fail_interrupted(study: optuna.Study, before: set[int]) -> None:
     only this process can have started them."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number not in before:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            _fail_trial(study, trial._trial_id, "interrupted")
 
 
 def run_gated(
