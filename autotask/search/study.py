@@ -201,9 +201,18 @@ class SearchSession:
     def prepare_baselines(self) -> ArchitectureScore:
         """Train the single-task baselines and the all-in-one network; store their scores."""
         baselines = self.context.baselines()
+        tasks = {t.name: t for t in self.context.suite.tasks}
         self.study.set_user_attr(
             BASELINES_ATTR,
-            {t: {"val": r.val_metrics[t], "test": r.test_metrics[t]} for t, r in baselines.items()},
+            {
+                name: {
+                    "val": r.val_metrics[name],
+                    "test": r.test_metrics[name],
+                    "metric": tasks[name].metric,
+                    "higher_is_better": tasks[name].higher_is_better,
+                }
+                for name, r in baselines.items()
+            },
         )
         all_in_one = self.context.score(self.context.all_in_one())
         self.study.set_user_attr(
