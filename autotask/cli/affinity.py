@@ -13,6 +13,7 @@ from autotask.affinity.branching import propose_trees
 from autotask.affinity.estimators import build_estimator, list_estimators
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar, table
+from autotask.cli.stages import affinity_stage
 from autotask.errors import ConfigError
 from autotask.search.seeding import estimate_affinity, publish_affinity, rank_for_session
 from autotask.search.study import SearchSession
@@ -62,14 +63,11 @@ def affinity(
         config, storage=storage, study_name=study_name, seed=seed, device=device
     )
     with progress_bar(quiet or json_out) as progress:
-        bar = progress.add_task(f"affinity ({estimator})", total=None, status="")
-
-        def report(done: int, total: int, what: str) -> None:
-            progress.update(bar, completed=done, total=total, status=what)
-
+        report, finish = affinity_stage(progress, estimator)
         matrix, fresh = estimate_affinity(
             session, estimator, settings, reuse=not force, progress=report
         )
+        finish(matrix, fresh)
     ranked = rank_for_session(session, matrix, candidates)
     figures = publish_affinity(session, matrix, ranked[0].groups if ranked else None)
     trees = []

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from autotask.cli.app import app
-from autotask.cli.console import err, out, table, write_json
+from autotask.cli.console import err, out, progress_bar, table
 from autotask.errors import ConfigError
 from autotask.search.evaluate import evaluate_architecture
+from autotask.suites.base import METRIC_LEGEND, metric_label
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -19,6 +22,8 @@ def _parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds: expected comma-separated integers, got {text!r}") from None
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: each seed once, got {text!r}")
     return seeds
 
 
@@ -26,69 +31,115 @@ def _parse_seeds(text: str) -> list[int]:
 def evaluate(
     config: Path = typer.Argument(..., help="Architecture YAML (hand-written or exported)."),
     seeds: str = typer.Option("0", help="Comma-separated seeds, e.g. 0,1,2."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the results as JSON (no tables, no progress bar)."
+    ),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
     precision: str | None = typer.Option(
         None, help="auto, bf16, fp16 or fp32 (overrides the file's runtime.precision)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train the architecture (and its single-task baselines) per seed; print metrics and Δm."""
+    seed_list = _parse_seeds(seeds)
+    with progress_bar(quiet or json_out) as progress:
+        bars: dict[str, Any] = {}
 
-    def on_network(name: str) -> None:
-        if not quiet:
-            err.print(f"training {name}")
+        def on_seed(seed: int, networks: int) -> None:
+            if "bar" in bars:
+                progress.update(bars["bar"], completed=bars["total"], status="done")
+            index = seed_list.index(seed) + 1
+            bars["bar"] = progress.add_task(
+                f"seed {seed} ({index}/{len(seed_list)})", total=networks, status=""
+            )
+            bars["total"] = networks
 
-    evaluation = evaluate_architecture(
-        config,
-        _parse_seeds(seeds),
-        device,
-        on_network,
-        runtime=None if precision is None else {"precision": precision},
-        on_runtime=lambda rt: err.print(f"device: {rt.describe()}"),
-    )
+        def on_network(name: str) -> None:
+            progress.update(bars["bar"], status=f"training {name}")
+
+        def on_trained(_name: str) -> None:
+            progress.advance(bars["bar"])
+
+        evaluation = evaluate_architecture(
+            config,
+            seed_list,
+            device,
+            on_network,
+            runtime=None if precision is None else {"precision": precision},
+            on_runtime=lambda rt: err.print(f"device: {rt.describe()}"),
+            on_seed=on_seed,
+            on_trained=on_trained,
+        )
+        if "bar" in bars:
+            progress.update(bars["bar"], completed=bars["total"], status="done")
     summary = evaluation.summary()
+    if json_out:
+        out.print_json(json.dumps(summary, default=str))
+        return
+    _print_summary(summary, evaluation.spec.tasks)
+
+
+def _stats(values: dict[str, float], several: bool) -> list[float]:
+    return [values["mean"], values["std"]] if several else [values["mean"]]
+
+
+def _columns(several: bool) -> list[str]:
+    if several:
+        return ["val mean", "val std", "test mean", "test std"]
+    return ["val", "test"]
+
+
+def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
+    seeds: list[int] = summary["seeds"]
+    several = len(seeds) > 1
+    seeds_text = ", ".join(str(s) for s in seeds)
+    out.print(f"{summary['architecture']}", style="bold")
+    out.print(
+        f"seed{'s' if several else ''} {seeds_text}; cost {summary['cost']:.2f} "
+        "single-task networks"
+    )
+    metrics = summary["metrics"]
     rows = [
         (
             t,
-            summary["val"][t]["mean"],
-            summary["val"][t]["std"],
-            summary["test"][t]["mean"],
-            summary["test"][t]["std"],
+            metric_label(metrics[t]["metric"], metrics[t]["higher_is_better"]),
+            *_stats(summary["val"][t], several),
+            *_stats(summary["test"][t], several),
         )
-        for t in evaluation.spec.tasks
+        for t in tasks
     ]
-    out.print(
-        table(
-            f"{summary['architecture']}  (seeds {summary['seeds']})",
-            ["task", "val mean", "val std", "test mean", "test std"],
-            rows,
-        )
-    )
+    out.print(table("Per task", ["task", "metric", *_columns(several)], rows))
+    out.print(METRIC_LEGEND)
     extra = [
         (
             t,
             metric,
-            values["mean"],
-            values["std"],
-            summary["test_secondary"].get(t, {}).get(metric, {}).get("mean", float("nan")),
-            summary["test_secondary"].get(t, {}).get(metric, {}).get("std", float("nan")),
+            *_stats(values, several),
+            *_stats(
+                summary["test_secondary"].get(t, {}).get(metric, {"mean": None, "std": None}),
+                several,
+            ),
         )
-        for t in evaluation.spec.tasks
+        for t in tasks
         for metric, values in summary["val_secondary"].get(t, {}).items()
     ]
     if extra:
-        out.print(
-            table(
-                "secondary metrics",
-                ["task", "metric", "val mean", "val std", "test mean", "test std"],
-                extra,
-            )
-        )
+        out.print(table("Secondary metrics", ["task", "metric", *_columns(several)], extra))
+    if several:
+        per_seed = [
+            (seed, f"{run['delta_m_val']:+.2f}", f"{run['delta_m_test']:+.2f}")
+            for seed, run in ((s, summary["per_seed"][str(s)]) for s in seeds)
+        ]
+        out.print(table("Per seed", ["seed", "Δm val (%)", "Δm test (%)"], per_seed))
     dm_val, dm_test = summary["delta_m_val"], summary["delta_m_test"]
-    out.print(
-        f"Δm val {dm_val['mean']:+.2f} ± {dm_val['std']:.2f} %   "
-        f"Δm test {dm_test['mean']:+.2f} ± {dm_test['std']:.2f} %   cost {summary['cost']:.2f}"
-    )
-    if json_out is not None:
-        write_json(json_out, summary)
+    if several:
+        out.print(
+            f"Δm val {dm_val['mean']:+.2f} ± {dm_val['std']:.2f} %   "
+            f"Δm test {dm_test['mean']:+.2f} ± {dm_test['std']:.2f} %   "
+            f"(mean ± std over {len(seeds)} seeds)"
+        )
+    else:
+        out.print(
+            f"Δm val {dm_val['mean']:+.2f} %   Δm test {dm_test['mean']:+.2f} %   "
+            "(one seed: no spread measured; --seeds 0,1,2 shows the seed noise)"
+        )

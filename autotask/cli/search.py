@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import optuna
 import typer
-from rich.progress import Progress, TaskID
+from rich.progress import Progress
+from sqlalchemy.engine import make_url
 
 from autotask.affinity.matrix import AffinityMatrix
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
+from autotask.cli.stages import affinity_stage, network_stage, train_baselines, trials_bar
 from autotask.errors import AutotaskError, ConfigError, StorageError
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
@@ -42,7 +46,8 @@ from autotask.search.study import (
     load_study,
 )
 from autotask.search.study_config import StudyConfig, load_study_config
-from autotask.store.db import is_sqlite
+from autotask.store.db import default_storage_url, is_sqlite
+from autotask.suites.base import METRIC_LEGEND, metric_label
 
 logger = logging.getLogger("autotask")
 
@@ -99,25 +104,20 @@ def search(
     budget = trials or config.trials
     study = session.study
     with progress_bar(quiet or json_out) as progress:
-        bar = progress.add_task("baselines", total=budget, status="")
-        session.context.on_network = lambda net: progress.update(bar, status=f"training {net}")
-        all_in_one = session.prepare_baselines()
+        all_in_one = train_baselines(progress, session)
         matrix = None
         if config.affinity is not None:
-            matrix = _seed_with_affinity(session, progress, bar)
+            matrix = _seed_with_affinity(session, progress)
             if matrix is not None:
                 session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
-        _train_tag_baseline(session, matrix or latest_matrix(session))
+        _train_tag_baseline(session, matrix or latest_matrix(session), progress)
+        update = trials_bar(
+            progress, session.context, budget, session.finished_trials(), _best_line(study)
+        )
 
         def refresh(*_: object) -> None:
-            progress.update(
-                bar,
-                description="trials",
-                completed=session.finished_trials(),
-                status=_best_line(study),
-            )
+            update(session.finished_trials(), _best_line(study))
 
-        refresh()
         limit = timeout or config.timeout
         if pool_size > 1 or gpu_list:
             _run_pool(
@@ -133,31 +133,39 @@ def search(
     _print_best(study, all_in_one, session.storage_url)
 
 
-def _train_tag_baseline(session: SearchSession, matrix: AffinityMatrix | None) -> None:
+def _train_tag_baseline(
+    session: SearchSession, matrix: AffinityMatrix | None, progress: Progress
+) -> None:
     """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
     if matrix is None:
         return
-    try:
-        tag_baseline(session, matrix)
-    except AutotaskError as exc:  # e.g. a network of the grouping diverged
-        logger.warning("TAG-selected grouping not trained: %s", exc)
+    with ExitStack() as stage:
+
+        def on_start(pending: int) -> None:
+            if pending:
+                stage.enter_context(
+                    network_stage(progress, session.context, "TAG grouping", pending)
+                )
+
+        try:
+            tag_baseline(session, matrix, on_start)
+        except AutotaskError as exc:  # e.g. a network of the grouping diverged
+            logger.warning("TAG-selected grouping not trained: %s", exc)
 
 
-def _seed_with_affinity(
-    session: SearchSession, progress: Progress, bar: TaskID
-) -> AffinityMatrix | None:
+def _seed_with_affinity(session: SearchSession, progress: Progress) -> AffinityMatrix | None:
     """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
     seeding = session.config.affinity
     assert seeding is not None
-
-    def report(done: int, total: int, what: str) -> None:
-        progress.update(bar, status=f"affinity ({seeding.estimator}): {what} {done}/{total}")
-
+    report, finish = affinity_stage(progress, seeding.estimator)
     try:
-        matrix, _ = estimate_affinity(session, seeding.estimator, seeding.settings, progress=report)
+        matrix, fresh = estimate_affinity(
+            session, seeding.estimator, seeding.settings, progress=report
+        )
     except AutotaskError as exc:  # e.g. the jointly trained network diverged
         logger.warning("affinity seeding skipped: %s", exc)
         return None
+    finish(matrix, fresh)
     seeded = seed_with_affinity(session, matrix, seeding.candidates)
     best = seeded[0].groups if seeded else None
     publish_affinity(session, matrix, best)
@@ -216,9 +224,23 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
             f"{front[0].user_attrs['cost']:.2f} to {front[-1].user_attrs['cost']:.2f}; "
             f"autotask export {study.study_name} --pareto writes them all"
         )
-    out.print(
-        f"Export it with: autotask export {study.study_name} --storage {storage_url} -o best.yaml"
-    )
+    out.print(f"Export it with: {export_command(study.study_name, storage_url)}")
+
+
+def export_command(study_name: str, storage_url: str) -> str:
+    """A pasteable ``autotask export`` command line for the study: no ``--storage`` for the
+    default database, and never a password (PostgreSQL reads it from ``PGPASSWORD`` or
+    ``~/.pgpass``)."""
+    command = f"autotask export {shlex.quote(study_name)} -o best.yaml"
+    if storage_url == default_storage_url(study_name):
+        return command
+    url = make_url(storage_url)
+    note = ""
+    if url.password is not None:
+        url = url._replace(password=None)  # URL.set ignores None
+        note = "  (password from PGPASSWORD or ~/.pgpass)"
+    plain = url.render_as_string(hide_password=False)
+    return f"{command} --storage {shlex.quote(plain)}{note}"
 
 
 def _storage_for(study_name: str, storage: str | None) -> str:
@@ -274,22 +296,25 @@ def status(
     )
     rows = []
     for task in sorted(baselines):
+        base = baselines[task]
         rows.append(
             (
                 task,
+                metric_label(base.get("metric"), base.get("higher_is_better")),
                 best.user_attrs.get(f"val.{task}"),
-                baselines[task]["val"],
+                base["val"],
                 best.user_attrs.get(f"test.{task}"),
-                baselines[task]["test"],
+                base["test"],
             )
         )
     out.print(
         table(
             "Per task (best vs single-task)",
-            ["task", "val", "single-task val", "test", "single-task test"],
+            ["task", "metric", "val", "single-task val", "test", "single-task test"],
             rows,
         )
     )
+    out.print(METRIC_LEGEND)
     attrs = best.user_attrs
     secondary = attrs.get("secondary") or {}
     extra = [
@@ -331,6 +356,10 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         "networks_reused": sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials),
         "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
         "all_in_one": study.user_attrs.get(ALL_IN_ONE_ATTR, {}),
+        "task_metrics": {
+            task: {"metric": base.get("metric"), "higher_is_better": base.get("higher_is_better")}
+            for task, base in study.user_attrs.get(BASELINES_ATTR, {}).items()
+        },
         "tag_grouping": study.user_attrs.get(TAG_ATTR),
         "proposed_by": dict(Counter(_proposer(t) for t in trials)),
         "failed": {

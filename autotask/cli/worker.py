@@ -11,6 +11,7 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
 from autotask.cli.search import STORAGE_HELP, print_runtime
+from autotask.cli.stages import train_baselines, trials_bar
 from autotask.search.refinement import AffinityRefinement
 from autotask.search.seeding import latest_matrix
 from autotask.search.storage import resolve_storage_url
@@ -53,17 +54,15 @@ def worker(
     budget = trials or config.trials
     study = session.study
     with progress_bar(quiet) as progress:
-        bar = progress.add_task("baselines", total=budget, status="")
-        session.context.on_network = lambda name: progress.update(bar, status=f"training {name}")
-        session.prepare_baselines()
+        train_baselines(progress, session)
         if config.affinity is not None:  # refine from the matrix the study stored
             matrix = latest_matrix(session, config.affinity.estimator)
             if matrix is not None:
                 session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
-        progress.update(bar, description="trials", completed=count_budget_trials(study))
+        update = trials_bar(progress, session.context, budget, count_budget_trials(study), "")
 
         def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-            progress.update(bar, completed=count_budget_trials(study), status="")
+            update(count_budget_trials(study), "")
 
         ran = session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
     out.print(

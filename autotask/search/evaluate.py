@@ -27,6 +27,8 @@ class Evaluation:
 
     spec: ArchitectureSpec
     scores: dict[int, ArchitectureScore]
+    #: task -> (metric name, higher is better)
+    metrics: dict[str, tuple[str, bool]]
 
     def mean_std(self, values: Sequence[float]) -> tuple[float, float]:
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -53,6 +55,10 @@ class Evaluation:
         return {
             "architecture": self.spec.describe(),
             "seeds": seeds,
+            "metrics": {
+                t: {"metric": self.metrics[t][0], "higher_is_better": self.metrics[t][1]}
+                for t in tasks
+            },
             "delta_m_val": stats([s.delta_m_val for s in scores]),
             "delta_m_test": stats([s.delta_m_test for s in scores]),
             "cost": scores[0].cost,
@@ -90,11 +96,15 @@ def evaluate_architecture(
     on_network: Callable[[str], None] | None = None,
     runtime: dict[str, Any] | None = None,
     on_runtime: Callable[[Runtime], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
+    on_trained: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Train the architecture in ``path`` (and its single-task baselines) once per seed.
 
     Runtime settings come from the file's ``runtime:`` mapping, updated by ``runtime``;
-    ``on_runtime`` sees them resolved for the device once, before training.
+    ``on_runtime`` sees them resolved for the device once, before training. Progress:
+    ``on_seed(seed, networks)`` before each seed's training with the number of networks it
+    trains; ``on_network`` / ``on_trained`` with each network's tree as it starts / ends.
     """
     path = Path(path)
     spec = load_spec(path)
@@ -129,6 +139,10 @@ def evaluate_architecture(
                     context.runtime.check_balancer(tree.balancer.name)
             if on_runtime is not None:
                 on_runtime(context.runtime)
-        context.on_network = on_network
+        context.on_network, context.on_trained = on_network, on_trained
+        if on_seed is not None:
+            jobs = [*context.baseline_jobs().values(), *context.network_jobs(spec)]
+            on_seed(seed, context.pending(jobs))
         scores[seed] = context.score(spec)
-    return Evaluation(spec, scores)
+    metrics = {t: (suite.task(t).metric, suite.task(t).higher_is_better) for t in spec.tasks}
+    return Evaluation(spec, scores, metrics)

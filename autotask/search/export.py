@@ -48,6 +48,13 @@ def exported_document(
             "test": {t: trial.user_attrs.get(f"test.{t}") for t in spec.tasks},
             "single_task_val": {t: b["val"] for t, b in baselines.items()},
             "single_task_test": {t: b["test"] for t, b in baselines.items()},
+            "task_metrics": {
+                t: {
+                    "metric": suite.task(t).metric,
+                    "higher_is_better": suite.task(t).higher_is_better,
+                }
+                for t in spec.tasks
+            },
         },
         "study": {"name": study.study_name, "trial": trial.number, "seed": config.seed},
     }

@@ -114,7 +114,10 @@ class TrainingContext:
     baseline_optimizer: OptimizerSpec
     baseline_backbone: BackboneSpec
     study_name: str | None = None
+    #: called with a network's tree (spec notation) when it starts training
     on_network: NetworkCallback | None = None
+    #: called with a network's tree when it has finished training (progress counters)
+    on_trained: NetworkCallback | None = None
     #: train networks of one structure together (None: ``$AUTOTASK_FUSED``, on by default)
     fused: bool | None = None
     #: precision, TF32, channels-last, compile on the data's device (default: plain fp32)
@@ -229,7 +232,9 @@ class TrainingContext:
                 self.on_network(job.tree.describe())
             _, result = self.train(job, on_epoch=claim.heartbeat)
             free_device_memory(self.runtime.device if self.runtime else None, collect=False)
-            return self.cache.put(job, result, self.study_name), True
+            stored = self.cache.put(job, result, self.study_name)
+            self._trained(job)
+            return stored, True
 
     def run_many(self, jobs: Sequence[NetworkJob]) -> list[tuple[NetworkResult, bool]]:
         """:meth:`run` for each job, training the uncached ones together where their
@@ -266,6 +271,7 @@ class TrainingContext:
             def store(index: int, _net: TreeNetwork, result: NetworkResult) -> None:
                 job = mine[index][0]
                 found[job.key] = (self.cache.put(job, result, self.study_name), True)
+                self._trained(job)
 
             train_networks(
                 [
@@ -285,6 +291,14 @@ class TrainingContext:
             out.append((result, trained and job.key not in seen))
             seen.add(job.key)
         return out
+
+    def _trained(self, job: NetworkJob) -> None:
+        if self.on_trained is not None:
+            self.on_trained(job.tree.describe())
+
+    def pending(self, jobs: Sequence[NetworkJob]) -> int:
+        """How many distinct networks of ``jobs`` the cache does not hold yet."""
+        return len({job.key for job in jobs if self.cache.get(job) is None})
 
     def _runtime_allows_grouping(self) -> bool:
         """Whether networks can train grouped under this context's runtime and data: fp32
@@ -461,6 +475,7 @@ class TrainingContext:
                         del runs[i]
                         finished_epochs += finished.epochs_run
                         results[i] = self.cache.put(jobs[i], finished, self.study_name)
+                        self._trained(jobs[i])
                         if not finished.ok:
                             raise TrialDiverged(
                                 f"network {jobs[i].tree.describe()} diverged: {finished.reason}"

@@ -4,7 +4,7 @@ and enqueue the partitions it ranks best as the study's first trials."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,10 +106,15 @@ def latest_matrix(session: SearchSession, prefer: str = "lookahead") -> Affinity
     return chosen[0] if chosen else None
 
 
-def tag_baseline(session: SearchSession, matrix: AffinityMatrix) -> dict[str, Any]:
+def tag_baseline(
+    session: SearchSession,
+    matrix: AffinityMatrix,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Train the grouping TAG's rule selects from ``matrix`` (one fully shared network per
     group, the baselines' settings and equal weighting), store its score on the study
-    (``TAG_ATTR``) and return it; a stored one for the same matrix is returned as it is."""
+    (``TAG_ATTR``) and return it; a stored one for the same matrix is returned as it is.
+    ``on_start`` sees how many networks are left to train, before training."""
     study = session.study
     stored = study.user_attrs.get(TAG_ATTR)
     if isinstance(stored, dict) and stored.get("estimator") == matrix.estimator:
@@ -121,6 +126,8 @@ def tag_baseline(session: SearchSession, matrix: AffinityMatrix) -> dict[str, An
         optimizer=context.baseline_optimizer,
         backbone=context.baseline_backbone,
     )
+    if on_start is not None:
+        on_start(context.pending(context.network_jobs(spec)))
     score = context.score(spec)
     summary = {
         **score.summary(),

@@ -198,6 +198,12 @@ class SearchSession:
     def finished_trials(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=FINISHED))
 
+    def baseline_networks_pending(self) -> int:
+        """Networks :meth:`prepare_baselines` will train (those not cached yet)."""
+        context = self.context
+        jobs = [*context.baseline_jobs().values(), *context.network_jobs(context.all_in_one())]
+        return context.pending(jobs)
+
     def prepare_baselines(self) -> ArchitectureScore:
         """Train the single-task baselines and the all-in-one network; store their scores."""
         baselines = self.context.baselines()

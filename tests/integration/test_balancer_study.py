@@ -68,9 +68,9 @@ def test_search_over_balancers_exports_and_reevaluates(tmp_path: Path) -> None:
     assert exported["balancer"] == best
     model = autotask.build_model(tmp_path / "best.yaml")
     assert set(model.tasks) == set(tasks)
-    run = run_cli("evaluate", "best.yaml", "--json", "eval.json", "-q", cwd=tmp_path)
+    run = run_cli("evaluate", "best.yaml", "--json", "-q", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    result = json.loads((tmp_path / "eval.json").read_text())
+    result = json.loads(run.stdout)
     assert result["per_seed"]["0"]["delta_m_val"] == pytest.approx(
         exported["metrics"]["delta_m_val"], abs=1e-6
     )

@@ -75,7 +75,6 @@ def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_stu
         "--seeds",
         "0,1",
         "--json",
-        "eval.json",
         "--precision",
         "fp32",
         "--quiet",
@@ -83,7 +82,8 @@ def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_stu
     )
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("device: ") == 1 and ", fp32" in run.stderr
-    result = json.loads((finished_study / "eval.json").read_text())
+    result = json.loads(run.stdout)
+    assert result["metrics"]["ink"] == {"metric": "mae", "higher_is_better": False}
     import yaml
 
     exported = yaml.safe_load(path.read_text())
