@@ -3,7 +3,12 @@
 Features: numeric columns are standardized with train-split mean and std (std 0 -> 1);
 missing or infinite values are imputed with the train mean (0 after scaling). Columns
 of bool, string, object or category dtype are one-hot encoded with the categories of
-the whole column, sorted by their text; a missing value encodes as all zeros.
+the whole column, sorted by their text; a missing value encodes as all zeros. A text
+column with more than ``max_levels`` distinct values (default 50: an identifier, free
+text) is refused unless it is listed under ``categorical`` (one-hot encoded whatever its
+width) or ``ignore`` (left out). A text column whose cells are numbers but for a few
+(``?``, ``n/a``: at most ``NUMERIC_JUNK`` of the non-empty cells) is read as numeric with
+those cells missing, and a warning names them.
 
 Targets: ``classification`` labels become ids 0..C-1 in sorted order, ``binary`` columns
 need exactly two distinct values (sorted: the second is 1), ``regression`` columns are
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +37,15 @@ from autotask.suites import register_suite
 from autotask.suites.base import SPLITS, Split, Task, TaskKind, TaskSuite
 from autotask.suites.digits import split_indices, standardize
 
-__all__ = ["tabular"]
+__all__ = ["DEFAULT_MAX_LEVELS", "NUMERIC_JUNK", "tabular"]
+
+logger = logging.getLogger("autotask")
+
+#: Most distinct values of a text feature one-hot encoded without being declared.
+DEFAULT_MAX_LEVELS = 50
+#: Most share of a column's non-empty cells that may fail to parse as numbers for the
+#: column to be read as numeric (the others become missing values).
+NUMERIC_JUNK = 0.05
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -188,12 +202,26 @@ def _rows_from_column(file: _File, column: str) -> dict[str, npt.NDArray[np.int6
     return rows
 
 
+def _column_list(value: object, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ConfigError(f"tabular: {key!r} must be a list of column names")
+    return [str(v) for v in value]
+
+
 def _feature_names(
-    file: _File, features: object, specs: list[_TaskSpec], split_column: str | None
+    file: _File,
+    features: object,
+    specs: list[_TaskSpec],
+    split_column: str | None,
+    ignore: list[str],
 ) -> list[str]:
     reserved = {s.column for s in specs} | ({split_column} if split_column else set())
+    for name in ignore:
+        file.column(name, "listed under 'ignore'")
     if features is None:
-        names = [c for c in file.frame.columns if c not in reserved]
+        names = [c for c in file.frame.columns if c not in reserved and c not in ignore]
     else:
         if not isinstance(features, Sequence) or isinstance(features, str):
             raise ConfigError("tabular: 'features' must be a list of column names")
@@ -222,16 +250,57 @@ def _is_categorical(series: pd.Series) -> bool:
     )
 
 
+def _numeric_reading(file: _File, name: str, series: pd.Series) -> pd.Series | None:
+    """A text column read as numbers when all but a few non-empty cells are numbers (the
+    others become missing, with a warning); None when it is not such a column."""
+    if pd.api.types.is_bool_dtype(series) or isinstance(series.dtype, pd.CategoricalDtype):
+        return None
+    present = series.notna()
+    if not present.any():
+        return None
+    text = series[present].astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    junk = text[numbers.isna()]
+    if len(junk) == len(text) or len(junk) > NUMERIC_JUNK * len(text):
+        return None
+    if len(junk):
+        shown = ", ".join(repr(v) for v in sorted(set(junk))[:3])
+        logger.warning(
+            "tabular: %s: feature column %r is numeric but for %d cells (%s): read as missing",
+            file.path,
+            name,
+            len(junk),
+            shown,
+        )
+    reading = pd.Series(np.nan, index=series.index, dtype=np.float64)
+    reading[present] = numbers.to_numpy(dtype=np.float64)
+    return reading
+
+
 def _encode_features(
-    file: _File, names: list[str], is_train: BoolArray
+    file: _File,
+    names: list[str],
+    is_train: BoolArray,
+    categorical: list[str],
+    max_levels: int,
 ) -> tuple[FloatArray, list[str]]:
     """The ``[N, D]`` feature matrix and the name of each of its columns."""
     blocks: list[FloatArray] = []
     columns: list[str] = []
     for name in names:
         series = file.frame[name]
-        if _is_categorical(series):
+        declared = name in categorical
+        if not declared and _is_categorical(series):
+            reading = _numeric_reading(file, name, series)
+            series = series if reading is None else reading
+        if declared or _is_categorical(series):
             block, categories = _one_hot(series)
+            if not declared and len(categories) > max_levels:
+                raise file.error(
+                    f"feature column {name!r} has {len(categories)} distinct text values "
+                    f"(more than max_levels={max_levels}): list it under 'ignore' (an "
+                    "identifier or free text) or under 'categorical' to one-hot encode it"
+                )
             columns += [f"{name}={c}" for c in categories]
         elif pd.api.types.is_numeric_dtype(series):
             block = _scaled_numeric(file, name, series, is_train)[:, None]
@@ -259,8 +328,18 @@ def _scaled_numeric(file: _File, name: str, series: pd.Series, is_train: BoolArr
     known = np.isfinite(values)
     if not (known & is_train).any():
         raise file.error(f"feature column {name!r} has no values in the train split")
-    scaled, _, _ = standardize(values, known & is_train)
+    scaled, _, _ = _standardize_wide(np.where(known, values, 0.0), known & is_train)
     return np.where(known, scaled, 0.0)
+
+
+def _standardize_wide(values: FloatArray, reference: BoolArray) -> tuple[FloatArray, float, float]:
+    """:func:`standardize` for values of any finite magnitude (1e300 included): computed
+    on the values divided by their largest magnitude, so squares never overflow."""
+    scale = float(np.abs(values[reference]).max())
+    if not np.isfinite(scale) or scale == 0.0:
+        return standardize(values, reference)
+    scaled, mean, std = standardize(values / scale, reference)
+    return scaled, mean * scale, std * scale
 
 
 def _plain(value: Any) -> Scalar:
@@ -313,7 +392,13 @@ def _regression(
     bad = labelled & ~np.isfinite(numbers)
     if bad.any():
         raise file.error(f"{what} is not numeric, e.g. {series[bad].iloc[0]!r}")
-    scaled, mean, std = standardize(np.where(labelled, numbers, 0.0), labelled & is_train)
+    train = labelled & is_train
+    if np.ptp(numbers[train]) == 0:
+        raise file.error(
+            f"{what} is constant on the train split ({_plain(numbers[train][0])!r}): there is "
+            "nothing to learn, and its relative change would dominate Δm"
+        )
+    scaled, mean, std = _standardize_wide(np.where(labelled, numbers, 0.0), train)
     values = np.where(labelled, scaled, 0.0).astype(np.float32)
     task = Task(spec.name, "regression", 1)
     return _Target(values, labelled, task, scaling={"mean": mean, "std": std})
@@ -328,16 +413,26 @@ def tabular(
     split: dict[str, Any] | None = None,
     seed: int = 0,
     fingerprint: str | None = None,
+    categorical: list[str] | None = None,
+    ignore: list[str] | None = None,
+    max_levels: int = DEFAULT_MAX_LEVELS,
 ) -> TaskSuite:
     """Tasks from the target columns of a CSV or Parquet file.
 
     ``tasks``: ``[{name, column, kind}]`` (``column`` defaults to ``name``). ``features``
     defaults to every column that is neither a task nor the split column. ``split`` is
     ``{fractions: [0.7, 0.15, 0.15], seed: seed}`` (the default) or ``{column: NAME}`` for
-    a column of ``train``/``val``/``test``. ``params["fingerprint"]`` identifies the file
-    content; passing it back in fails if the file has changed since.
+    a column of ``train``/``val``/``test``. ``categorical`` lists columns one-hot encoded
+    whatever their type or width, ``ignore`` columns left out of the features, and
+    ``max_levels`` the widest text column encoded without being listed.
+    ``params["fingerprint"]`` identifies the file content; passing it back in fails if the
+    file has changed since.
     """
     specs = _task_specs(tasks)
+    categorical_names = _column_list(categorical, "categorical")
+    ignored = _column_list(ignore, "ignore")
+    if isinstance(max_levels, bool) or not isinstance(max_levels, int) or max_levels < 1:
+        raise ConfigError(f"tabular: 'max_levels' must be a positive integer, got {max_levels!r}")
     split_spec = _split_spec(split, seed)
     file, digest = _read(path)
     if fingerprint is not None and fingerprint != digest:
@@ -346,8 +441,10 @@ def tabular(
     is_train = np.zeros(len(file.frame), dtype=bool)
     is_train[rows["train"]] = True
     targets = {s.name: _target(file, s, is_train) for s in specs}
-    names = _feature_names(file, features, specs, split_spec.get("column"))
-    x, columns = _encode_features(file, names, is_train)
+    for name in categorical_names:
+        file.column(name, "listed under 'categorical'")
+    names = _feature_names(file, features, specs, split_spec.get("column"), ignored)
+    x, columns = _encode_features(file, names, is_train, categorical_names, max_levels)
     splits = {
         split_name: Split(
             x=torch.from_numpy(x[idx].astype(np.float32)),
@@ -369,6 +466,9 @@ def tabular(
             "features": None if features is None else list(names),
             "split": split_spec,
             "seed": seed,
+            **({"categorical": categorical_names} if categorical_names else {}),
+            **({"ignore": ignored} if ignored else {}),
+            **({"max_levels": max_levels} if max_levels != DEFAULT_MAX_LEVELS else {}),
         },
         metadata={
             "feature_names": columns,

@@ -244,3 +244,82 @@ def test_tiny_file_cannot_be_split(tmp_path: Path) -> None:
     path = _bad(tmp_path, _frame().iloc[:2].drop(columns="fold"))
     with pytest.raises(DataError, match="too few"):
         _suite(path, split=None)
+
+
+def _wide(tmp_path: Path, n: int = 400, **extra: Any) -> str:
+    """``n`` rows: a numeric feature, an identifier column and a regression target."""
+    rng = np.random.default_rng(0)
+    size = rng.normal(size=n)
+    frame = pd.DataFrame(
+        {
+            "size": size,
+            "id": [f"row-{i}" for i in range(n)],
+            "price": 3 * size + rng.normal(scale=0.1, size=n),
+            **extra,
+        }
+    )
+    return _write(frame, tmp_path / "wide.csv")
+
+
+PRICE = [{"name": "price", "kind": "regression"}]
+
+
+def test_an_identifier_column_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    path = _wide(tmp_path)
+    with pytest.raises(DataError) as caught:
+        get_suite("tabular", path=path, tasks=PRICE)
+    message = str(caught.value)
+    assert "'id' has 400 distinct text values" in message and "max_levels=50" in message
+    assert "'ignore'" in message and "'categorical'" in message
+    kept = get_suite("tabular", path=path, tasks=PRICE, ignore=["id"])
+    assert kept.metadata["feature_names"] == ["size"]
+    assert kept.input_shape == (1,)
+    wide = get_suite("tabular", path=path, tasks=PRICE, categorical=["id"])
+    assert wide.input_shape == (401,)
+    assert get_suite("tabular", **kept.params).input_shape == (1,)  # params rebuild it
+
+
+def test_max_levels_and_column_lists_are_checked(tmp_path: Path) -> None:
+    path = _wide(tmp_path, n=40)
+    assert get_suite("tabular", path=path, tasks=PRICE, max_levels=40).input_shape == (41,)
+    with pytest.raises(DataError, match="more than max_levels=39"):
+        get_suite("tabular", path=path, tasks=PRICE, max_levels=39)
+    with pytest.raises(ConfigError, match="max_levels"):
+        get_suite("tabular", path=path, tasks=PRICE, max_levels=0)
+    with pytest.raises(DataError, match="no column 'nope'"):
+        get_suite("tabular", path=path, tasks=PRICE, ignore=["nope"])
+    with pytest.raises(ConfigError, match="'categorical' must be a list"):
+        get_suite("tabular", path=path, tasks=PRICE, categorical="id")
+
+
+def test_a_numeric_column_with_a_few_bad_cells_stays_numeric(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 400
+    weight = [str(round(0.5 * i, 1)) for i in range(n)]
+    weight[7] = "?"
+    path = _wide(tmp_path, n=n, weight=weight)
+    with caplog.at_level("WARNING", logger="autotask"):
+        suite = get_suite("tabular", path=path, tasks=PRICE, ignore=["id"])
+    assert suite.metadata["feature_names"] == ["size", "weight"]
+    assert "'weight' is numeric but for 1 cells ('?')" in caplog.text
+    x = torch.cat([suite.splits[s].x for s in ("train", "val", "test")])
+    assert torch.isfinite(x).all()
+    assert x[:, 1].unique().numel() == n  # 399 distinct values and one imputed 0
+
+
+def test_a_constant_regression_target_is_refused(tmp_path: Path) -> None:
+    frame = _frame().assign(price=[7.0] * 10)
+    path = _write(frame, tmp_path / "const.csv")
+    with pytest.raises(DataError, match=r"'price' \(task 'price'\) is constant .*\(7\)"):
+        _suite(path)
+
+
+def test_huge_feature_values_keep_their_information(tmp_path: Path) -> None:
+    frame = _frame().assign(size=[1e300, 2e300, 3e300, np.nan, 5e300, 6e300, 7, 8, 9, 10.0])
+    suite = _suite(_write(frame, tmp_path / "huge.csv"))
+    column = suite.metadata["feature_names"].index("size")
+    train = suite.splits["train"].x[:, column]
+    assert torch.isfinite(train).all()
+    assert train.unique().numel() == 6  # five distinct known values and one imputed 0
+    assert train[0] < train[1] < train[2]
