@@ -11,7 +11,7 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.errors import ConfigError
-from autotask.search.evaluate import evaluate_architecture
+from autotask.search.evaluate import evaluate_architecture, plan_evaluation
 from autotask.suites.base import METRIC_LEGEND, metric_label
 
 
@@ -42,6 +42,7 @@ def evaluate(
 ) -> None:
     """Train the architecture (and its single-task baselines) per seed; print metrics and Δm."""
     seed_list = _parse_seeds(seeds)
+    plan = plan_evaluation(config, None if precision is None else {"precision": precision})
     with progress_bar(quiet or json_out) as progress:
         bars: dict[str, Any] = {}
 
@@ -61,11 +62,10 @@ def evaluate(
             progress.advance(bars["bar"])
 
         evaluation = evaluate_architecture(
-            config,
+            plan,
             seed_list,
             device,
             on_network,
-            runtime=None if precision is None else {"precision": precision},
             on_runtime=lambda rt: err.print(f"device: {rt.describe()}"),
             on_seed=on_seed,
             on_trained=on_trained,

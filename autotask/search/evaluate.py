@@ -8,17 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from autotask.errors import ConfigError
+from autotask.models import build_model
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.study import build_suite
 from autotask.search.study_config import SuiteConfig
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
 from autotask.store.cache import MemoryCache
+from autotask.suites.base import TaskSuite
 from autotask.train.device import pick_device
 from autotask.train.runtime import Runtime, RuntimeSpec, parse_runtime
 from autotask.validation import read_yaml_mapping
 
-__all__ = ["Evaluation", "evaluate_architecture"]
+__all__ = ["Evaluation", "EvaluationPlan", "evaluate_architecture", "plan_evaluation"]
 
 
 @dataclass
@@ -89,8 +93,39 @@ def runtime_settings(path: Path, overrides: dict[str, Any] | None = None) -> Run
     return parse_runtime({**recorded, **(overrides or {})}, f"{path}: runtime")
 
 
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """An architecture file read and checked, ready to train: its spec, suite, runtime
+    settings and the single-task baselines' settings."""
+
+    path: Path
+    spec: ArchitectureSpec
+    suite: TaskSuite
+    settings: RuntimeSpec
+    baseline_optimizer: OptimizerSpec
+    baseline_backbone: BackboneSpec
+
+
+def plan_evaluation(path: str | Path, runtime: dict[str, Any] | None = None) -> EvaluationPlan:
+    """Read ``path`` and check everything that can fail before any training: the spec, its
+    suite and tasks, the runtime settings, and every network (built once on the CPU)."""
+    path = Path(path)
+    spec = load_spec(path)
+    settings = runtime_settings(path, runtime)
+    if spec.suite is None:
+        raise ConfigError(f"{path}: the architecture names no suite (add 'suite: {{name: ...}}')")
+    suite = build_suite(SuiteConfig.model_validate(spec.suite.model_dump()))
+    for task in spec.tasks:
+        suite.task(task)
+    baseline_optimizer, baseline_backbone = _baseline_settings(path, spec)
+    backbone = baseline_backbone or BackboneSpec.model_validate(suite.default_backbone)
+    with torch.random.fork_rng(devices=[]):
+        build_model(spec, suite=suite)  # an invalid tree fails here, not after the baselines
+    return EvaluationPlan(path, spec, suite, settings, baseline_optimizer, backbone)
+
+
 def evaluate_architecture(
-    path: str | Path,
+    path: str | Path | EvaluationPlan,
     seeds: Sequence[int],
     device: str | None = None,
     on_network: Callable[[str], None] | None = None,
@@ -101,23 +136,17 @@ def evaluate_architecture(
 ) -> Evaluation:
     """Train the architecture in ``path`` (and its single-task baselines) once per seed.
 
+    ``path`` may be a plan from :func:`plan_evaluation` (then ``runtime`` is ignored).
     Runtime settings come from the file's ``runtime:`` mapping, updated by ``runtime``;
     ``on_runtime`` sees them resolved for the device once, before training. Progress:
     ``on_seed(seed, networks)`` before each seed's training with the number of networks it
     trains; ``on_network`` / ``on_trained`` with each network's tree as it starts / ends.
     """
-    path = Path(path)
-    spec = load_spec(path)
-    settings = runtime_settings(path, runtime)
-    if spec.suite is None:
-        raise ConfigError(f"{path}: the architecture names no suite (add 'suite: {{name: ...}}')")
-    suite = build_suite(SuiteConfig.model_validate(spec.suite.model_dump()))
-    for task in spec.tasks:
-        suite.task(task)
+    plan = path if isinstance(path, EvaluationPlan) else plan_evaluation(path, runtime)
+    spec, suite, settings = plan.spec, plan.suite, plan.settings
+    baseline_optimizer, backbone = plan.baseline_optimizer, plan.baseline_backbone
     if not seeds:
         raise ConfigError("give at least one seed")
-    baseline_optimizer, baseline_backbone = _baseline_settings(path, spec)
-    backbone = baseline_backbone or BackboneSpec.model_validate(suite.default_backbone)
     cache = MemoryCache()
     torch_device = pick_device(device)
     scores = {}

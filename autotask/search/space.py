@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autotask.errors import ConfigError
 from autotask.search.params import Choice, Range, Searchable, default_of
@@ -40,6 +40,7 @@ __all__ = [
     "PartitionSpace",
     "SearchSpace",
     "load_search_space",
+    "reachable_values",
 ]
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
@@ -113,11 +114,36 @@ class OptimizerSpace(BaseModel):
     patience: Searchable = 8
     grad_clip: Searchable = None
 
+    @model_validator(mode="after")
+    def _values_are_valid(self) -> OptimizerSpace:
+        """Every value a trial may get (a fixed value, both ends and the default of a range,
+        each choice) is a valid :class:`~autotask.spec.OptimizerSpec` value."""
+        for name, value in self.fields().items():
+            for candidate in reachable_values(value):
+                try:
+                    OptimizerSpec.model_validate({name: candidate})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"].lower()
+                    raise ValueError(
+                        f"{name}: {candidate!r} is not a valid value ({reason})"
+                    ) from None
+        return self
+
     def fields(self) -> dict[str, Searchable]:
         return {name: getattr(self, name) for name in type(self).model_fields}
 
     def default(self) -> OptimizerSpec:
         return OptimizerSpec(**{k: default_of(v) for k, v in self.fields().items()})
+
+
+def reachable_values(value: Searchable) -> list[Any]:
+    """The values to check of a searchable setting: a range's ends (and default), every
+    choice, or the fixed value."""
+    if isinstance(value, Range):
+        return [v for v in (value.low, value.high, value.default) if v is not None]
+    if isinstance(value, Choice):
+        return list(value.choices)
+    return [value]
 
 
 class BackboneSpace(BaseModel):

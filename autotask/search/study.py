@@ -24,10 +24,11 @@ from autotask.search.objectives import (
     directions,
     metric_names,
 )
+from autotask.search.params import Searchable
 from autotask.search.pruning import EpochPruning
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
-from autotask.search.space import SearchSpace
+from autotask.search.space import SearchSpace, reachable_values
 from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
 from autotask.search.study_config import StudyConfig, SuiteConfig
 from autotask.search.workers import run_gated
@@ -73,9 +74,12 @@ def validate_space(space: SearchSpace, suite: TaskSuite) -> None:
     """Reject a search space that cannot produce a valid architecture for ``suite``."""
     for option in space.balancers:
         default = option.default()
-        build_balancer(default.name, suite.task_names, **default.params)
+        for params in _reachable_params(default.params, option.params):
+            build_balancer(default.name, suite.task_names, **params)
     task_units(suite.task_names, space)
     backbone = space.backbone.default(suite.default_backbone)
+    for params in _reachable_params(backbone.params, space.backbone.params):
+        build_backbone(backbone.name, suite.input_shape, **params)
     stages = build_backbone(backbone.name, suite.input_shape, **backbone.params).num_stages
     for depth in space.branching.depths:
         if depth is not None and not 1 <= depth < stages:
@@ -83,6 +87,17 @@ def validate_space(space: SearchSpace, suite: TaskSuite) -> None:
                 f"search space: branch depth {depth} is not in 1..{stages - 1} for the "
                 f"{backbone.name!r} backbone with {stages} stages (null = no branching)"
             )
+
+
+def _reachable_params(
+    defaults: dict[str, Any], searched: dict[str, Searchable]
+) -> list[dict[str, Any]]:
+    """The defaults, then the defaults with one searched parameter at each value a trial
+    may give it (a range's ends, each choice)."""
+    variants = [dict(defaults)]
+    for name, value in searched.items():
+        variants += [{**defaults, name: v} for v in reachable_values(value)]
+    return variants
 
 
 def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
@@ -236,13 +251,16 @@ class SearchSession:
 
     def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr(WORKER_ATTR, default_owner())
-        spec = sample_architecture(
-            trial, self.config.search_space, self.context.tasks, self.context.suite.default_backbone
-        )
-        trial.set_user_attr("architecture", spec.describe())
-        trial.set_user_attr("spec", spec.to_dict())  # also on trials that do not complete
         pruning: EpochPruning | None = None
         try:
+            spec = sample_architecture(
+                trial,
+                self.config.search_space,
+                self.context.tasks,
+                self.context.suite.default_backbone,
+            )
+            trial.set_user_attr("architecture", spec.describe())
+            trial.set_user_attr("spec", spec.to_dict())  # also on trials that do not complete
             cost = self.context.cost(spec)
             self._check_budget(trial, cost)
             pruning = EpochPruning(

@@ -48,6 +48,39 @@ CASES = {
         "branch depth 7",
     ),
     "negative-trials": ("name: x\nsuite: digits\ntrials: -3\n", "trials"),
+    "negative-epochs": (
+        "name: x\nsuite: digits\nsearch_space: {optimizer: {epochs: -1}}\n",
+        "epochs: -1 is not a valid value",
+    ),
+    "text-lr": (
+        "name: x\nsuite: digits\nsearch_space: {optimizer: {lr: abc}}\n",
+        "lr: 'abc' is not a valid value",
+    ),
+    "negative-lr": (
+        "name: x\nsuite: digits\nsearch_space: {optimizer: {lr: -1}}\n",
+        "lr: -1 is not a valid value",
+    ),
+    "zero-batch": (
+        "name: x\nsuite: digits\nsearch_space: {optimizer: {batch_size: 0}}\n",
+        "batch_size: 0 is not a valid value",
+    ),
+    "lr-range-out-of-bounds": (
+        "name: x\nsuite: digits\nsearch_space: {optimizer: {lr: {low: -0.1, high: 0.01}}}\n",
+        "lr: -0.1 is not a valid value",
+    ),
+    "momentum-choice-out-of-bounds": (
+        "name: x\nsuite: digits\nsearch_space: {optimizer: {momentum: {choices: [0.9, 1.5]}}}\n",
+        "momentum: 1.5 is not a valid value",
+    ),
+    "balancer-range-out-of-bounds": (
+        "name: x\nsuite: digits\n"
+        "search_space: {balancers: [{name: cagrad, params: {c: {low: -0.2, high: 1.0}}}]}\n",
+        "c must be non-negative",
+    ),
+    "backbone-choice-out-of-bounds": (
+        "name: x\nsuite: digits\nsearch_space: {backbone: {params: {width: {choices: [64, 0]}}}}\n",
+        "width",
+    ),
     "bad-suite-param": ("name: x\nsuite: {name: synthetic, n_groups: 9, n_tasks: 3}\n", "n_groups"),
 }
 
@@ -93,6 +126,8 @@ def test_bad_csv_names_the_column(
         (["status", "nope", "--storage", "not-a-url"], "not a database URL"),
         (["evaluate", "missing.yaml"], "no such file"),
         (["evaluate", "arch.yaml", "--seeds", "a,b"], "--seeds"),
+        (["evaluate", "arch.yaml", "--seeds", "1,1"], "each seed once"),
+        (["evaluate", "deep.yaml"], "branch_at=7 must lie in (0, 3)"),
         (["search", "study.yaml", "--trials", "-1"], "Invalid value for '--trials'"),
         (["search", "study.yaml", "--workers", "0"], "Invalid value for '--workers'"),
         (["search", "study.yaml", "--gpus", "x"], "--gpus: expected comma-separated GPU indices"),
@@ -109,6 +144,10 @@ def test_bad_commands(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "arch.yaml").write_text("suite: digits\nnetworks: [{tasks: [digit]}]\n")
+    (tmp_path / "deep.yaml").write_text(  # an invalid tree fails before any training
+        "suite: digits\nnetworks: [{tasks: [digit, gt4], branch_at: 7, "
+        "children: [{tasks: [digit]}, {tasks: [gt4]}]}]\n"
+    )
     (tmp_path / "study.yaml").write_text("name: x\nsuite: digits\n")
     code, err = run_cli(args, capsys)
     assert code == 2
@@ -130,3 +169,21 @@ def test_status_reports_retried_trials() -> None:
     study = optuna.create_study()
     study.add_trials([failed, retry])
     assert _retries(study.get_trials()) == {0: 1}
+
+
+def test_evaluate_checks_the_architecture_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autotask.search import evaluate
+
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("a training context was created for an invalid architecture")
+
+    monkeypatch.setattr(evaluate.TrainingContext, "create", no_training)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deep.yaml").write_text(
+        "suite: digits\nnetworks: [{tasks: [digit, gt4], branch_at: 7, "
+        "children: [{tasks: [digit]}, {tasks: [gt4]}]}]\n"
+    )
+    code, err = run_cli(["evaluate", "deep.yaml"], capsys)
+    assert code == 2 and "branch_at=7" in err
