@@ -17,7 +17,6 @@ os.environ.setdefault("AUTOTASK_THREADS", "1")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 def make_context(suite: TaskSuite, optimizer: OptimizerSpec, seed: int = 0) -> TrainingContext:

@@ -2,8 +2,9 @@
 
 Every group ``G`` of tasks is a candidate network. For ``|G| >= 2`` the score of task
 ``t`` in ``G`` is the mean of ``R[t][u]`` over the other members ``u`` (``R[t][u]``: the
-affinity onto ``t`` from ``u``, the convention of the TAG notebooks and of
-``../shared/papers/tag/matrices.json``). A singleton ``{t}`` scores
+affinity onto ``t`` from ``u``, the layout of the TAG authors' selection notebooks; an
+:class:`~autotask.affinity.matrix.AffinityMatrix` holds the transpose). A singleton
+``{t}`` scores
 
 - ``singleton="exclude"``: never chosen (the TAG/CS notebooks give it -1e6);
 - ``singleton="diagonal"``: ``R[t][t]`` (HOA matrices: the single-task result);

@@ -13,9 +13,8 @@ from autotask.search.study import BASELINES_ATTR, SearchSession
 from autotask.search.study_config import load_study_config
 from autotask.spec import BalancerSpec, TaskTree
 from autotask.train.result import NetworkResult
-from tests.conftest import SHARED
+from tests.data import TAG_MATRICES as MATRICES
 
-MATRICES = SHARED / "papers" / "tag" / "matrices.json"
 TABLE = """name,tasks,cost,seg,depth,normals
 all,seg+depth+normals,1,0.31,0.52,0.20
 seg-depth,seg+depth,1,0.29,0.50,

@@ -1,6 +1,6 @@
 """TAG (Fifty et al., NeurIPS 2021): grouping by the selection notebooks' rule, checked.
 
-``../shared/papers/tag/matrices.json`` holds the matrices of the TAG authors' notebooks.
+``tests/data/papers/tag/matrices.json`` holds the matrices of the TAG authors' notebooks.
 The notebooks score a group of 2+ tasks by giving task ``t`` the mean of ``R[t][u]``
 over the other members, a singleton -1e6 (TAG, CS) or ``R[t][t]`` (HOA), and search
 exhaustively for the best at most ``k`` groups covering all tasks (mean over tasks of
@@ -23,9 +23,8 @@ import pytest
 
 from autotask.affinity import group_pool, group_tasks, read_affinity
 from autotask.errors import ConfigError, UnknownNameError
-from tests.conftest import SHARED
+from tests.data import TAG_MATRICES as MATRICES
 
-MATRICES = SHARED / "papers" / "tag" / "matrices.json"
 KEYS = ["celeba_TAG", "celeba_CS", "celeba_HOA", "taskonomy_TAG", "taskonomy_CS", "taskonomy_HOA"]
 CELEBA = [k for k in KEYS if k.startswith("celeba")]
 
