@@ -63,12 +63,17 @@ class OpenAudit:
         if event != "open" or not self.enabled:
             return
         path = args[0] if args else None
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if not isinstance(path, str):  # a file descriptor, or nothing to check
             return
         if not path.startswith("/"):
-            path = os.path.join(os.getcwd(), path)
+            try:
+                path = os.path.join(os.getcwd(), path)
+            except OSError:  # the working folder is gone: the open fails on its own
+                return
         if "/.." in path:
             path = os.path.normpath(path)
         if not (path + "/").startswith(self.roots):

@@ -62,7 +62,9 @@ def test_the_audit_records_opens_outside_the_allowed_folders(tmp_path: Path) -> 
     audit("import", ("x",))
     audit("open", (str(tmp_path / "repo" / ".." / "elsewhere.txt").encode(), "w", 0))
     audit("open", ("/usr-local/file", "r", 0))
-    assert audit.since(0) == sorted([str(tmp_path / "elsewhere.txt"), "/usr-local/file"])
+    audit("open", (tmp_path / "pathlike.txt", "r", 0))
+    expected = [str(tmp_path / "elsewhere.txt"), str(tmp_path / "pathlike.txt"), "/usr-local/file"]
+    assert audit.since(0) == sorted(expected)
 
 
 def test_the_installed_audit_sees_this_process(tmp_path: Path) -> None:
