@@ -38,7 +38,8 @@ from autotask.affinity import (  # noqa: E402
     sweep_budgets,
 )
 
-STANDLEY = Path(__file__).resolve().parents[1].parent / "shared" / "papers" / "standley"
+#: Standley et al.'s tables, kept with the tests (see tests/data/papers/README.md).
+STANDLEY = Path(__file__).resolve().parents[1] / "tests" / "data" / "papers" / "standley"
 SETTINGS = {
     1: ("results.txt", "results_20.txt"),
     2: ("results_large.txt", "results_large_20.txt"),

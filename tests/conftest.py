@@ -1,8 +1,14 @@
-"""Shared fixtures: single-threaded torch (small models, shared CI cores), tiny studies."""
+"""Shared fixtures: single-threaded torch (small models, shared CI cores), tiny studies.
+
+Every test runs under :class:`tests.repository_paths.OpenAudit`: a test that opens a file
+outside the repository, the temporary folder and the Python installation fails.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +18,38 @@ from autotask.search.scoring import TrainingContext
 from autotask.spec import BackboneSpec, OptimizerSpec
 from autotask.store.cache import MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
+from tests.repository_paths import OpenAudit
 
 os.environ.setdefault("AUTOTASK_THREADS", "1")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+OPENED = OpenAudit()
+sys.addaudithook(OPENED)
+
+
+@pytest.fixture(autouse=True)
+def _opens_only_inside_the_repository(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if it (or its fixtures) opened a file outside the allowed folders."""
+    OPENED.where = request.node.nodeid
+    start = len(OPENED.outside)
+    yield
+    OPENED.where = "between tests"
+    outside = OPENED.since(start)
+    if outside:
+        pytest.fail(
+            f"opened {len(outside)} file(s) outside the repository: {', '.join(outside[:5])}",
+            pytrace=False,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Files opened outside any test (while collecting) fail the run too."""
+    OPENED.enabled = False
+    stray = sorted({p for p, where in OPENED.outside if where == "collection"})
+    if stray:
+        print(f"\nerror: opened outside the repository while collecting: {', '.join(stray)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def make_context(suite: TaskSuite, optimizer: OptimizerSpec, seed: int = 0) -> TrainingContext:

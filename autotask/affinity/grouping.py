@@ -2,8 +2,9 @@
 
 Every group ``G`` of tasks is a candidate network. For ``|G| >= 2`` the score of task
 ``t`` in ``G`` is the mean of ``R[t][u]`` over the other members ``u`` (``R[t][u]``: the
-affinity onto ``t`` from ``u``, the convention of the TAG notebooks and of
-``../shared/papers/tag/matrices.json``). A singleton ``{t}`` scores
+affinity onto ``t`` from ``u``, the layout of the TAG authors' selection notebooks; an
+:class:`~autotask.affinity.matrix.AffinityMatrix` holds the transpose). A singleton
+``{t}`` scores
 
 - ``singleton="exclude"``: never chosen (the TAG/CS notebooks give it -1e6);
 - ``singleton="diagonal"``: ``R[t][t]`` (HOA matrices: the single-task result);
@@ -17,12 +18,16 @@ pool of all ``2^n - 1`` groups, each of cost 1, so it is exact up to
 :data:`~autotask.affinity.selection.EXACT_MAX_TASKS` tasks. Beyond, the candidate groups
 are all pairs and triples plus the merges of average-linkage clustering, searched by the
 selection heuristic (labelled ``exact=False``).
+
+Groups are named in the spec's notation: ``[a,b,c]`` (tasks sorted as
+:class:`~autotask.spec.TaskTree` sorts them), several joined by `` | ``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,18 +45,41 @@ from autotask.affinity.selection import (
 )
 from autotask.errors import ConfigError, DataError, UnknownNameError
 
-__all__ = ["AffinityFile", "Singleton", "group_pool", "group_tasks", "read_affinity"]
+__all__ = [
+    "AffinityFile",
+    "Singleton",
+    "describe_groups",
+    "group_name",
+    "group_pool",
+    "group_tasks",
+    "read_affinity",
+]
 
 Singleton = str | float | Mapping[str, float]
 MatrixLike = npt.ArrayLike | Mapping[str, Mapping[str, float]]
 
 
+def group_name(tasks: Iterable[str]) -> str:
+    """A group in the spec's notation: ``[a,b]`` (as ``TaskTree(tasks=...).describe()``)."""
+    return "[" + ",".join(sorted(tasks)) + "]"
+
+
+def describe_groups(groups: Iterable[Iterable[str]]) -> str:
+    """Groups in the spec's notation, sorted and joined: ``[a,b] | [c]``."""
+    return " | ".join(sorted(group_name(g) for g in groups))
+
+
 class AffinityFile(NamedTuple):
-    """A matrix read by :func:`read_affinity`: task order, values, and its declared kind."""
+    """A matrix read by :func:`read_affinity`: task order, values, and its declared kind.
+
+    ``matrix[t][u]`` is the affinity onto ``t`` from ``u`` (or, for HOA, ``t``'s loss when
+    trained with ``u``). ``estimated`` marks a matrix written by ``autotask affinity``.
+    """
 
     tasks: list[str]
     matrix: npt.NDArray[np.float64]
     kind: str | None
+    estimated: bool = False
 
     @property
     def direction(self) -> Direction:
@@ -59,15 +87,24 @@ class AffinityFile(NamedTuple):
         return "minimize" if (self.kind or "").upper() == "HOA" else "maximize"
 
     @property
-    def singleton(self) -> str:
-        return "diagonal" if (self.kind or "").upper() == "HOA" else "exclude"
+    def singleton(self) -> str | float:
+        """A task alone: its diagonal (HOA), 0 (an estimate: no transfer, as ``autotask
+        affinity`` ranks partitions), or never chosen (the TAG notebooks)."""
+        if (self.kind or "").upper() == "HOA":
+            return "diagonal"
+        return 0.0 if self.estimated else "exclude"
 
 
 def read_affinity(path: str | Path, key: str | None = None) -> AffinityFile:
-    """A matrix from JSON: ``{"tasks": [...], "R": ..., "kind": ...}`` or a mapping of them.
+    """A task x task matrix from a JSON file. Three layouts are read:
 
-    ``R`` (or ``matrix``) is a list of rows or a mapping ``row -> {column -> value}``.
-    A file holding several named matrices (like ``matrices.json``) needs ``key``.
+    - ``{"tasks": [...], "R": ..., "kind": ...}`` (``R`` or ``matrix``: a list of rows or a
+      mapping ``row -> {column -> value}``, ``R[t][u]`` onto ``t`` from ``u``), or an
+      object of several such entries (like the TAG notebooks' matrices), chosen by ``key``;
+    - what ``autotask affinity --json`` prints: the matrix sits under ``"matrix"``;
+    - an :meth:`~autotask.affinity.matrix.AffinityMatrix.to_dict` object (``tasks``,
+      ``values``, ``estimator``), whose ``values[s][t]`` (from ``s`` onto ``t``) is
+      transposed; its diagonal, not an affinity, reads as 0.
     """
     path = Path(path)
     try:
@@ -78,6 +115,11 @@ def read_affinity(path: str | Path, key: str | None = None) -> AffinityFile:
         raise DataError(f"cannot read affinity file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
+    estimate = _estimate(data)
+    if estimate is not None:
+        if key is not None:
+            raise ConfigError(f"{path} holds a single matrix; drop --key")
+        return _from_estimate(estimate, path)
     if "R" in data or "matrix" in data:
         if key is not None:
             raise ConfigError(f"{path} holds a single matrix; drop --key")
@@ -103,6 +145,38 @@ def read_affinity(path: str | Path, key: str | None = None) -> AffinityFile:
     return AffinityFile(names, matrix, str(kind) if kind is not None else None)
 
 
+def _estimate(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``AffinityMatrix.to_dict`` object in ``data`` (itself, or under "matrix")."""
+    for candidate in (data, data.get("matrix")):
+        if (
+            isinstance(candidate, dict)
+            and "values" in candidate
+            and "tasks" in candidate
+            and "estimator" in candidate
+        ):
+            return candidate
+    return None
+
+
+def _from_estimate(entry: dict[str, Any], path: Path) -> AffinityFile:
+    tasks, values = entry["tasks"], entry["values"]
+    if not isinstance(tasks, list) or not isinstance(values, list):
+        raise DataError(f"{path}: 'tasks' and 'values' must be lists")
+    try:
+        r = np.array(
+            [[math.nan if v is None else float(v) for v in row] for row in values],
+            dtype=np.float64,
+        )
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: affinity matrix entries must be numbers") from None
+    if r.shape != (len(tasks), len(tasks)):
+        raise DataError(f"{path}: affinity matrix is {r.shape}, but {len(tasks)} tasks are named")
+    r = r.T.copy()  # values[s][t]: from s onto t; R[t][s]: onto t from s
+    np.fill_diagonal(r, 0.0)
+    names, matrix = _as_matrix(r, [str(t) for t in tasks])
+    return AffinityFile(names, matrix, str(entry["estimator"]), estimated=True)
+
+
 def group_pool(
     matrix: MatrixLike,
     tasks: Sequence[str] | None = None,
@@ -123,7 +197,7 @@ def group_pool(
             if singles is not None or mask & (mask - 1)
         ]
     else:
-        members = [tuple(sorted(set(g))) for g in groups]
+        members = list(dict.fromkeys(tuple(sorted(set(g))) for g in groups))
     if singles is None:
         members = [g for g in members if len(g) > 1]
     if not members:
@@ -137,7 +211,8 @@ def group_pool(
     if singles is not None:
         single = sizes[:, 0] == 1
         scores[single] = member[single] * np.asarray(singles)[None, :]
-    return NetworkPool.from_arrays(names, masks, scores)
+    labels = [group_name(names[t] for t in g) for g in members]
+    return NetworkPool.from_arrays(names, masks, scores, names=labels)
 
 
 def group_tasks(

@@ -9,11 +9,17 @@ baseline (higher is better), so that the mean over tasks of a selection is exact
 selection's validation Δm. Its cost is its MACs over the mean MACs of the single-task
 baselines (the study's cost unit). Only networks trained under the numerics (precision,
 TF32) of the study's recorded baselines are candidates.
+
+Each network is named by its task tree in the spec's notation, its balancer, and the
+optimizer and backbone settings in which it differs from the study's baseline settings
+(``[digit,parity]@1{[digit],[parity]} balancer=dwa lr=0.01``); networks that would still
+read the same get ``#1``, ``#2`` ... in the order of the cache.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +35,7 @@ from autotask.store.models import GroupResultRow
 from autotask.train.result import NetworkResult
 from autotask.train.runtime import Runtime
 
-__all__ = ["StudyPool", "pool_from_results", "study_pool"]
+__all__ = ["StudyPool", "network_names", "pool_from_results", "study_pool"]
 
 
 @dataclass
@@ -135,17 +141,30 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
                 f"study {study_name!r}: the single-task network of {task!r} is not cached"
             )
         baseline_macs[task] = int(row.result.get("macs", 0))
-    results: list[tuple[str, str, NetworkResult]] = []
-    names: set[str] = set()
-    for row in rows:
-        if not _usable(row, set(tasks), config.seed, fixed_epochs):
-            continue
-        if _row_numerics(row) != numerics:
-            continue
-        result = NetworkResult.from_dict(row.result)
-        name = _network_name(row, names)
-        names.add(name)
-        results.append((name, row.key, result))
+    usable = [
+        row
+        for row in rows
+        if _usable(row, set(tasks), config.seed, fixed_epochs) and _row_numerics(row) == numerics
+    ]
+    baseline_optimizer = space.optimizer.default()
+    baseline_backbone = space.backbone.default(suite.default_backbone)
+    names = network_names(
+        [
+            (
+                TaskTree.model_validate(row.tree),
+                BalancerSpec.model_validate(row.balancer),
+                OptimizerSpec.model_validate(row.optimizer),
+                BackboneSpec.model_validate(row.backbone),
+            )
+            for row in usable
+        ],
+        baseline_optimizer,
+        baseline_backbone,
+    )
+    results = [
+        (name, row.key, NetworkResult.from_dict(row.result))
+        for name, row in zip(names, usable, strict=True)
+    ]
     return pool_from_results(
         study_name,
         results,
@@ -202,13 +221,56 @@ def _usable(row: GroupResultRow, tasks: set[str], seed: int, epochs: Any) -> boo
     return bool(served) and set(served) <= tasks
 
 
-def _network_name(row: GroupResultRow, taken: set[str]) -> str:
-    tree = TaskTree.model_validate(row.tree).describe()
-    balancer = str(row.balancer.get("name", "equal"))
-    name = f"{tree} {balancer}"
-    if name in taken:
-        name = f"{name} #{row.key[:8]}"
-    return name
+def network_names(
+    networks: Sequence[tuple[TaskTree, BalancerSpec, OptimizerSpec, BackboneSpec]],
+    baseline_optimizer: OptimizerSpec,
+    baseline_backbone: BackboneSpec,
+) -> list[str]:
+    """Readable, unique names: tree, balancer, and the settings that differ from the
+    baseline's; ``#1``, ``#2`` ... only for networks that would still read the same."""
+    base = [
+        " ".join(
+            [
+                tree.describe(),
+                _balancer_text(balancer),
+                *_differences(optimizer.model_dump(), baseline_optimizer.model_dump()),
+                *_backbone_differences(backbone, baseline_backbone),
+            ]
+        )
+        for tree, balancer, optimizer, backbone in networks
+    ]
+    counts = Counter(base)
+    seen: Counter[str] = Counter()
+    names = []
+    for name in base:
+        if counts[name] > 1:
+            seen[name] += 1
+            name = f"{name} #{seen[name]}"
+        names.append(name)
+    return names
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _balancer_text(balancer: BalancerSpec) -> str:
+    scalars = [
+        f"{k}={_value_text(v)}"
+        for k, v in sorted(balancer.params.items())
+        if isinstance(v, bool | int | float | str)
+    ]
+    return f"balancer={balancer.name}" + (f"({','.join(scalars)})" if scalars else "")
+
+
+def _differences(values: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[str]:
+    return [f"{k}={_value_text(v)}" for k, v in values.items() if baseline.get(k, object()) != v]
+
+
+def _backbone_differences(backbone: BackboneSpec, baseline: BackboneSpec) -> list[str]:
+    if backbone.name != baseline.name:
+        return [f"backbone={backbone.name}", *_differences(backbone.params, {})]
+    return _differences(backbone.params, baseline.params)
 
 
 def _finite(value: float | None) -> bool:

@@ -3,7 +3,8 @@
 One row per trained network. Columns:
 
 ``name`` (optional)
-    The network's name (unique). Default: its tasks joined by ``+``.
+    The network's name (unique). Default: its tasks in the spec's notation, ``[a,b]``
+    (``[a,b] #2`` for a second row of the same tasks).
 ``tasks`` (optional)
     The tasks the network serves, separated by ``+`` or ``,`` (``seg+depth``). Without
     this column a network serves exactly the tasks whose metric cell is non-empty.
@@ -35,12 +36,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from autotask.affinity.selection import Network, NetworkPool
+from autotask.affinity.grouping import group_name
+from autotask.affinity.selection import Network, NetworkPool, Selection
 from autotask.errors import DataError
 
-__all__ = ["RESERVED_COLUMNS", "STANDLEY_TASKS", "pool_from_frame", "read_standley", "read_table"]
+__all__ = [
+    "RESERVED_COLUMNS",
+    "STANDLEY_TASKS",
+    "pool_from_frame",
+    "read_standley",
+    "read_table",
+    "score_on",
+]
 
 RESERVED_COLUMNS = ("name", "tasks", "cost")
 #: Task order of the columns in Standley et al.'s ``results*.txt`` (settings 1-3).
@@ -131,7 +141,7 @@ def pool_from_frame(
             )
         )
     try:
-        return NetworkPool(networks, task_columns)
+        return NetworkPool(_named(networks), task_columns)
     except DataError as exc:
         raise DataError(f"{source}: {exc}") from None
 
@@ -140,8 +150,8 @@ def read_standley(path: str | Path, tasks: Sequence[str] = STANDLEY_TASKS) -> Ne
     """A ``results*.txt`` of Standley et al.'s ``network_selection`` (losses, minimise).
 
     Five tab-separated loss fields per line, one per task (empty: not served). Line 1
-    holds five half-size single-task networks of cost 0.5 (named ``half:<task>``);
-    every other line is one network of cost 1, named by its tasks (``s+d``).
+    holds five half-size single-task networks of cost 0.5 (named ``[<task>] half``);
+    every other line is one network of cost 1, named by its tasks (``[d,s]``).
     """
     path = Path(path)
     try:
@@ -158,10 +168,37 @@ def read_standley(path: str | Path, tasks: Sequence[str] = STANDLEY_TASKS) -> Ne
         except ValueError:
             raise DataError(f"{path}:{number}: a field is not a number") from None
         if number == 1:
-            networks.extend(Network((t,), {t: v}, 0.5, f"half:{t}") for t, v in losses.items())
-        else:
+            networks.extend(
+                Network((t,), {t: v}, 0.5, f"{group_name([t])} half") for t, v in losses.items()
+            )
+        elif losses:
             networks.append(Network(tuple(losses), losses, 1.0))
-    return NetworkPool(networks, list(tasks))
+        else:
+            raise DataError(f"{path}:{number}: the network serves no task")
+    if not networks:
+        raise DataError(f"{path}: no network")
+    try:
+        return NetworkPool(_named(networks), list(tasks))
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def _named(networks: Sequence[Network]) -> list[Network]:
+    """Networks without a name get their tasks in the spec's notation (``[a,b]``, then
+    ``[a,b] #2`` ... for further networks of the same tasks)."""
+    taken = {n.name for n in networks if n.name is not None}
+    named = []
+    for net in networks:
+        if net.name is None:
+            base = group_name(net.tasks)
+            name, k = base, 1
+            while name in taken:
+                k += 1
+                name = f"{base} #{k}"
+            taken.add(name)
+            net = Network(net.tasks, net.metrics, net.cost, name)
+        named.append(net)
+    return named
 
 
 def _split_tasks(cell: Any) -> list[str]:
@@ -211,3 +248,33 @@ def _names(frame: pd.DataFrame, source: str) -> list[str | None]:
         seen.add(name)
         names.append(name)
     return names
+
+
+def score_on(selection: Selection, pool: NetworkPool, other: NetworkPool) -> dict[str, float]:
+    """Per-task metric of a selection from ``pool``, scored on ``other``.
+
+    Each chosen network is found in ``other`` by its task set and cost (Standley et al.
+    choose on one file and score on its test file this way); each task takes its best
+    value among the found networks (lowest or highest, as the selection's direction).
+    """
+    index: dict[tuple[frozenset[str], float], int] = {}
+    for i in range(len(other)):
+        key = (frozenset(other.served_tasks(int(other.masks[i]))), float(other.costs[i]))
+        index.setdefault(key, i)
+    missing = [t for t in selection.tasks if t not in other.tasks]
+    if missing:
+        raise DataError(f"the pool to score on lacks task(s) {', '.join(missing)}")
+    rows = []
+    for position, name in zip(selection.networks, selection.names, strict=True):
+        key = (frozenset(pool.served_tasks(int(pool.masks[position]))), float(pool.costs[position]))
+        if key not in index:
+            raise DataError(
+                f"network {name} ({group_name(key[0])}, cost {key[1]:g}) is not in the pool "
+                "to score on"
+            )
+        rows.append(index[key])
+    values = np.where(np.isnan(other.values[rows]), np.inf, other.values[rows])
+    if selection.direction == "maximize":
+        values = np.where(np.isinf(values), -np.inf, values)
+    best = values.min(axis=0) if selection.direction == "minimize" else values.max(axis=0)
+    return {t: float(best[other.tasks.index(t)]) for t in selection.tasks}

@@ -11,6 +11,7 @@ import yaml
 
 from autotask.affinity.branching import propose_trees
 from autotask.affinity.estimators import build_estimator, list_estimators
+from autotask.affinity.grouping import describe_groups
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar, table
 from autotask.cli.stages import affinity_stage
@@ -108,7 +109,7 @@ def _print(summary: dict[str, Any]) -> None:
     rows = [[f"from {s}", *row] for s, row in zip(tasks, m["values"], strict=True)]
     out.print(table("rows: from (source), columns: onto (target)", ["", *tasks], rows))
     ranked = [
-        (i + 1, " | ".join("+".join(g) for g in c["groups"]), c["score"])
+        (i + 1, describe_groups(c["groups"]), c["score"])
         for i, c in enumerate(summary["candidates"])
     ]
     if ranked:

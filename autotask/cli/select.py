@@ -1,24 +1,27 @@
 """``autotask select``: the best selection of trained networks, or of task groups.
 
-Three sources, exactly one per call:
+Four sources, exactly one per call:
 
 - ``TABLE``: a CSV/Parquet of networks trained anywhere (format:
   :mod:`autotask.affinity.table`);
+- ``--standley RESULTS.txt``: a ``results*.txt`` of Standley et al. (losses), optionally
+  scored on another file (``--score-on``) and approximated from its pairs (``--hoa``);
 - ``--affinity MATRIX.json``: task groups scored by the TAG rule
-  (:mod:`autotask.affinity.grouping`);
+  (:mod:`autotask.affinity.grouping`), from a matrix file or ``autotask affinity --json``;
 - ``--study NAME``: every network a study has cached, scored by Δm
   (:mod:`autotask.affinity.study_pool`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from autotask.affinity.grouping import group_tasks, read_affinity
+from autotask.affinity.grouping import group_name, group_tasks, read_affinity
 from autotask.affinity.selection import (
     Aggregate,
     Direction,
@@ -27,12 +30,13 @@ from autotask.affinity.selection import (
     NetworkPool,
     Selection,
     cost_step,
+    higher_order_approximation,
     select_networks,
     sweep_budgets,
 )
-from autotask.affinity.table import read_table
+from autotask.affinity.table import read_standley, read_table, score_on
 from autotask.cli.app import app
-from autotask.cli.console import fmt, out, table, write_json
+from autotask.cli.console import fmt, out, table
 from autotask.errors import ConfigError
 
 #: Most budgets a sweep evaluates.
@@ -55,7 +59,7 @@ def select(
     direction: str | None = typer.Option(
         None,
         help="minimize or maximize the metrics (default: maximize; with --affinity, from "
-        "the matrix's kind).",
+        "the matrix's kind; with --standley, minimize).",
     ),
     mean: bool = typer.Option(False, "--mean", help="Report the mean over tasks, not the sum."),
     sweep: bool = typer.Option(False, "--sweep", help="Best total at every budget step."),
@@ -65,49 +69,65 @@ def select(
     tasks: str | None = typer.Option(
         None, help="Comma-separated task columns of TABLE (default: all but name/tasks/cost)."
     ),
+    standley: Path | None = typer.Option(
+        None,
+        help="Choose among the networks of a results*.txt of Standley et al. (losses; line 1: "
+        "five half-size networks of cost 0.5, then one network of cost 1 per line).",
+    ),
+    score_on_path: Path | None = typer.Option(
+        None,
+        "--score-on",
+        help="With --standley: also score the chosen networks on this file (e.g. "
+        "results_test.txt), matching each by its tasks and cost.",
+    ),
+    hoa: bool = typer.Option(
+        False,
+        "--hoa",
+        help="With --standley: choose on the higher-order approximation (networks of 3+ "
+        "tasks predicted from the pairs inside them).",
+    ),
     affinity: Path | None = typer.Option(
-        None, help="Group tasks from an affinity matrix (JSON) by the TAG rule."
+        None,
+        help="Group tasks by the TAG rule from an affinity matrix (JSON; also the output "
+        "of `autotask affinity --json`).",
     ),
     key: str | None = typer.Option(None, help="Which matrix of a file holding several."),
     singleton: str | None = typer.Option(
         None,
         help="Singleton groups with --affinity: exclude, diagonal, or a number "
-        "(default: diagonal for HOA matrices, else exclude).",
+        "(default: diagonal for HOA matrices, 0 for `autotask affinity` estimates, else "
+        "exclude).",
     ),
     study: str | None = typer.Option(None, help="Select among the networks a study cached."),
     storage: str | None = typer.Option(
         None, help="SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
     ),
     heuristic: bool = typer.Option(False, "--heuristic", help="Use the (inexact) heuristic."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Choose the best trained networks (or task groups) under a budget, exactly."""
-    sources = [s for s in (table_path, affinity, study) if s is not None]
+    r"""Choose the best trained networks (or task groups) under a budget, exactly.
+
+    Networks and groups are written in the spec's notation: \[a,b] is one network serving
+    tasks a and b (README, "Reading an architecture").
+    """
+    sources = [s for s in (table_path, standley, affinity, study) if s is not None]
     if len(sources) != 1:
-        raise ConfigError("give exactly one of TABLE, --affinity MATRIX.json or --study NAME")
+        raise ConfigError(
+            "give exactly one of TABLE, --standley RESULTS.txt, --affinity MATRIX.json or "
+            "--study NAME"
+        )
     if direction is not None and direction not in ("minimize", "maximize"):
         raise ConfigError(f"--direction must be minimize or maximize, got {direction!r}")
+    if standley is None and (score_on_path is not None or hoa):
+        raise ConfigError("--score-on and --hoa go with --standley")
     method: Method = "heuristic" if heuristic else "auto"
-    report: dict[str, Any] = {}
     if affinity is not None:
-        if max_groups is None:
-            raise ConfigError("--affinity needs --max-groups K")
         if budget is not None or sweep or not overlap:
             raise ConfigError("--affinity takes --max-groups only (no budget, sweep or partition)")
-        loaded = read_affinity(affinity, key)
-        chosen_direction: Direction = _direction(direction, loaded.direction)
-        selection = group_tasks(
-            loaded.matrix,
-            loaded.tasks,
-            max_groups=max_groups,
-            direction=chosen_direction,
-            singleton=_singleton(singleton, loaded.singleton),
-            exact=False if heuristic else None,
-        )
-        _print_selection(f"Task groups from {affinity}", selection, "score")
-        report = {"source": str(affinity), "selection": selection.to_dict()}
-        _finish(report, json_out)
+        _select_groups(affinity, key, max_groups, direction, singleton, heuristic, json_out)
         return
+    scored_on: NetworkPool | None = None
+    chosen_direction: Direction
     if study is not None:
         from autotask.affinity.study_pool import study_pool
         from autotask.search.storage import resolve_storage_url
@@ -117,6 +137,19 @@ def select(
         spool = study_pool(study, resolve_storage_url(storage, None, study))
         pool, chosen_direction, mean = spool.pool, "maximize", True
         title = f"Study {study}: {len(pool)} cached networks, metric = Δm contribution (%)"
+    elif standley is not None:
+        if direction is not None and direction != "minimize":
+            raise ConfigError("--standley files hold losses, which are minimised")
+        pool = read_standley(standley)
+        if hoa:
+            pool = higher_order_approximation(pool)
+        if score_on_path is not None:
+            scored_on = read_standley(score_on_path)
+        chosen_direction = "minimize"
+        title = (
+            f"{standley}{' (higher-order approximation)' if hoa else ''}: {len(pool)} "
+            f"networks, {len(pool.tasks)} tasks, losses"
+        )
     else:
         assert table_path is not None
         task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
@@ -137,8 +170,22 @@ def select(
     extra: dict[str, Any] = {}
     if study is not None:
         extra = {"delta_m_val": selection.total, "delta_m_test": spool.test_delta_m(selection)}
-    _print_selection(title, selection, "metric", extra)
-    report = {"source": str(sources[0]), "selection": {**selection.to_dict(), **extra}}
+    report: dict[str, Any] = {
+        "source": str(sources[0]),
+        "selection": {**selection.to_dict(), **extra},
+    }
+    if scored_on is not None:
+        values = score_on(selection, pool, scored_on)
+        report["scored_on"] = {
+            "source": str(score_on_path),
+            "values": values,
+            "total": _aggregate(values, aggregate),
+        }
+    if not json_out:
+        _print_selection(title, selection, "metric", extra)
+        if "scored_on" in report:
+            scored = report["scored_on"]
+            out.print(f"on {scored['source']}: total {scored['total']:.6g}", style="bold")
     if sweep:
         budgets = _sweep_budgets(pool, selection, budget, step)
         results = sweep_budgets(
@@ -150,21 +197,44 @@ def select(
             aggregate=aggregate,
             method=method,
         )
-        rows = [
-            (b, r.total, r.cost, ", ".join(r.names))
-            for b, r in zip(budgets, results, strict=True)
-            if r is not None
-        ]
-        out.print(
-            table("Best total at every budget", ["budget", "total", "cost", "networks"], rows)
-        )
-        report["sweep"] = [
-            {"budget": b, "total": None}
-            if r is None
-            else {"budget": b, "total": r.total, "cost": r.cost, "networks": list(r.names)}
-            for b, r in zip(budgets, results, strict=True)
-        ]
-    _finish(report, json_out)
+        report["sweep"] = []
+        for b, r in zip(budgets, results, strict=True):
+            row: dict[str, Any] = {"budget": b, "total": None}
+            if r is not None:
+                row.update(total=r.total, cost=r.cost, networks=list(r.names))
+                if scored_on is not None:
+                    row["scored_total"] = _aggregate(score_on(r, pool, scored_on), aggregate)
+            report["sweep"].append(row)
+        if not json_out:
+            _print_sweep(report["sweep"], score_on_path)
+    if json_out:
+        _print_json(report)
+
+
+def _select_groups(
+    path: Path,
+    key: str | None,
+    max_groups: int | None,
+    direction: str | None,
+    singleton: str | None,
+    heuristic: bool,
+    json_out: bool,
+) -> None:
+    if max_groups is None:
+        raise ConfigError("--affinity needs --max-groups K")
+    loaded = read_affinity(path, key)
+    selection = group_tasks(
+        loaded.matrix,
+        loaded.tasks,
+        max_groups=max_groups,
+        direction=_direction(direction, loaded.direction),
+        singleton=_singleton(singleton, loaded.singleton),
+        exact=False if heuristic else None,
+    )
+    if json_out:
+        _print_json({"source": str(path), "selection": selection.to_dict()})
+    else:
+        _print_selection(f"Task groups from {path}", selection, "score")
 
 
 def _direction(given: str | None, default: Direction) -> Direction:
@@ -172,16 +242,22 @@ def _direction(given: str | None, default: Direction) -> Direction:
     return "minimize" if value == "minimize" else "maximize"
 
 
-def _singleton(given: str | None, default: str) -> str | float:
-    value = given or default
-    if value in ("exclude", "diagonal"):
-        return value
+def _singleton(given: str | None, default: str | float) -> str | float:
+    if given is None:
+        return default
+    if given in ("exclude", "diagonal"):
+        return given
     try:
-        return float(value)
+        return float(given)
     except ValueError:
         raise ConfigError(
-            f"--singleton must be exclude, diagonal or a number, got {value!r}"
+            f"--singleton must be exclude, diagonal or a number, got {given!r}"
         ) from None
+
+
+def _aggregate(values: dict[str, float], aggregate: Aggregate) -> float:
+    total = math.fsum(values.values())
+    return total / len(values) if aggregate == "mean" else total
 
 
 def _sweep_budgets(
@@ -217,7 +293,7 @@ def _print_selection(
     )
     out.print(f"method: {selection.method}")
     rows = [
-        (name, "+".join(selection.served[name]), selection.network_costs[name])
+        (name, group_name(selection.served[name]), selection.network_costs[name])
         for name in selection.names
     ]
     out.print(table("Chosen networks", ["network", "serves", "cost"], rows))
@@ -231,7 +307,20 @@ def _print_selection(
         out.print(f"Δm val {extra['delta_m_val']:+.2f}%  test {extra['delta_m_test']:+.2f}%")
 
 
-def _finish(report: dict[str, Any], json_out: Path | None) -> None:
-    if json_out is not None:
-        write_json(json_out, report)
-        out.print(f"wrote {json_out}")
+def _print_sweep(rows: list[dict[str, Any]], scored_on: Path | None) -> None:
+    columns = ["budget", "total", "cost", "networks"]
+    if scored_on is not None:
+        columns.insert(2, f"on {scored_on.name}")
+    cells = []
+    for row in rows:
+        if row["total"] is None:
+            continue
+        cell = [row["budget"], row["total"], row["cost"], " | ".join(row["networks"])]
+        if scored_on is not None:
+            cell.insert(2, f"{row['scored_total']:.6g}")
+        cells.append(cell)
+    out.print(table("Best total at every budget", columns, cells))
+
+
+def _print_json(report: dict[str, Any]) -> None:
+    out.print_json(json.dumps(report, default=str))

@@ -1,7 +1,7 @@
 """Standley et al. (ICML 2020): the published network-selection results, reproduced.
 
 For each of the four settings and each method, networks are chosen on one file of
-``../shared/papers/standley/`` (``optimal``: the selection file; ``hoa``: the higher-order
+``tests/data/papers/standley/`` (``optimal``: the selection file; ``hoa``: the higher-order
 approximation built from its pairs; ``esa``: the early-stopping file) at budgets 1, 1.5,
 ..., 5, then scored on the test file (a chosen network maps to the test line with the
 same task set and cost). Totals are compared at the paper's printed precision (C++
@@ -38,9 +38,8 @@ import pytest
 
 from autotask.affinity import NetworkPool, higher_order_approximation, read_standley
 from autotask.affinity import select_networks as select
-from tests.conftest import SHARED
+from tests.data import PAPERS, STANDLEY
 
-STANDLEY = SHARED / "papers" / "standley"
 BUDGETS = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
 SETTINGS = {
     1: ("results.txt", "results_20.txt", "results_test.txt"),
@@ -132,7 +131,7 @@ def members(bitset: int) -> list[int]:
 
 
 def test_the_files_and_published_values_are_the_readme_ones() -> None:
-    readme = (SHARED / "papers" / "README.md").read_text()
+    readme = (PAPERS / "README.md").read_text()
     for (setting, method), values in PUBLISHED.items():
         line = re.search(rf"setting {setting} {method}\s+\[(.*)\]", readme)
         assert line is not None
@@ -151,7 +150,7 @@ def test_published_test_totals(setting: int, method: str) -> None:
         assert chosen.exact and chosen.cost <= budget
         got = printed(total_loss(test, to_test(pool, test, list(chosen.networks))))
         if (setting, method, budget) in QUIRK:
-            assert chosen.names == ("s+d+n+k+t",)
+            assert chosen.names == ("[d,k,n,s,t]",)
             assert (got, published) == (0.50278, 0.50273)
         else:
             assert got == published, (setting, method, budget, chosen.names)

@@ -1,6 +1,6 @@
 """TAG (Fifty et al., NeurIPS 2021): grouping by the selection notebooks' rule, checked.
 
-``../shared/papers/tag/matrices.json`` holds the matrices of the TAG authors' notebooks.
+``tests/data/papers/tag/matrices.json`` holds the matrices of the TAG authors' notebooks.
 The notebooks score a group of 2+ tasks by giving task ``t`` the mean of ``R[t][u]``
 over the other members, a singleton -1e6 (TAG, CS) or ``R[t][t]`` (HOA), and search
 exhaustively for the best at most ``k`` groups covering all tasks (mean over tasks of
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,10 @@ import numpy.typing as npt
 import pytest
 
 from autotask.affinity import group_pool, group_tasks, read_affinity
-from autotask.errors import ConfigError, UnknownNameError
-from tests.conftest import SHARED
+from autotask.affinity.grouping import group_name
+from autotask.errors import ConfigError, DataError, UnknownNameError
+from tests.data import TAG_MATRICES as MATRICES
 
-MATRICES = SHARED / "papers" / "tag" / "matrices.json"
 KEYS = ["celeba_TAG", "celeba_CS", "celeba_HOA", "taskonomy_TAG", "taskonomy_CS", "taskonomy_HOA"]
 CELEBA = [k for k in KEYS if k.startswith("celeba")]
 
@@ -90,10 +91,10 @@ def exhaustive(key: str, k: int) -> float:
 
 
 def value_of(key: str, names: tuple[str, ...]) -> float:
-    """The notebook value of a selection given by group names ``a+b+c``."""
+    """The notebook value of a selection given by group names ``[a,b,c]``."""
     tasks = entry(key)["tasks"]
     groups, scores = notebook_groups(key)
-    index = {"+".join(tasks[i] for i in g): row for row, g in enumerate(groups)}
+    index = {group_name(tasks[i] for i in g): row for row, g in enumerate(groups)}
     return float(scores[[index[name] for name in names]].max(axis=0).mean())
 
 
@@ -182,7 +183,7 @@ def test_excluding_singletons_equals_the_notebooks_minus_a_million(key: str) -> 
         excluded = solve(key, k)
         penalised = solve(key, k, singleton=-1e6)
         assert excluded.total == pytest.approx(penalised.total)
-        assert all("+" in name for name in excluded.names)
+        assert all("," in name for name in excluded.names)
 
 
 def test_group_pool_scores_follow_the_rule() -> None:
@@ -190,12 +191,12 @@ def test_group_pool_scores_follow_the_rule() -> None:
     pool = group_pool(loaded.matrix, loaded.tasks)
     assert len(pool) == 2**5 - 1 - 5  # singletons excluded
     r = loaded.matrix
-    row = pool.names.index("ss_l+depth_l+key_l")
+    row = pool.names.index("[depth_l,key_l,ss_l]")
     assert pool.values[row, 0] == pytest.approx((r[0, 1] + r[0, 3]) / 2)
     assert pool.values[row, 3] == pytest.approx((r[3, 0] + r[3, 1]) / 2)
     assert np.isnan(pool.values[row, 2])
     diag = group_pool(loaded.matrix, loaded.tasks, singleton="diagonal")
-    assert diag.values[diag.names.index("norm_l"), 2] == r[2, 2]
+    assert diag.values[diag.names.index("[norm_l]"), 2] == r[2, 2]
 
 
 def test_heuristic_beyond_sixteen_tasks_and_bad_input() -> None:
@@ -212,3 +213,26 @@ def test_heuristic_beyond_sixteen_tasks_and_bad_input() -> None:
         read_affinity(MATRICES)
     with pytest.raises(ConfigError, match="singleton must be"):
         group_tasks(r[:4, :4], max_groups=2, singleton="nope")
+
+
+def test_an_estimated_matrix_is_read_onto_each_task(tmp_path: Path) -> None:
+    """`autotask affinity --json` stores values[s][t] from s onto t: read transposed, the
+    diagonal (no affinity) as 0, a task alone scoring 0, maximised."""
+    values = [[None, 0.9, -0.2], [0.1, None, 0.0], [0.3, 0.4, None]]
+    matrix = {"tasks": ["a", "b", "c"], "values": values, "estimator": "lookahead"}
+    for document in ({"study": "s", "matrix": matrix, "candidates": []}, matrix):
+        path = tmp_path / "aff.json"
+        path.write_text(json.dumps(document))
+        loaded = read_affinity(path)
+        assert loaded.tasks == ["a", "b", "c"] and loaded.kind == "lookahead"
+        assert loaded.matrix.tolist() == [[0.0, 0.1, 0.3], [0.9, 0.0, 0.4], [-0.2, 0.0, 0.0]]
+        assert (loaded.direction, loaded.singleton) == ("maximize", 0.0)
+        with pytest.raises(ConfigError, match="drop --key"):
+            read_affinity(path, "x")
+    got = group_tasks(loaded.matrix, loaded.tasks, max_groups=1, singleton=loaded.singleton)
+    # one group of all three: a gets (0.1 + 0.3) / 2 from b and c, b (0.9 + 0.4) / 2, c -0.1
+    assert got.names == ("[a,b,c]",) and got.total == pytest.approx((0.2 + 0.65 - 0.1) / 3)
+    matrix["values"] = [[0, 1], [1, 0]]
+    path.write_text(json.dumps(matrix))
+    with pytest.raises(DataError, match="2, 2"):
+        read_affinity(path)

@@ -356,7 +356,7 @@ def test_table_inferring_tasks_from_metrics_and_parquet(tmp_path: Path) -> None:
     pool = read_table(path)
     assert pool.tasks == ("a", "b")
     assert [pool.network(i).tasks for i in range(3)] == [("a", "b"), ("b",), ("a",)]
-    assert pool.names == ("a+b", "b", "a")
+    assert pool.names == ("[a,b]", "[b]", "[a]")
 
 
 BAD_TABLES = {
