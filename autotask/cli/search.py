@@ -21,6 +21,7 @@ from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.cli.stages import affinity_stage, network_stage, train_baselines, trials_bar
 from autotask.errors import AutotaskError, ConfigError, StorageError
+from autotask.outputs import check_outputs
 from autotask.search.export import export_best
 from autotask.search.launcher import WorkerPool, parse_gpus
 from autotask.search.objectives import best_trial, is_multi_objective
@@ -416,15 +417,23 @@ def export(
     pareto: bool = typer.Option(
         False, "--pareto", help="Every Pareto-optimal architecture (Δm vs cost), one file each."
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Write the best architecture (with its suite and metrics) as YAML for build_model."""
     if pareto and budget is not None:
         raise ConfigError("--pareto and --budget exclude each other")
-    study, config, _ = load_study(study_name, _storage_for(study_name, storage))
+    url = _storage_for(study_name, storage)
+    study, config, _ = load_study(study_name, url)
     if pareto:
         folder = output or Path("pareto")
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file; --pareto writes a folder of files")
+        front = pareto_trials(study)
+        check_outputs(
+            [folder / f"trial-{t.number}.yaml" for t in front], force=force, storage_url=url
+        )
         rows = []
-        for trial in pareto_trials(study):
+        for trial in front:
             path = folder / f"trial-{trial.number}.yaml"
             spec = export_best(study, config, path, trial)
             attrs = trial.user_attrs
@@ -433,5 +442,6 @@ def export(
         return
     chosen = None if budget is None else best_within_budget(study, budget)
     path = output or Path("best.yaml")
+    check_outputs([path], force=force, storage_url=url)
     spec = export_best(study, config, path, chosen)
     out.print(f"wrote {path}: {spec.describe()}")

@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from autotask.models import interface_for
+from autotask.outputs import write_text
 from autotask.search.objectives import best_trial
 from autotask.search.study import BASELINES_ATTR, build_suite
 from autotask.search.study_config import StudyConfig
@@ -75,6 +76,5 @@ def export_best(
     """Write the architecture of ``trial`` (default: the best of ``study``) to ``path``;
     returns the exported spec."""
     spec, info = exported_document(study, config, trial)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(spec.to_yaml(extra=info))
+    write_text(Path(path), spec.to_yaml(extra=info))
     return spec

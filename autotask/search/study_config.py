@@ -36,6 +36,7 @@ from pydantic import (
 
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
+from autotask.store.db import STUDY_NAME_PATTERN
 from autotask.train.runtime import RuntimeSpec
 from autotask.validation import format_validation_error, read_yaml_mapping
 
@@ -152,7 +153,7 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(pattern=STUDY_NAME_PATTERN)
     suite: SuiteConfig
     search_space: SearchSpace = SearchSpace()
     trials: int = Field(default=30, ge=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from autotask.errors import StorageError
+from autotask.errors import ConfigError, StorageError
 from autotask.store.migrations import migrate
 from autotask.store.models import SCHEMA_VERSION, Base, SchemaVersionRow
 
@@ -25,9 +26,23 @@ __all__ = ["SQLITE_TIMEOUT_S", "Database", "default_storage_url", "engine_kwargs
 SQLITE_TIMEOUT_S = 60
 
 
+#: Study names: letters, digits, '_', '.', '-', not starting with '.' (so that the
+#: default database file ``studies/<name>.db`` stays inside ``studies/``).
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it matches :data:`STUDY_NAME_PATTERN`, else a one-line error."""
+    if not re.fullmatch(STUDY_NAME_PATTERN, name):
+        raise ConfigError(
+            f"study name {name!r}: use letters, digits, '_', '.' and '-', not starting with '.'"
+        )
+    return name
+
+
 def default_storage_url(study_name: str, root: str | Path = "studies") -> str:
     """The embedded default: one SQLite file per study under ``root``."""
-    return f"sqlite:///{Path(root) / study_name}.db"
+    return f"sqlite:///{Path(root) / check_study_name(study_name)}.db"
 
 
 def is_sqlite(url: str) -> bool:

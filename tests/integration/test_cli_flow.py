@@ -138,3 +138,31 @@ def test_repeated_architecture_trains_nothing(finished_study: Path) -> None:
     assert last.params == study.best_trial.params or last.value == study.best_trial.value
     assert last.user_attrs["networks_trained"] == 0
     assert last.user_attrs["networks_reused"] == len(last.user_attrs["spec"]["networks"])
+
+
+def test_export_never_overwrites_without_force_nor_the_database(finished_study: Path) -> None:
+    target = finished_study / "kept.yaml"
+    target.write_text("mine\n")
+    refused = run_cli("export", "tiny-digits", "-o", "kept.yaml", cwd=finished_study)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: kept.yaml exists; pass --force to overwrite it"
+    assert target.read_text() == "mine\n"
+    forced = run_cli("export", "tiny-digits", "-o", "kept.yaml", "--force", cwd=finished_study)
+    assert forced.returncode == 0, forced.stderr
+    assert "networks:" in target.read_text()
+
+    db = finished_study / "studies" / "tiny-digits.db"
+    size = db.stat().st_size
+    for output in ("studies/tiny-digits.db", "./studies//tiny-digits.db-wal"):
+        onto_db = run_cli("export", "tiny-digits", "-o", output, "--force", cwd=finished_study)
+        assert onto_db.returncode == 2
+        assert "is the study database" in onto_db.stderr
+    assert db.stat().st_size == size
+    assert run_cli("status", "tiny-digits", cwd=finished_study).returncode == 0
+
+    (finished_study / "somewhere").mkdir()
+    folder = run_cli("export", "tiny-digits", "-o", "somewhere", cwd=finished_study)
+    assert folder.returncode == 2 and "is a folder" in folder.stderr
+    full = run_cli("export", "tiny-digits", "-o", "/dev/full", "--force", cwd=finished_study)
+    assert full.returncode == 2
+    assert full.stderr.strip() == "error: cannot write /dev/full: No space left on device"
