@@ -383,9 +383,11 @@ def draw_tree(data: TreeData, heading: str = "Architecture") -> go.Figure:
             "text": f"{html.escape(heading)}<br><span style='font-size:12px'>{detail}</span>",
             "x": 0.02,
             "xanchor": "left",
+            "y": 0.97,
+            "yref": "container",
             "yanchor": "top",
         },
-        margin={"t": 60 + 16 * len(lines)},
+        margin={"t": 48 + 18 * len(lines)},
         legend={"orientation": "h", "yanchor": "top", "y": -0.15},
         xaxis={
             "title": {"text": "backbone stage"},

@@ -140,7 +140,7 @@ def test_tree_title_is_wrapped_under_a_short_heading() -> None:
     assert title.startswith("Best architecture<br>")
     count = len(tree_title_lines(spec.describe()))
     assert count > 1 and title.count("<br>") == count
-    assert fig.layout.margin.t >= 16 * (count + 1)
+    assert fig.layout.margin.t >= 18 * (count + 1)
 
 
 def test_outputs_are_never_clobbered(tmp_path: Path) -> None:
