@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -52,3 +54,30 @@ def test_separate_locks_exclude_each_other_while_files_come_and_go(tmp_path: Pat
     assert overlaps == []
     assert entered == [CYCLES] * HOLDERS
     assert not path.exists()
+
+
+def _hold_repeatedly(path: str, marker: str, cycles: int) -> int:
+    """In a child process: take the lock ``cycles`` times; while holding it, create
+    ``marker`` exclusively (it exists only if another holder is inside). Returns overlaps."""
+    lock = FileLock(Path(path))
+    overlaps = 0
+    for _ in range(cycles):
+        with lock:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                overlaps += 1
+                continue
+            os.close(fd)
+            time.sleep(0.0002)
+            os.unlink(marker)
+    return overlaps
+
+
+def test_separate_processes_exclude_each_other(tmp_path: Path) -> None:
+    path, marker = tmp_path / "study.db-autotask-p.lock", tmp_path / "inside"
+    context = multiprocessing.get_context("fork")
+    with context.Pool(3) as pool:
+        overlaps = pool.starmap(_hold_repeatedly, [(str(path), str(marker), CYCLES)] * 3)
+    assert overlaps == [0, 0, 0]
+    assert not path.exists() and not marker.exists()
