@@ -28,7 +28,7 @@ from autotask.affinity.selection import Network, NetworkPool, Selection
 from autotask.errors import StorageError
 from autotask.search.params import Choice, Range
 from autotask.search.scoring import relative_change
-from autotask.search.study import BASELINES_ATTR, build_suite, load_study
+from autotask.search.study import BASELINES_ATTR, build_suite, load_study, study_record
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import DatabaseCache, NetworkJob
 from autotask.store.models import GroupResultRow
@@ -102,7 +102,7 @@ def pool_from_results(
 def study_pool(study_name: str, storage_url: str) -> StudyPool:
     """Every usable cached network of a finished (or running) study, as a pool."""
     study, config, db = load_study(study_name, storage_url)
-    baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
+    baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
     if not baselines:
         raise StorageError(
             f"study {study_name!r} has no single-task baselines yet; run `autotask search` first"

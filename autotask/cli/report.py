@@ -10,6 +10,7 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import out
 from autotask.cli.search import STORAGE_HELP, _storage_for
+from autotask.report.files import check_output, write_figures
 from autotask.report.html import render_html, report_data
 
 
@@ -18,13 +19,27 @@ def report(
     study_name: str = typer.Argument(..., help="Name of the study."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="Where to write."),
+    figures: Path | None = typer.Option(
+        None,
+        "--figures",
+        help="Also write each figure to this folder as <name>.html and <name>.json.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
     json_out: bool = typer.Option(False, "--json", help="Also print the report's data as JSON."),
 ) -> None:
     """Write an HTML report: history, quality vs cost, per-task metrics, affinity, balancers."""
-    data = report_data(study_name, _storage_for(study_name, storage))
+    url = _storage_for(study_name, storage)
+    check_output(output, force=force, storage_url=url)
+    data = report_data(study_name, url)
+    written = []
+    if figures is not None:
+        written = write_figures(data.named_figures(), figures, force=force, storage_url=url)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(data), encoding="utf-8")
     if json_out:
-        out.print_json(json.dumps({"output": str(output), **data.summary()}, default=str))
-    else:
-        out.print(f"wrote {output}")
+        summary = {"output": str(output), "figure_files": [str(p) for p in written]}
+        out.print_json(json.dumps({**summary, **data.summary()}, default=str))
+        return
+    out.print(f"wrote {output}")
+    if figures is not None:
+        out.print(f"wrote {len(written)} figure files to {figures}")

@@ -35,6 +35,7 @@ from autotask.search.seeding import (
     publish_affinity,
     publish_best_architecture,
     publish_quality_vs_cost,
+    publish_summary,
     seed_with_affinity,
     tag_baseline,
 )
@@ -45,6 +46,7 @@ from autotask.search.study import (
     SearchSession,
     best_spec,
     load_study,
+    study_record,
 )
 from autotask.search.study_config import StudyConfig, load_study_config
 from autotask.store.db import default_storage_url, is_sqlite
@@ -128,6 +130,7 @@ def search(
             session.run(budget, timeout=limit, callbacks=[refresh])
     publish_best_architecture(session, best_spec(study))
     publish_quality_vs_cost(session)
+    publish_summary(session)
     if json_out:
         out.print_json(json.dumps(study_summary(study, config), default=str))
         return
@@ -212,7 +215,7 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
     )
     verdict = "beats" if attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
     out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
-    tag = study.user_attrs.get(TAG_ATTR)
+    tag = study_record(study, TAG_ATTR)
     if tag:
         out.print(
             f"  TAG-selected grouping ({tag['estimator']}): {tag['architecture']}  Δm val "
@@ -260,7 +263,7 @@ def status(
     summary = study_summary(study, config)
     states, states_by_number = Counter(summary["trials"]), {t.number: t.state.name for t in trials}
     trained, reused = summary["networks_trained"], summary["networks_reused"]
-    baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
+    baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
     all_in_one: dict[str, Any] = summary["all_in_one"]
     try:
         best = best_trial(study)
@@ -356,12 +359,12 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         "networks_trained": sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials),
         "networks_reused": sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials),
         "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
-        "all_in_one": study.user_attrs.get(ALL_IN_ONE_ATTR, {}),
+        "all_in_one": study_record(study, ALL_IN_ONE_ATTR, {}),
         "task_metrics": {
             task: {"metric": base.get("metric"), "higher_is_better": base.get("higher_is_better")}
-            for task, base in study.user_attrs.get(BASELINES_ATTR, {}).items()
+            for task, base in study_record(study, BASELINES_ATTR, {}).items()
         },
-        "tag_grouping": study.user_attrs.get(TAG_ATTR),
+        "tag_grouping": study_record(study, TAG_ATTR),
         "proposed_by": dict(Counter(_proposer(t) for t in trials)),
         "failed": {
             t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"

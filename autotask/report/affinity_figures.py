@@ -12,6 +12,7 @@ Each figure has a ``*_data`` function returning plain data (what the tests check
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "graph_data",
     "heatmap_data",
     "tree_data",
+    "tree_title_lines",
 ]
 
 ROW_TITLE = "from (source)"
@@ -316,8 +318,28 @@ def _place(
     nodes[index] = TreeNode(node.tasks, start, end, depth, parent, first, len(lanes) - 1)
 
 
-def draw_tree(data: TreeData) -> go.Figure:
-    """One box per node over the stages it runs, spanning the lanes of its tasks."""
+#: Characters per line of the architecture written under a tree figure's heading.
+TREE_TITLE_WIDTH = 70
+
+
+def tree_title_lines(description: str, width: int = TREE_TITLE_WIDTH) -> list[str]:
+    """``ArchitectureSpec.describe()`` in lines of about ``width`` characters: networks are
+    packed whole (joined by `` | ``), the settings after them start a line of their own."""
+    networks, _, settings = description.partition("  ")
+    lines: list[str] = []
+    for network in networks.split(" | "):
+        if lines and len(lines[-1]) + 3 + len(network) <= width:
+            lines[-1] += f" | {network}"
+        else:
+            lines.append(network)
+    if settings.strip():
+        lines.append(settings.strip())
+    return lines
+
+
+def draw_tree(data: TreeData, heading: str = "Architecture") -> go.Figure:
+    """One box per node over the stages it runs, spanning the lanes of its tasks; the
+    heading, then the architecture wrapped under it, as the title."""
     fig = go.Figure()
     pad = 0.35
     for k, network in enumerate(data.networks):
@@ -354,8 +376,19 @@ def draw_tree(data: TreeData) -> go.Figure:
                 name=f"network {k + 1}: {network.label}",
             )
         )
+    lines = tree_title_lines(data.title)
+    detail = "<br>".join(html.escape(line) for line in lines)
     fig.update_layout(
-        title={"text": data.title},
+        title={
+            "text": f"{html.escape(heading)}<br><span style='font-size:12px'>{detail}</span>",
+            "x": 0.02,
+            "xanchor": "left",
+            "y": 0.97,
+            "yref": "container",
+            "yanchor": "top",
+        },
+        margin={"t": 48 + 18 * len(lines)},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.15},
         xaxis={
             "title": {"text": "backbone stage"},
             "tickvals": [k + 0.5 for k in range(data.num_stages)],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from autotask.report.study_figures import (
     ParetoData,
     TaskTable,
     balancer_data,
+    balancer_note,
     completed_points,
     draw_balancers,
     draw_history,
@@ -58,9 +60,19 @@ from autotask.search.study import (
     best_spec,
     build_suite,
     load_study,
+    study_record,
 )
+from autotask.suites.base import METRIC_LEGEND
 
-__all__ = ["AffinitySection", "ReportData", "render_html", "render_report", "report_data"]
+__all__ = [
+    "AffinitySection",
+    "ReportData",
+    "figure_name",
+    "render_html",
+    "render_report",
+    "report_data",
+    "summary_rows",
+]
 
 #: Section titles, in page order (each is an ``<h2>``).
 SECTIONS = (
@@ -109,10 +121,16 @@ class ReportData:
         for section in self.affinity:
             yield f"Task affinity: {section.estimator} heatmap", draw_heatmap(section.heatmap)
             yield f"Task affinity: {section.estimator} graph", draw_graph(section.graph)
-        yield "Best architecture", draw_tree(self.tree) if self.tree is not None else None
+        tree = self.tree
+        yield "Best architecture", draw_tree(tree, "Best architecture") if tree else None
         importances = self.importance.importances
         yield "Hyperparameter importance", draw_importance(self.importance) if importances else None
-        yield "Balancers", draw_balancers(self.balancers) if self.balancers.names else None
+        compared = balancer_note(self.balancers) is None
+        yield "Balancers", draw_balancers(self.balancers) if compared else None
+
+    def named_figures(self) -> dict[str, go.Figure]:
+        """The drawn figures by file name, as :func:`figure_name` gives it."""
+        return {figure_name(section): fig for section, fig in self.figures() if fig is not None}
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready digest: trace counts, Pareto points, baselines and labels."""
@@ -124,7 +142,7 @@ class ReportData:
             "figures": {
                 name: {
                     "traces": len(fig.data),
-                    "title": fig.layout.title.text,
+                    "title": _plain(fig.layout.title.text),
                     "labels": [t.name for t in fig.data if t.name],
                 }
                 for name, fig in self.figures()
@@ -143,8 +161,17 @@ class ReportData:
             "affinity": [s.estimator for s in self.affinity],
             "importance": self.importance.importances or self.importance.note,
             "balancers": dict(zip(self.balancers.names, self.balancers.best, strict=True)),
+            "balancers_note": balancer_note(self.balancers),
             "notes": list(self.notes),
         }
+
+
+def figure_name(section: str) -> str:
+    """A figure's file name: the section in lower case with dashes, and the affinity
+    figures named as on the dashboard (``affinity-<estimator>-heatmap``)."""
+    name = section.removeprefix("Task affinity: ")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"affinity-{slug}" if name != section else slug
 
 
 def report_data(study_name: str, storage_url: str) -> ReportData:
@@ -153,8 +180,8 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
     suite = build_suite(config.suite)
     trials = study.get_trials(deepcopy=False)
     points = completed_points(study)
-    baselines: dict[str, Any] = study.user_attrs.get(BASELINES_ATTR, {})
-    all_in_one: dict[str, Any] | None = study.user_attrs.get(ALL_IN_ONE_ATTR)
+    baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
+    all_in_one: dict[str, Any] | None = study_record(study, ALL_IN_ONE_ATTR)
     best = _best_trial(study)
     notes: list[str] = []
     tree = None
@@ -187,9 +214,15 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
         best=_best_summary(best),
         history=history_data(points),
         pareto=pareto_data(
-            points, len(suite.task_names), all_in_one, study.user_attrs.get(TAG_ATTR)
+            points, len(suite.task_names), all_in_one, study_record(study, TAG_ATTR)
         ),
-        tasks=task_table_data(suite.task_names, best, baselines, all_in_one),
+        tasks=task_table_data(
+            suite.task_names,
+            best,
+            baselines,
+            all_in_one,
+            {t.name: (t.metric, t.higher_is_better) for t in suite.tasks},
+        ),
         affinity=tuple(affinity),
         tree=tree,
         importance=importance_data(study),
@@ -220,7 +253,9 @@ def render_html(data: ReportData) -> str:
     body.append(_h2("Hyperparameter importance"))
     note = data.importance.note
     body.append(f"<p>{_e(note)}</p>" if note else _figure(figures["Hyperparameter importance"], ""))
-    body += [_h2("Balancers"), _figure(figures["Balancers"], "completed trials")]
+    body.append(_h2("Balancers"))
+    note = balancer_note(data.balancers)
+    body.append(f"<p>{_e(note)}</p>" if note else _figure(figures["Balancers"], ""))
     body += [f'<p class="note">{_e(n)}</p>' for n in data.notes]
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
@@ -234,23 +269,37 @@ def render_html(data: ReportData) -> str:
 _CSS = (
     "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em}"
-    "td{text-align:right}td:first-child{text-align:left}.note{color:#777}"
+    "td{text-align:right}td:first-child,td:nth-child(2){text-align:left}"
+    ".summary td{text-align:left}th{text-align:left}.note{color:#777}"
 )
 
 
-def _summary(data: ReportData) -> str:
-    rows = [("study", data.study), ("suite", data.suite), ("storage", data.storage)]
-    rows += [(f"trials {state}", str(count)) for state, count in data.trials.items()]
+def summary_rows(data: ReportData) -> list[tuple[str, str]]:
+    """The summary table: a readable label and a value with its unit per row."""
+    trials = ", ".join(f"{count} {state.lower()}" for state, count in data.trials.items())
+    rows = [
+        ("study", data.study),
+        ("suite", data.suite),
+        ("storage", data.storage),
+        ("trials", trials or "none yet"),
+    ]
     best = data.best
     if best is None:
-        rows.append(("best", "no completed trial yet"))
-    else:
-        rows.append(("best trial", str(best["trial"])))
-        rows.append(("best architecture", str(best["architecture"])))
-        for key in ("delta_m_val", "delta_m_test", "cost"):
-            rows.append((key.replace("_", " "), _fmt(best.get(key))))
-    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f"{_h2('Summary')}<table>{cells}</table>"
+        rows.append(("best trial", "no completed trial yet"))
+        return rows
+    rows += [
+        ("best trial", str(best["trial"])),
+        ("best architecture", str(best["architecture"])),
+        ("Δm val (vs single-task)", _percent(best.get("delta_m_val"))),
+        ("Δm test (vs single-task)", _percent(best.get("delta_m_test"))),
+        ("inference cost", _cost(best.get("cost"))),
+    ]
+    return rows
+
+
+def _summary(data: ReportData) -> str:
+    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary_rows(data))
+    return f"{_h2('Summary')}<table class='summary'>{cells}</table>"
 
 
 def _task_table(table: TaskTable) -> str:
@@ -268,9 +317,13 @@ def _task_table(table: TaskTable) -> str:
             row.all_in_one_test,
         )
         cells = "".join(f"<td>{_e(_fmt(v))}</td>" for v in values)
-        rows.append(f"<tr><td>{_e(row.task)}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{_e(row.task)}</td><td>{_e(row.metric)}</td>{cells}</tr>")
     caption = f"<caption>best trial {table.best_trial}</caption>"
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    legend = f'<p class="note">{_e(METRIC_LEGEND)}</p>'
+    return (
+        f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + legend
+    )
 
 
 def _figure(fig: go.Figure | None, missing: str) -> str:
@@ -293,12 +346,30 @@ def _best_summary(best: optuna.trial.FrozenTrial | None) -> dict[str, Any] | Non
     return {"trial": best.number, **{k: best.user_attrs.get(k) for k in keys}}
 
 
+def _plain(markup: str | None) -> str | None:
+    """Plotly's title markup as plain text (tags dropped, whitespace collapsed)."""
+    return None if markup is None else " ".join(re.sub(r"<[^>]+>", " ", markup).split())
+
+
 def _h2(title: str) -> str:
     return f"<h2>{_e(title)}</h2>"
 
 
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
+
+
+def _percent(value: Any) -> str:
+    """Δm in percent with its sign: ``+1.83%``."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:+.2f}%"
+    return "n/a"
+
+
+def _cost(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.2f} single-task networks"
+    return "n/a"
 
 
 def _fmt(value: Any) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,19 @@ import optuna
 import plotly.graph_objects as go
 from optuna.artifacts import upload_artifact
 from optuna.artifacts._protocol import ArtifactStore
-from optuna_dashboard import save_plotly_graph_object
+from optuna_dashboard import save_note, save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from autotask.errors import ConfigError
 
-__all__ = ["artifact_filename", "publish_figure", "published_figures"]
+__all__ = [
+    "artifact_filename",
+    "best_label",
+    "best_note",
+    "publish_figure",
+    "publish_note",
+    "published_figures",
+]
 
 #: Figure names: letters, digits, '-', '_' and '.'; no ':' (the dashboard's key separator).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -77,6 +85,53 @@ def publish_figure(
                 artifact_store.write(existing, body)
 
 
+def best_label(trial: int, delta_m_val: float, cost: float) -> str:
+    """A one-line digest of the best trial (the study's ``best`` user attribute)."""
+    return f"trial {trial}: Δm val {delta_m_val:+.2f}%, cost {cost:.2f}"
+
+
+def best_note(
+    study_name: str,
+    best: optuna.trial.FrozenTrial,
+    *,
+    storage: str,
+    tasks: int,
+    all_in_one: Mapping[str, Any] | None = None,
+    pareto_size: int | None = None,
+) -> str:
+    """The study's note in optuna-dashboard: a short markdown summary of the best trial
+    (architecture in the spec's notation, Δm in %, cost) and how to export it."""
+    attrs = best.user_attrs
+    lines = [
+        f"**Best architecture** (trial {best.number}):",
+        "",
+        f"`{attrs.get('architecture', '?')}`",
+        "",
+        f"- Δm: {_pct(attrs.get('delta_m_val'))} val, {_pct(attrs.get('delta_m_test'))} test "
+        "(mean relative change against the single-task networks, higher is better)",
+        f"- cost: {_num(attrs.get('cost'))} single-task networks (all {tasks} single-task "
+        f"networks: {tasks})",
+    ]
+    if all_in_one:
+        lines.append(
+            f"- all-in-one network: Δm {_pct(all_in_one.get('delta_m_val'))} val, "
+            f"{_pct(all_in_one.get('delta_m_test'))} test"
+        )
+    if pareto_size is not None:
+        lines.append(f"- Pareto front (Δm vs cost): {pareto_size} architectures")
+    lines += [
+        "",
+        f"Export it: `autotask export {study_name} --storage {storage} -o best.yaml`",
+        f"· report: `autotask report {study_name} --storage {storage} -o report.html`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish_note(study: optuna.Study, body: str) -> None:
+    """Replace the study's note in optuna-dashboard with the markdown ``body``."""
+    save_note(study, body)
+
+
 def published_figures(study: optuna.Study) -> dict[str, dict[str, Any]]:
     """The figures the dashboard will show for ``study``, by name, as plotly JSON dicts."""
     stored = get_plotly_graph_objects(_system_attrs(study))
@@ -100,3 +155,11 @@ def _artifact_id(study: optuna.Study, filename: str) -> str | None:
 
 def _system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
+
+
+def _pct(value: Any) -> str:
+    return f"{value:+.2f}%" if isinstance(value, int | float) else "n/a"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "n/a"

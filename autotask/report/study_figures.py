@@ -24,6 +24,7 @@ import optuna
 import plotly.graph_objects as go
 
 from autotask.search.pareto import pareto_front
+from autotask.suites.base import metric_label
 
 __all__ = [
     "BalancerData",
@@ -35,6 +36,7 @@ __all__ = [
     "TaskTable",
     "TrialPoint",
     "balancer_data",
+    "balancer_note",
     "completed_points",
     "draw_balancers",
     "draw_history",
@@ -212,9 +214,11 @@ def draw_pareto(data: ParetoData) -> go.Figure:
 
 @dataclass(frozen=True)
 class TaskRow:
-    """One task's metric: best trial, single-task network and all-in-one network."""
+    """One task's metric (``metric_label``: name and direction): best trial, single-task
+    network and all-in-one network."""
 
     task: str
+    metric: str
     best_val: float | None
     best_test: float | None
     single_val: float | None
@@ -230,6 +234,7 @@ class TaskTable:
 
     columns = (
         "task",
+        "metric",
         "best val",
         "best test",
         "single-task val",
@@ -244,23 +249,36 @@ def task_table_data(
     best: optuna.trial.FrozenTrial | None,
     baselines: Mapping[str, Mapping[str, Any]],
     all_in_one: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, tuple[str, bool]] | None = None,
 ) -> TaskTable:
-    """One row per task; missing values are None."""
+    """One row per task; missing values are None. Each task's metric and direction come
+    from the stored baselines, else from ``metrics`` (task -> (metric, higher is better),
+    e.g. the suite's), else are unknown."""
     attrs = best.user_attrs if best is not None else {}
     joint = all_in_one or {}
-    rows = tuple(
-        TaskRow(
-            task,
-            _number(attrs.get(f"val.{task}")),
-            _number(attrs.get(f"test.{task}")),
-            _number(baselines.get(task, {}).get("val")),
-            _number(baselines.get(task, {}).get("test")),
-            _number((joint.get("val_metrics") or {}).get(task)),
-            _number((joint.get("test_metrics") or {}).get(task)),
+    known = metrics or {}
+    rows = []
+    for task in tasks:
+        stored = baselines.get(task, {})
+        if stored.get("metric"):
+            label = metric_label(stored["metric"], stored.get("higher_is_better"))
+        elif task in known:
+            label = metric_label(*known[task])
+        else:
+            label = metric_label(None, None)
+        rows.append(
+            TaskRow(
+                task,
+                label,
+                _number(attrs.get(f"val.{task}")),
+                _number(attrs.get(f"test.{task}")),
+                _number(stored.get("val")),
+                _number(stored.get("test")),
+                _number((joint.get("val_metrics") or {}).get(task)),
+                _number((joint.get("test_metrics") or {}).get(task)),
+            )
         )
-        for task in tasks
-    )
-    return TaskTable(best.number if best is not None else None, rows)
+    return TaskTable(best.number if best is not None else None, tuple(rows))
 
 
 @dataclass(frozen=True)
@@ -295,14 +313,29 @@ def _delta_m(trial: optuna.trial.FrozenTrial) -> float:
     return float(trial.user_attrs["delta_m_val"])
 
 
+#: Height of one bar in the importance figure, and of the title and axis around the bars (px).
+BAR_HEIGHT = 24
+_IMPORTANCE_FRAME = 160
+
+
 def draw_importance(data: ImportanceData) -> go.Figure:
+    """Horizontal bars, most important at the top; the figure grows with the parameter count
+    so that every bar carries its name."""
     names = list(data.importances)[::-1]  # most important at the top
     fig = go.Figure(
-        go.Bar(x=[data.importances[n] for n in names], y=names, orientation="h", name="importance")
+        go.Bar(
+            x=[data.importances[n] for n in names],
+            y=names,
+            orientation="h",
+            name="importance",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
     )
     fig.update_layout(
         title={"text": "Hyperparameter importance"},
         xaxis={"title": {"text": "importance (PED-ANOVA)"}},
+        yaxis={"tickmode": "array", "tickvals": names, "ticktext": names, "automargin": True},
+        height=max(360, _IMPORTANCE_FRAME + BAR_HEIGHT * len(names)),
     )
     return fig
 
@@ -331,6 +364,19 @@ def balancer_data(points: Sequence[TrialPoint]) -> BalancerData:
         tuple(top.number for _, top, _ in tops),
         tuple(count for _, _, count in tops),
     )
+
+
+def balancer_note(data: BalancerData) -> str | None:
+    """A sentence in place of the balancer figure when there is nothing to compare."""
+    if not data.names:
+        return "no completed trials yet"
+    if len(data.names) == 1:
+        trials = data.trials[0]
+        return (
+            f"Every completed trial used the {data.names[0]!r} balancer ({trials} "
+            f"trial{'s' if trials != 1 else ''}): there are no balancers to compare."
+        )
+    return None
 
 
 def draw_balancers(data: BalancerData) -> go.Figure:

@@ -10,7 +10,7 @@ import optuna
 from autotask.models import interface_for
 from autotask.outputs import write_text
 from autotask.search.objectives import best_trial
-from autotask.search.study import BASELINES_ATTR, build_suite
+from autotask.search.study import BASELINES_ATTR, build_suite, study_record
 from autotask.search.study_config import StudyConfig
 from autotask.spec import ArchitectureSpec, SuiteRef
 
@@ -35,7 +35,7 @@ def exported_document(
             "backbone": spec.backbone or space.backbone.default(suite.default_backbone),
         }
     )
-    baselines = study.user_attrs.get(BASELINES_ATTR, {})
+    baselines = study_record(study, BASELINES_ATTR, {})
     info: dict[str, Any] = {
         "baseline": {
             "optimizer": space.optimizer.default().model_dump(mode="json"),

@@ -11,6 +11,7 @@ from autotask.search.params import Choice, Range
 from autotask.search.study_config import OBJECTIVES, PrunerConfig, StudyConfig
 
 __all__ = [
+    "OBJECTIVE_UNITS",
     "best_trial",
     "build_pruner",
     "build_sampler",
@@ -29,8 +30,13 @@ def directions(config: StudyConfig) -> list[optuna.study.StudyDirection]:
     ]
 
 
+#: The unit of each objective, shown with its name (``Δm (%)``) in optuna-dashboard.
+OBJECTIVE_UNITS = {"delta_m": "%", "cost": "single-task networks"}
+
+
 def metric_names(config: StudyConfig) -> list[str]:
-    return [OBJECTIVES[name][0] for name in config.objectives]
+    """The objectives' names with their units, as the study's metric names."""
+    return [f"{OBJECTIVES[name][0]} ({OBJECTIVE_UNITS[name]})" for name in config.objectives]
 
 
 def is_multi_objective(study: optuna.Study) -> bool:

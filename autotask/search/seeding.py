@@ -24,11 +24,13 @@ from autotask.report.affinity_figures import (
     heatmap_data,
     tree_data,
 )
-from autotask.report.publish import publish_figure
+from autotask.report.publish import best_label, best_note, publish_figure, publish_note
 from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
+from autotask.search.objectives import best_trial, is_multi_objective
+from autotask.search.pareto import pareto_trials
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
-from autotask.search.study import ALL_IN_ONE_ATTR
+from autotask.search.study import ALL_IN_ONE_ATTR, set_study_record, study_record
 from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
@@ -44,6 +46,7 @@ __all__ = [
     "publish_affinity",
     "publish_best_architecture",
     "publish_quality_vs_cost",
+    "publish_summary",
     "rank_for_session",
     "rsa_depth_params",
     "seed_with_affinity",
@@ -52,9 +55,10 @@ __all__ = [
 
 logger = logging.getLogger("autotask")
 
-#: Study user attribute: what the affinity seeding enqueued (set once per study).
+#: Study record (:func:`~autotask.search.study.study_record`): what the affinity seeding
+#: enqueued (set once per study).
 SEEDED_ATTR = "autotask:affinity_seeded"
-#: Study user attribute: the TAG-selected grouping trained as a baseline.
+#: Study record: the TAG-selected grouping trained as a baseline.
 TAG_ATTR = "autotask:tag_grouping"
 
 
@@ -116,7 +120,7 @@ def tag_baseline(
     (``TAG_ATTR``) and return it; a stored one for the same matrix is returned as it is.
     ``on_start`` sees how many networks are left to train, before training."""
     study = session.study
-    stored = study.user_attrs.get(TAG_ATTR)
+    stored = study_record(study, TAG_ATTR)
     if isinstance(stored, dict) and stored.get("estimator") == matrix.estimator:
         return stored
     best = rank_for_session(session, matrix, 1)[0]
@@ -135,7 +139,7 @@ def tag_baseline(
         "estimator": matrix.estimator,
         "affinity_score": best.score,
     }
-    study.set_user_attr(TAG_ATTR, summary)
+    set_study_record(study, TAG_ATTR, summary)
     return summary
 
 
@@ -160,7 +164,11 @@ def seed_with_affinity(
     left to the sampler, except that an ``rsa`` matrix also proposes each group's branch
     depth (:func:`rsa_depth_params`)."""
     study = session.study
-    if count < 1 or SEEDED_ATTR in study.user_attrs or study.get_trials(deepcopy=False):
+    if (
+        count < 1
+        or study_record(study, SEEDED_ATTR) is not None
+        or study.get_trials(deepcopy=False)
+    ):
         return []
     tasks = session.context.tasks
     space = session.config.search_space
@@ -178,7 +186,8 @@ def seed_with_affinity(
             },
             skip_if_exists=True,
         )
-    study.set_user_attr(
+    set_study_record(
+        study,
         SEEDED_ATTR,
         {
             "estimator": matrix.estimator,
@@ -245,7 +254,7 @@ def publish_best_architecture(session: SearchSession, spec: ArchitectureSpec) ->
     name = "best-architecture"
     publish_figure(
         session.study,
-        draw_tree(tree_data(spec, names)),
+        draw_tree(tree_data(spec, names), "Best architecture"),
         name=name,
         artifact_store=artifact_store_for(session.storage_url),
     )
@@ -259,11 +268,35 @@ def publish_quality_vs_cost(session: SearchSession) -> str:
     data = pareto_data(
         completed_points(study),
         len(session.context.tasks),
-        study.user_attrs.get(ALL_IN_ONE_ATTR),
-        study.user_attrs.get(TAG_ATTR),
+        study_record(study, ALL_IN_ONE_ATTR),
+        study_record(study, TAG_ATTR),
     )
     name = "quality-vs-cost"
     publish_figure(
         study, draw_pareto(data), name=name, artifact_store=artifact_store_for(session.storage_url)
     )
     return name
+
+
+def publish_summary(session: SearchSession) -> None:
+    """After a search: the study's note in optuna-dashboard (best architecture, Δm in %,
+    cost, how to export it; replaced each time) and its short ``best`` user attribute."""
+    study = session.study
+    try:
+        best = best_trial(study)
+    except StorageError:
+        return
+    attrs = best.user_attrs
+    if isinstance(attrs.get("delta_m_val"), int | float) and isinstance(
+        attrs.get("cost"), int | float
+    ):
+        study.set_user_attr("best", best_label(best.number, attrs["delta_m_val"], attrs["cost"]))
+    note = best_note(
+        study.study_name,
+        best,
+        storage=session.storage_url,
+        tasks=len(session.context.tasks),
+        all_in_one=study_record(study, ALL_IN_ONE_ATTR),
+        pareto_size=len(pareto_trials(study)) if is_multi_objective(study) else None,
+    )
+    publish_note(study, note)

@@ -30,7 +30,7 @@ from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace, reachable_values
 from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
-from autotask.search.study_config import StudyConfig, SuiteConfig
+from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
 from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
@@ -47,11 +47,16 @@ __all__ = [
     "SearchSession",
     "build_suite",
     "load_study",
+    "set_study_record",
+    "study_record",
     "validate_space",
 ]
 
 logger = logging.getLogger("autotask")
 
+#: autotask's own study records (read with :func:`study_record`): the study configuration,
+#: the single-task baselines (per task ``val``, ``test``, ``metric``, ``higher_is_better``)
+#: and the all-in-one network's score.
 CONFIG_ATTR = "autotask:config"
 BASELINES_ATTR = "autotask:baselines"
 ALL_IN_ONE_ATTR = "autotask:all_in_one"
@@ -120,6 +125,42 @@ def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
     return attrs
 
 
+def study_record(study: optuna.Study, key: str, default: Any = None) -> Any:
+    """One of autotask's own records of the study (``CONFIG_ATTR``, ``BASELINES_ATTR``, ...).
+
+    They are kept as study system attributes, which optuna-dashboard and ``optuna studies``
+    do not list; studies stored by earlier versions hold them as user attributes, read as a
+    fallback."""
+    system = study._storage.get_study_system_attrs(study._study_id)
+    if key in system:
+        return system[key]
+    return study.user_attrs.get(key, default)
+
+
+def set_study_record(study: optuna.Study, key: str, value: Any) -> None:
+    """Store one of autotask's records of the study (see :func:`study_record`)."""
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def describe_objectives(config: StudyConfig) -> str:
+    """The objectives with their units and directions, for the study's user attributes."""
+    arrows = {"maximize": "↑", "minimize": "↓"}
+    return ", ".join(
+        f"{name} {arrows[OBJECTIVES[key][1]]}"
+        for key, name in zip(config.objectives, metric_names(config), strict=True)
+    )
+
+
+def _write_study_labels(study: optuna.Study, config: StudyConfig, suite: TaskSuite) -> None:
+    """The few short user attributes shown beside the study in optuna-dashboard and
+    ``optuna studies``; the configuration itself is a record (:func:`study_record`)."""
+    study.set_user_attr("suite", f"{config.suite.name} ({len(suite.task_names)} tasks)")
+    study.set_user_attr("objectives", describe_objectives(config))
+    study.set_user_attr("seed", config.seed)
+    if config.cost_budget is not None:
+        study.set_user_attr("cost budget", f"{config.cost_budget:g} single-task networks")
+
+
 def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyConfig, Database]:
     """An existing autotask study and its stored configuration (nothing is created)."""
     missing = sqlite_file_missing(storage_url)
@@ -133,7 +174,7 @@ def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyCo
         raise StorageError(
             f"no study {study_name!r} in {db.safe_url}; studies there: {', '.join(names) or 'none'}"
         ) from None
-    raw = study.user_attrs.get(CONFIG_ATTR)
+    raw = study_record(study, CONFIG_ATTR)
     if raw is None:
         raise StorageError(f"study {study_name!r} was not created by autotask")
     return study, StudyConfig.model_validate(raw), db
@@ -183,9 +224,11 @@ class SearchSession:
                 pruner=build_pruner(config),
                 load_if_exists=True,
             )
-            stored = study.user_attrs.get(CONFIG_ATTR)
+            stored = study_record(study, CONFIG_ATTR)
             if stored is None:
-                study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
+                set_study_record(study, CONFIG_ATTR, config.model_dump(mode="json"))
+                _write_study_labels(study, config, suite)
+            if study.metric_names != metric_names(config):  # also names with units on resume
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     study.set_metric_names(metric_names(config))
@@ -223,7 +266,8 @@ class SearchSession:
         """Train the single-task baselines and the all-in-one network; store their scores."""
         baselines = self.context.baselines()
         tasks = {t.name: t for t in self.context.suite.tasks}
-        self.study.set_user_attr(
+        set_study_record(
+            self.study,
             BASELINES_ATTR,
             {
                 name: {
@@ -236,8 +280,10 @@ class SearchSession:
             },
         )
         all_in_one = self.context.score(self.context.all_in_one())
-        self.study.set_user_attr(
-            ALL_IN_ONE_ATTR, {**all_in_one.summary(), "architecture": all_in_one.spec.describe()}
+        set_study_record(
+            self.study,
+            ALL_IN_ONE_ATTR,
+            {**all_in_one.summary(), "architecture": all_in_one.spec.describe()},
         )
         return all_in_one
 

@@ -3,8 +3,8 @@
 * PostgreSQL: a session-level advisory lock (``pg_advisory_lock``) on a dedicated
   connection; the server drops it if the process or its connection dies.
 * SQLite (one machine by nature): ``fcntl.flock`` on a small file beside the database
-  (``<db>-autotask-<hash>.lock``, one per lock name); the kernel drops it if the process
-  dies.
+  (``<db>-autotask-<hash>.lock``, one per lock name, present only while held); the kernel
+  drops the lock if the process dies (the file then stays until the next release).
 * Anything else (MySQL, in-memory SQLite, or no ``fcntl``): best effort, a lock shared by
   the threads of this process only, with a warning that several processes on such storage
   may overshoot the trial budget.
@@ -14,8 +14,10 @@ Locks are re-acquirable but not re-entrant; ``release`` is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -111,7 +113,13 @@ class PostgresAdvisoryLock(_Base):
 
 
 class FileLock(_Base):
-    """An exclusive ``flock`` on ``path`` (threads holding separate locks exclude each other)."""
+    """An exclusive ``flock`` on ``path`` (threads holding separate locks exclude each other).
+
+    The file exists only while the lock is held: ``release`` unlinks it before unlocking.
+    A waiter that wakes up holding the lock on a file that was unlinked meanwhile (or
+    replaced by a newer file at ``path``) drops it and tries again on the current file, so
+    two holders can never lock different files under the same name.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -121,13 +129,26 @@ class FileLock(_Base):
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("ab")
+        while True:
+            handle = self.path.open("ab")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                if self._is_current(handle):
+                    self._file = handle
+                    return
+            except BaseException:
+                handle.close()
+                raise
+            handle.close()  # locked a file that is no longer at the path: retry
+
+    def _is_current(self, handle: IO[bytes]) -> bool:
+        """Whether the open file is still the one at ``path``."""
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        except BaseException:
-            handle.close()
-            raise
-        self._file = handle
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(handle.fileno())
+        return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
 
     def release(self) -> None:
         handle, self._file = self._file, None
@@ -136,6 +157,8 @@ class FileLock(_Base):
         import fcntl
 
         try:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # still locked: nobody holds this file yet
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         finally:
             handle.close()

@@ -234,10 +234,22 @@ def test_the_dashboard_shows_trials_and_figures(chromium: str, root: Path, tmp_p
         assert dom.count('class="plot-container') >= 3 + len(figures)
         for name, figure in figures.items():
             title = (figure.get("layout", {}).get("title") or {}).get("text")
-            if title:
-                title = " ".join(title.split())
+            if title:  # plotly markup (<br>, <span>): each line is its own text element
+                title = " ".join(re.sub(r"<[^>]+>", " ", html.unescape(title)).split())
                 assert title in text, f"figure {name} ({title!r}) is not rendered"
         assert "Task affinity (gradcos)" in text and "Task affinity graph (gradcos)" in text
+        # the study's short labels and its note: best architecture, Δm in %, export command
+        for key in ("suite", "objectives", "seed", "best"):
+            assert key in text
+        assert "autotask:config" not in text
+        best = study.best_trial.user_attrs
+        assert f"best trial {study.best_trial.number}: Δm val {best['delta_m_val']:+.2f}%" in text
+        assert "Δm (%)" in text  # the objective's name with its unit
+        assert data["note"]["body"].startswith("**Best architecture**")
+        note = _text(_browse(chromium, tmp_path / "p4", "--dump-dom", f"{page}/note").stdout)
+        assert best["architecture"].split("  ")[0] in note
+        assert f"{best['delta_m_val']:+.2f}% val" in note
+        assert f"autotask export {NAME}" in note
         for a in data["artifacts"]:
             assert a["filename"] in text
 

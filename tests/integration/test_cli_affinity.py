@@ -11,6 +11,7 @@ import pytest
 from autotask.affinity.store import load_matrices
 from autotask.report.publish import published_figures
 from autotask.search.seeding import SEEDED_ATTR
+from autotask.search.study import study_record
 from autotask.store.db import Database
 from tests.integration.cli_runner import run_cli
 
@@ -91,7 +92,7 @@ def test_a_seeded_study_starts_from_the_best_partitions(root: Path) -> None:
     assert run.returncode == 0, run.stderr
     url = f"sqlite:///{root}/studies/tiny-seeded.db"
     study = optuna.load_study(study_name="tiny-seeded", storage=url)
-    seeded = study.user_attrs[SEEDED_ATTR]
+    seeded = study_record(study, SEEDED_ATTR)
     assert seeded["estimator"] == "gradcos" and len(seeded["candidates"]) == 2
     trials = sorted(study.trials, key=lambda t: t.number)
     assert len(trials) == 5

@@ -13,7 +13,7 @@ import pytest
 from autotask.affinity.study_pool import study_pool
 from autotask.cli import main
 from autotask.search.scoring import relative_change
-from autotask.search.study import BASELINES_ATTR, SearchSession
+from autotask.search.study import BASELINES_ATTR, SearchSession, set_study_record
 from autotask.search.study_config import load_study_config
 from autotask.spec import BalancerSpec, TaskTree
 from autotask.train.result import NetworkResult
@@ -194,8 +194,8 @@ def test_select_over_a_study_cache(tmp_path: Path, capsys: pytest.CaptureFixture
     for task, job in ctx.baseline_jobs().items():
         val, test = base[task]
         ctx.cache.put(job, NetworkResult([task], "ok", {task: val}, {task: test}, macs=100), "sel")
-    session.study.set_user_attr(
-        BASELINES_ATTR, {t: {"val": v, "test": te} for t, (v, te) in base.items()}
+    set_study_record(
+        session.study, BASELINES_ATTR, {t: {"val": v, "test": te} for t, (v, te) in base.items()}
     )
 
     def put(

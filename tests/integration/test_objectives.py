@@ -11,7 +11,7 @@ import pytest
 from autotask.errors import ConfigError
 from autotask.search.objectives import best_trial, build_pruner, build_sampler
 from autotask.search.pruning import EPOCHS_ATTR, dominating_trials
-from autotask.search.study import CONFIG_ATTR, SearchSession
+from autotask.search.study import CONFIG_ATTR, SearchSession, set_study_record
 from autotask.search.study_config import StudyConfig, load_study_config
 
 State = optuna.trial.TrialState
@@ -70,7 +70,7 @@ def test_multi_objective_study_returns_a_pareto_front(tmp_path: Path) -> None:
     session.run(8)
     study = session.study
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
-    assert study.metric_names == ["Δm", "cost"]
+    assert study.metric_names == ["Δm (%)", "cost (single-task networks)"]
     done = study.get_trials(states=[State.COMPLETE])
     assert len(done) == 8
     for trial in done:
@@ -155,7 +155,7 @@ def test_a_study_created_before_objectives_existed_resumes(tmp_path: Path) -> No
     old = {k: v for k, v in config.model_dump(mode="json").items()}
     for key in ("objectives", "sampler", "pruner", "cost_budget"):
         old.pop(key)
-    session.study.set_user_attr(CONFIG_ATTR, old)
+    set_study_record(session.study, CONFIG_ATTR, old)
     SearchSession.open(config.model_copy(update={"pruner": None}), storage=url)  # resumes
     SearchSession.open(tiny(pruner="median"), storage=url)  # pruner may change on resume
     with pytest.raises(ConfigError, match="objectives, cost budget"):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
+import optuna_dashboard
 import pytest
 
 from autotask.affinity.candidates import rank_partitions
@@ -16,7 +19,7 @@ from autotask.cli.app import main
 from autotask.report.html import SECTIONS, ReportData, render_html, report_data
 from autotask.report.study_figures import ALL_IN_ONE, SINGLE_TASK, TAG_GROUPING
 from autotask.search.seeding import TAG_ATTR
-from autotask.search.study import ALL_IN_ONE_ATTR
+from autotask.search.study import ALL_IN_ONE_ATTR, study_record
 from autotask.store.db import Database
 from tests.integration.cli_runner import run_cli
 
@@ -118,11 +121,11 @@ def test_pareto_front_is_non_dominated_and_holds_the_best(data: ReportData) -> N
 
 def test_baselines_sit_at_their_costs(data: ReportData, storage: str) -> None:
     study = optuna.load_study(study_name="tiny-report", storage=storage)
-    joint = study.user_attrs[ALL_IN_ONE_ATTR]
+    joint = study_record(study, ALL_IN_ONE_ATTR)
     markers = {m.label: (m.cost, m.delta_m_val) for m in data.pareto.baselines}
     assert markers[SINGLE_TASK] == (7.0, 0.0)  # digits has seven tasks
     assert markers[ALL_IN_ONE] == (joint["cost"], joint["delta_m_val"])
-    tag = study.user_attrs[TAG_ATTR]  # the study has affinity: TAG's grouping is a baseline
+    tag = study_record(study, TAG_ATTR)  # the study has affinity: TAG's grouping is a baseline
     assert markers[TAG_GROUPING] == (tag["cost"], tag["delta_m_val"])
     (matrix,) = load_matrices(Database(storage), study_name="tiny-report")
     groups = rank_partitions(matrix, max_groups=3, count=1)[0].groups
@@ -160,3 +163,47 @@ def test_missing_affinity_is_said_and_text_is_escaped(data: ReportData) -> None:
     page = render_html(dataclasses.replace(data, affinity=(), study="<b>x</b>"))
     assert "no affinity estimated" in page
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_a_search_leaves_no_lock_file(root: Path) -> None:
+    assert sorted(root.glob("studies/*.lock")) == []
+
+
+def test_the_study_shows_short_labels_a_note_and_units(root: Path, storage: str) -> None:
+    study = optuna.load_study(study_name="tiny-report", storage=storage)
+    assert set(study.user_attrs) == {"suite", "objectives", "seed", "best"}
+    best = study.best_trial
+    assert study.user_attrs["best"].startswith(f"trial {best.number}: Δm val ")
+    assert study.metric_names == ["Δm (%)"]
+    note = optuna_dashboard.get_note(study)
+    assert f"`{best.user_attrs['architecture']}`" in note
+    assert f"{best.user_attrs['delta_m_val']:+.2f}% val" in note
+    assert "autotask export tiny-report" in note and len(note) < 1500
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("optuna")), "studies", "--storage", storage],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "tiny-report" in listed and "autotask:" not in listed
+    assert max(len(line) for line in listed.splitlines()) < 250
+
+
+def test_report_refuses_to_overwrite_and_writes_named_figures(root: Path, data: ReportData) -> None:
+    first = run_cli("report", "tiny-report", "-o", "again.html", "--figures", "figs", cwd=root)
+    assert first.returncode == 0, first.stderr
+    names = {p.name for p in (root / "figs").iterdir()}
+    assert {"quality-vs-cost.html", "quality-vs-cost.json", "best-architecture.html"} <= names
+    assert "affinity-gradcos-heatmap.json" in names and "plotly.min.js" in names
+    # the balancer figure only where the trials used more than one balancer
+    assert ("balancers.html" in names) == (len(data.balancers.names) > 1)
+    again = run_cli("report", "tiny-report", "-o", "again.html", cwd=root)
+    assert again.returncode == 2 and "exists: pass --force" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    database = root / "studies" / "tiny-report.db"
+    size = database.stat().st_size
+    onto = run_cli("report", "tiny-report", "-o", "studies/tiny-report.db", "--force", cwd=root)
+    assert onto.returncode == 2 and "study database" in onto.stderr
+    assert database.stat().st_size == size
+    forced = run_cli("report", "tiny-report", "-o", "again.html", "--force", cwd=root)
+    assert forced.returncode == 0, forced.stderr

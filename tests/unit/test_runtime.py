@@ -496,7 +496,7 @@ def test_study_pool_keeps_to_the_numerics_of_its_baselines(tmp_path: Path) -> No
     """fp32 and bf16 results of one study sit in one cache: the pool takes those trained
     like the recorded baselines, and never compares one precision with the other."""
     from autotask.affinity.study_pool import study_pool
-    from autotask.search.study import BASELINES_ATTR, SearchSession
+    from autotask.search.study import BASELINES_ATTR, SearchSession, set_study_record
 
     (tmp_path / "pool.yaml").write_text(POOL_STUDY)
     url = f"sqlite:///{tmp_path / 'pool.db'}"
@@ -518,8 +518,8 @@ def test_study_pool_keeps_to_the_numerics_of_its_baselines(tmp_path: Path) -> No
     fill(Runtime(cpu, precision="bf16"), {"digit": 0.7, "parity": 0.6}, joint=0.95)
 
     def names_and_values(recorded: dict[str, float]) -> dict[str, dict[str, float]]:
-        session.study.set_user_attr(
-            BASELINES_ATTR, {t: {"val": v, "test": v} for t, v in recorded.items()}
+        set_study_record(
+            session.study, BASELINES_ATTR, {t: {"val": v, "test": v} for t, v in recorded.items()}
         )
         return study_pool("pool", url).test  # network -> task -> Δm contribution
 

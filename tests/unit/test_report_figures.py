@@ -1,0 +1,201 @@
+"""Report figures and tables from hand-made data: labels, units, notes, files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+import pytest
+
+from autotask.errors import ConfigError
+from autotask.report.affinity_figures import draw_tree, tree_data, tree_title_lines
+from autotask.report.files import PLOTLY_JS, check_output, database_files, write_figures
+from autotask.report.html import ReportData, figure_name, render_html, summary_rows
+from autotask.report.publish import best_label, best_note
+from autotask.report.study_figures import (
+    BAR_HEIGHT,
+    BalancerData,
+    HistoryData,
+    ImportanceData,
+    ParetoData,
+    TaskTable,
+    TrialPoint,
+    balancer_data,
+    balancer_note,
+    draw_importance,
+    task_table_data,
+)
+from autotask.spec import ArchitectureSpec
+from autotask.suites.base import METRIC_LEGEND
+
+ARCHITECTURE = (
+    "[digit,loop,parity,prime]@2{[digit],[loop],[parity],[prime]} | [gt4] | [ink] | "
+    "[symmetry]  balancer=equal"
+)
+
+
+def _point(number: int, value: float, balancer: str) -> TrialPoint:
+    return TrialPoint(number, value, value, 2.0, "[a] | [b]", balancer)
+
+
+def _report(**changes: object) -> ReportData:
+    fields: dict[str, object] = {
+        "study": "s",
+        "suite": "digits",
+        "storage": "sqlite:///s.db",
+        "trials": {"COMPLETE": 6, "PRUNED": 1},
+        "best": {
+            "trial": 5,
+            "architecture": ARCHITECTURE,
+            "delta_m_val": 1.8343899841455567,
+            "delta_m_test": -0.5111151096946769,
+            "cost": 5.023529411764706,
+        },
+        "history": HistoryData((), (), ()),
+        "pareto": ParetoData((), (), ()),
+        "tasks": TaskTable(None, ()),
+        "affinity": (),
+        "tree": None,
+        "importance": ImportanceData({}, "needs at least 2 completed trials, has 1"),
+        "balancers": BalancerData((), (), (), ()),
+    }
+    fields.update(changes)
+    return ReportData(**fields)  # type: ignore[arg-type]
+
+
+def test_every_importance_bar_carries_its_label() -> None:
+    names = [f"depth[g{k}]" for k in range(12)] + [f"partition[t{k}]" for k in range(12)]
+    data = ImportanceData({n: 1.0 / (k + 1) for k, n in enumerate(names)})
+    fig = draw_importance(data)
+    (bars,) = fig.data
+    assert list(bars.y) == names[::-1]  # most important at the top
+    assert list(fig.layout.yaxis.tickvals) == list(fig.layout.yaxis.ticktext) == names[::-1]
+    assert fig.layout.yaxis.automargin is True
+    assert fig.layout.height >= BAR_HEIGHT * len(names)
+    small = draw_importance(ImportanceData({"lr": 0.7, "balancer": 0.3}))
+    assert small.layout.height < fig.layout.height
+
+
+def test_one_balancer_gets_a_sentence_not_a_chart() -> None:
+    single = balancer_data([_point(0, 1.0, "equal"), _point(1, 2.0, "equal")])
+    note = balancer_note(single)
+    assert note is not None and "'equal'" in note and "2 trials" in note
+    figures = dict(_report(balancers=single).figures())
+    assert figures["Balancers"] is None
+    page = render_html(_report(balancers=single))
+    assert note.replace("'", "&#x27;") in page
+
+    several = balancer_data([_point(0, 1.0, "equal"), _point(1, 2.0, "uncertainty")])
+    assert balancer_note(several) is None
+    assert isinstance(dict(_report(balancers=several).figures())["Balancers"], go.Figure)
+    assert balancer_note(balancer_data([])) == "no completed trials yet"
+
+
+def test_summary_rows_have_units_and_readable_labels() -> None:
+    rows = dict(summary_rows(_report()))
+    assert rows["trials"] == "6 complete, 1 pruned"
+    assert rows["Δm val (vs single-task)"] == "+1.83%"
+    assert rows["Δm test (vs single-task)"] == "-0.51%"
+    assert rows["inference cost"] == "5.02 single-task networks"
+    assert rows["best architecture"] == ARCHITECTURE
+    assert all("_" not in label for label in rows)
+    assert dict(summary_rows(_report(best=None)))["best trial"] == "no completed trial yet"
+
+
+def test_task_table_names_each_metric_and_its_direction() -> None:
+    baselines = {
+        "a": {"val": 0.9, "test": 0.8, "metric": "accuracy", "higher_is_better": True},
+        "b": {"val": 0.2, "test": 0.3},  # stored before the metric was recorded
+        "c": {"val": 0.2, "test": 0.3},
+    }
+    table = task_table_data(["a", "b", "c"], None, baselines, metrics={"b": ("mae", False)})
+    assert [row.metric for row in table.rows] == ["accuracy ↑", "mae ↓", "?"]
+    assert table.columns[:2] == ("task", "metric")
+    page = render_html(_report(tasks=TaskTable(3, table.rows)))
+    assert "<td>a</td><td>accuracy ↑</td>" in page and METRIC_LEGEND in page
+
+
+def test_figure_names_match_the_dashboard() -> None:
+    assert figure_name("Quality vs cost") == "quality-vs-cost"
+    assert figure_name("Best architecture") == "best-architecture"
+    assert figure_name("Task affinity: lookahead heatmap") == "affinity-lookahead-heatmap"
+    assert figure_name("Hyperparameter importance") == "hyperparameter-importance"
+
+
+def test_tree_title_is_wrapped_under_a_short_heading() -> None:
+    lines = tree_title_lines(ARCHITECTURE, width=40)
+    assert lines == [
+        "[digit,loop,parity,prime]@2{[digit],[loop],[parity],[prime]}",  # whole, if long
+        "[gt4] | [ink] | [symmetry]",
+        "balancer=equal",
+    ]
+    assert tree_title_lines("[a] | [b]") == ["[a] | [b]"]
+    spec = ArchitectureSpec.from_dict(
+        {"networks": [{"tasks": [f"task{k}", f"task{k + 10}"]} for k in range(8)]}
+    )
+    fig = draw_tree(tree_data(spec), "Best architecture")
+    title = fig.layout.title.text
+    assert title.startswith("Best architecture<br>")
+    count = len(tree_title_lines(spec.describe()))
+    assert count > 1 and title.count("<br>") == count
+    assert fig.layout.margin.t >= 18 * (count + 1)
+
+
+def test_outputs_are_never_clobbered(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/study.db"
+    (tmp_path / "study.db").write_bytes(b"")
+    for protected in database_files(url):
+        with pytest.raises(ConfigError, match="study database"):
+            check_output(protected, force=True, storage_url=url)
+    assert database_files("postgresql://u@h/db") == []
+    page = tmp_path / "report.html"
+    check_output(page, force=False, storage_url=url)
+    page.write_text("old")
+    with pytest.raises(ConfigError, match="exists: pass --force"):
+        check_output(page, force=False, storage_url=url)
+    check_output(page, force=True, storage_url=url)
+    with pytest.raises(ConfigError, match="folder"):
+        check_output(tmp_path, force=True)
+
+
+def test_figures_are_written_under_their_names(tmp_path: Path) -> None:
+    figures = {"quality-vs-cost": go.Figure(go.Scatter(x=[1], y=[2]), layout={"title": "q"})}
+    folder = tmp_path / "figures"
+    written = write_figures(figures, folder)
+    assert sorted(p.name for p in written) == sorted(
+        ["quality-vs-cost.html", "quality-vs-cost.json", PLOTLY_JS]
+    )
+    assert json.loads((folder / "quality-vs-cost.json").read_text())["layout"]["title"]["text"]
+    assert 'src="plotly.min.js"' in (folder / "quality-vs-cost.html").read_text()
+    with pytest.raises(ConfigError, match="exists"):
+        write_figures(figures, folder)
+    write_figures(figures, folder, force=True)
+
+
+def test_best_note_is_short_markdown_with_units(tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({})
+    trial = study.ask()
+    for key, value in (
+        ("architecture", ARCHITECTURE),
+        ("delta_m_val", 1.8343899841455567),
+        ("delta_m_test", 1.5111151096946769),
+        ("cost", 5.023529411764706),
+    ):
+        trial.set_user_attr(key, value)
+    study.tell(trial, 1.8343899841455567)
+    note = best_note(
+        "digits",
+        study.best_trial,
+        storage="sqlite:///studies/digits.db",
+        tasks=7,
+        all_in_one={"delta_m_val": -28.11, "delta_m_test": -25.08},
+    )
+    assert f"`{ARCHITECTURE}`" in note
+    assert "+1.83% val, +1.51% test" in note and "5.02 single-task networks" in note
+    assert "-28.11% val" in note
+    assert "autotask export digits --storage sqlite:///studies/digits.db -o best.yaml" in note
+    assert "1.834389" not in note and len(note) < 1000
+    assert best_label(5, 1.8343899841455567, 5.0235) == "trial 5: Δm val +1.83%, cost 5.02"
