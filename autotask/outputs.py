@@ -12,20 +12,23 @@ from sqlalchemy.exc import ArgumentError
 
 from autotask.errors import AutotaskError, ConfigError
 
-__all__ = ["check_outputs", "write_text"]
+__all__ = ["check_outputs", "database_files", "write_text"]
 
 #: Files SQLite keeps beside a database.
 _SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
-def _database_files(storage_url: str | None) -> set[Path]:
-    if storage_url is None or not storage_url.startswith("sqlite"):
+def database_files(storage_url: str | None) -> set[Path]:
+    """The files of a SQLite database (resolved, with its journal and WAL files); none for
+    a database server."""
+    if storage_url is None:
         return set()
     try:
-        database = make_url(storage_url).database
+        url = make_url(storage_url)
     except ArgumentError:
         return set()
-    if not database or database == ":memory:":
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return set()
     base = Path(database).expanduser().resolve()
     return {Path(f"{base}{suffix}") for suffix in _SQLITE_SIDE_FILES}
@@ -34,7 +37,7 @@ def _database_files(storage_url: str | None) -> set[Path]:
 def check_outputs(paths: Iterable[Path], *, force: bool, storage_url: str | None = None) -> None:
     """Refuse, before anything is written, an output that is the study's database (or one
     of its side files), a folder, or an existing file when ``force`` is not given."""
-    protected = _database_files(storage_url)
+    protected = database_files(storage_url)
     for path in paths:
         if path.expanduser().resolve() in protected:
             raise ConfigError(f"{path} is the study database; choose another output file")

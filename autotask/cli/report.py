@@ -10,7 +10,8 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import out
 from autotask.cli.search import STORAGE_HELP, _storage_for
-from autotask.report.files import check_output, write_figures
+from autotask.outputs import check_outputs, write_text
+from autotask.report.files import write_figures
 from autotask.report.html import render_html, report_data
 
 
@@ -29,13 +30,12 @@ def report(
 ) -> None:
     """Write an HTML report: history, quality vs cost, per-task metrics, affinity, balancers."""
     url = _storage_for(study_name, storage)
-    check_output(output, force=force, storage_url=url)
+    check_outputs([output], force=force, storage_url=url)
     data = report_data(study_name, url)
     written = []
     if figures is not None:
         written = write_figures(data.named_figures(), figures, force=force, storage_url=url)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_html(data), encoding="utf-8")
+    write_text(output, render_html(data))
     if json_out:
         summary = {"output": str(output), "figure_files": [str(p) for p in written]}
         out.print_json(json.dumps({**summary, **data.summary()}, default=str))

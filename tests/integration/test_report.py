@@ -198,7 +198,7 @@ def test_report_refuses_to_overwrite_and_writes_named_figures(root: Path, data: 
     # the balancer figure only where the trials used more than one balancer
     assert ("balancers.html" in names) == (len(data.balancers.names) > 1)
     again = run_cli("report", "tiny-report", "-o", "again.html", cwd=root)
-    assert again.returncode == 2 and "exists: pass --force" in again.stderr
+    assert again.returncode == 2 and "exists; pass --force" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     database = root / "studies" / "tiny-report.db"
     size = database.stat().st_size

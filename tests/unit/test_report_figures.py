@@ -10,8 +10,9 @@ import plotly.graph_objects as go
 import pytest
 
 from autotask.errors import ConfigError
+from autotask.outputs import check_outputs, database_files
 from autotask.report.affinity_figures import draw_tree, tree_data, tree_title_lines
-from autotask.report.files import PLOTLY_JS, check_output, database_files, write_figures
+from autotask.report.files import PLOTLY_JS, write_figures
 from autotask.report.html import ReportData, figure_name, render_html, summary_rows
 from autotask.report.publish import best_label, best_note
 from autotask.report.study_figures import (
@@ -148,16 +149,16 @@ def test_outputs_are_never_clobbered(tmp_path: Path) -> None:
     (tmp_path / "study.db").write_bytes(b"")
     for protected in database_files(url):
         with pytest.raises(ConfigError, match="study database"):
-            check_output(protected, force=True, storage_url=url)
-    assert database_files("postgresql://u@h/db") == []
+            check_outputs([protected], force=True, storage_url=url)
+    assert database_files("postgresql://u@h/db") == set()
     page = tmp_path / "report.html"
-    check_output(page, force=False, storage_url=url)
+    check_outputs([page], force=False, storage_url=url)
     page.write_text("old")
-    with pytest.raises(ConfigError, match="exists: pass --force"):
-        check_output(page, force=False, storage_url=url)
-    check_output(page, force=True, storage_url=url)
+    with pytest.raises(ConfigError, match="exists; pass --force"):
+        check_outputs([page], force=False, storage_url=url)
+    check_outputs([page], force=True, storage_url=url)
     with pytest.raises(ConfigError, match="folder"):
-        check_output(tmp_path, force=True)
+        check_outputs([tmp_path], force=True)
 
 
 def test_figures_are_written_under_their_names(tmp_path: Path) -> None:
