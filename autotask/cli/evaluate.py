@@ -9,7 +9,6 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import err, out, table, write_json
 from autotask.errors import ConfigError
-from autotask.search.evaluate import evaluate_architecture
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -33,7 +32,10 @@ def evaluate(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Train the architecture (and its single-task baselines) per seed; print metrics and Δm."""
+    """Train an architecture file per seed; print its metrics and Δm.
+
+    Its single-task baselines are trained too, per seed, for Δm."""
+    from autotask.search.evaluate import evaluate_architecture
 
     def on_network(name: str) -> None:
         if not quiet:

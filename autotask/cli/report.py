@@ -10,7 +10,6 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import out
 from autotask.cli.search import STORAGE_HELP, _storage_for
-from autotask.report.html import render_html, report_data
 
 
 @app.command()
@@ -20,7 +19,11 @@ def report(
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="Where to write."),
     json_out: bool = typer.Option(False, "--json", help="Also print the report's data as JSON."),
 ) -> None:
-    """Write an HTML report: history, quality vs cost, per-task metrics, affinity, balancers."""
+    """Write a study's results as one self-contained HTML page.
+
+    The report shows the history, quality vs cost, per-task metrics, affinity and balancers."""
+    from autotask.report.html import render_html, report_data
+
     data = report_data(study_name, _storage_for(study_name, storage))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(data), encoding="utf-8")

@@ -14,26 +14,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from autotask.affinity.grouping import group_tasks, read_affinity
-from autotask.affinity.selection import (
-    Aggregate,
-    Direction,
-    Method,
-    Mode,
-    NetworkPool,
-    Selection,
-    cost_step,
-    select_networks,
-    sweep_budgets,
-)
-from autotask.affinity.table import read_table
 from autotask.cli.app import app
 from autotask.cli.console import fmt, out, table, write_json
 from autotask.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autotask.affinity.selection import (
+        Aggregate,
+        Direction,
+        Method,
+        Mode,
+        NetworkPool,
+        Selection,
+    )
 
 #: Most budgets a sweep evaluates.
 MAX_SWEEP = 400
@@ -81,7 +78,13 @@ def select(
     heuristic: bool = typer.Option(False, "--heuristic", help="Use the (inexact) heuristic."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
 ) -> None:
-    """Choose the best trained networks (or task groups) under a budget, exactly."""
+    """Choose the best trained networks or task groups under a budget.
+
+    The selection is exact unless --heuristic is given."""
+    from autotask.affinity.grouping import group_tasks, read_affinity
+    from autotask.affinity.selection import select_networks, sweep_budgets
+    from autotask.affinity.table import read_table
+
     sources = [s for s in (table_path, affinity, study) if s is not None]
     if len(sources) != 1:
         raise ConfigError("give exactly one of TABLE, --affinity MATRIX.json or --study NAME")
@@ -187,6 +190,8 @@ def _singleton(given: str | None, default: str) -> str | float:
 def _sweep_budgets(
     pool: NetworkPool, best: Selection, budget: float | None, step: float | None
 ) -> list[float]:
+    from autotask.affinity.selection import cost_step
+
     if step is None:
         step = cost_step(pool)
         if step is None:

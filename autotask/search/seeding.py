@@ -28,7 +28,7 @@ from autotask.report.publish import publish_figure
 from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
-from autotask.search.study import ALL_IN_ONE_ATTR
+from autotask.search.stored import ALL_IN_ONE_ATTR, TAG_ATTR
 from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
@@ -54,8 +54,6 @@ logger = logging.getLogger("autotask")
 
 #: Study user attribute: what the affinity seeding enqueued (set once per study).
 SEEDED_ATTR = "autotask:affinity_seeded"
-#: Study user attribute: the TAG-selected grouping trained as a baseline.
-TAG_ATTR = "autotask:tag_grouping"
 
 
 def _same_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

@@ -28,19 +28,21 @@ from autotask.search.pruning import EpochPruning
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace
-from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
+from autotask.search.storage import open_storage, resolve_storage_url
+from autotask.search.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, CONFIG_ATTR, load_study
 from autotask.search.study_config import StudyConfig, SuiteConfig
 from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
-from autotask.store.db import Database
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite_for_tasks
 from autotask.train.device import pick_device
 from autotask.train.runtime import free_device_memory
 
 __all__ = [
+    "ALL_IN_ONE_ATTR",
+    "BASELINES_ATTR",
     "CONFIG_ATTR",
     "FINISHED",
     "SearchSession",
@@ -51,9 +53,6 @@ __all__ = [
 
 logger = logging.getLogger("autotask")
 
-CONFIG_ATTR = "autotask:config"
-BASELINES_ATTR = "autotask:baselines"
-ALL_IN_ONE_ATTR = "autotask:all_in_one"
 #: Trial user attribute: ``hostname:pid`` of the process running the trial.
 WORKER_ATTR = "worker"
 FINISHED = (
@@ -103,25 +102,6 @@ def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
     if score.val_secondary or score.test_secondary:
         attrs["secondary"] = {"val": score.val_secondary, "test": score.test_secondary}
     return attrs
-
-
-def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyConfig, Database]:
-    """An existing autotask study and its stored configuration (nothing is created)."""
-    missing = sqlite_file_missing(storage_url)
-    if missing is not None:
-        raise StorageError(f"no study {study_name!r}: database {missing} does not exist")
-    storage, db = open_storage(storage_url)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise StorageError(
-            f"no study {study_name!r} in {db.safe_url}; studies there: {', '.join(names) or 'none'}"
-        ) from None
-    raw = study.user_attrs.get(CONFIG_ATTR)
-    if raw is None:
-        raise StorageError(f"study {study_name!r} was not created by autotask")
-    return study, StudyConfig.model_validate(raw), db
 
 
 @dataclass
