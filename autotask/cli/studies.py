@@ -29,14 +29,17 @@ def studies(
         None, help="SQLAlchemy URL of a study database (default: every studies/*.db here)."
     ),
     delete: str | None = typer.Option(
-        None, "--delete", metavar="NAME", help="Delete this study and autotask's rows for it."
+        None,
+        "--delete",
+        metavar="NAME",
+        help="Delete this study: trials, artifacts, autotask's rows.",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """List the studies in a database, or delete one.
 
-    Each study's trials by state and its best validation Δm (the front's best for Δm and cost).
+    Shows each study's trials by state and best validation Δm (for Δm and cost: the front's).
     """
     from autotask.search.catalog import StudyDeletion, database_urls, find_study, list_studies
 
