@@ -96,7 +96,7 @@ def _root(
         help="Print the version and exit.",
     ),
 ) -> None:
-    """Search task groupings, branch points and loss balancing for multi-task learning."""
+    """The options before a command (the help text is the app's ``help``)."""
 
 
 def main(argv: list[str] | None = None) -> None:
