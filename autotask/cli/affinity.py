@@ -9,17 +9,14 @@ from typing import Any
 import typer
 import yaml
 
-from autotask.affinity.branching import propose_trees
-from autotask.affinity.estimators import build_estimator, list_estimators
-from autotask.affinity.grouping import describe_groups
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar, table
 from autotask.cli.stages import affinity_stage
 from autotask.errors import ConfigError
-from autotask.search.seeding import estimate_affinity, publish_affinity, rank_for_session
-from autotask.search.study import SearchSession
-from autotask.search.study_config import load_study_config
 
+#: The registered estimators (``list_estimators()``), named here so that the help needs no
+#: torch; a test keeps the two equal.
+ESTIMATOR_NAMES = ("gradcos", "lookahead", "pairwise", "rsa")
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
 
 
@@ -41,13 +38,13 @@ def _parse_settings(items: list[str]) -> dict[str, Any]:
 def affinity(
     study_file: Path = typer.Argument(..., help="Study YAML (see studies/)."),
     estimator: str = typer.Option(
-        "lookahead", "--estimator", "-e", help=f"One of: {', '.join(list_estimators())}."
+        "lookahead", "--estimator", "-e", help=f"One of: {', '.join(ESTIMATOR_NAMES)}."
     ),
     set_: list[str] = typer.Option(
         [], "--set", help="Estimator setting key=value (repeatable), e.g. --set every=5."
     ),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    study_name: str | None = typer.Option(None, help="Study name (default: the file's name)."),
+    study_name: str | None = typer.Option(None, help="Study name (default: the YAML's name: key)."),
     seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
     candidates: int = typer.Option(5, min=0, help="Best partitions to list (TAG rule)."),
@@ -55,8 +52,15 @@ def affinity(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Estimate the study's inter-task affinity, store it with the study, draw it on the
-    dashboard, and list the partitions it ranks best."""
+    """Estimate a study's inter-task affinity; rank partitions by it.
+
+    Stores the matrix with the study, draws it on the dashboard, lists the best partitions."""
+    from autotask.affinity.branching import propose_trees
+    from autotask.affinity.estimators import build_estimator
+    from autotask.search.seeding import estimate_affinity, publish_affinity, rank_for_session
+    from autotask.search.study import SearchSession
+    from autotask.search.study_config import load_study_config
+
     config = load_study_config(study_file)
     settings = _parse_settings(set_)
     build_estimator(estimator, **settings)  # unknown names and settings fail before any work
@@ -98,6 +102,8 @@ def affinity(
 
 
 def _print(summary: dict[str, Any]) -> None:
+    from autotask.affinity.grouping import describe_groups
+
     m = summary["matrix"]
     tasks = m["tasks"]
     source = "estimated" if summary["estimated_now"] else "stored earlier"

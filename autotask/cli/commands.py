@@ -8,5 +8,6 @@ from autotask.cli import (  # noqa: F401
     report,
     search,
     select,
+    studies,
     worker,
 )

@@ -11,9 +11,6 @@ from autotask.cli.app import app
 from autotask.cli.console import err, out
 from autotask.cli.search import STORAGE_HELP, _storage_for
 from autotask.errors import AutotaskError
-from autotask.search.storage import open_storage
-from autotask.search.study import load_study
-from autotask.store.artifacts import artifact_store_for
 
 __all__ = ["dashboard", "dashboard_url"]
 
@@ -58,8 +55,14 @@ def dashboard(
     port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: everywhere)."),
 ) -> None:
-    """Serve the study in optuna-dashboard (trials, figures, artifacts) until Ctrl-C."""
+    """Serve a study in optuna-dashboard until Ctrl-C.
+
+    The dashboard shows its trials, figures and artifacts."""
     from optuna_dashboard import run_server  # heavy: only for this command
+
+    from autotask.search.storage import open_storage
+    from autotask.search.stored import load_study
+    from autotask.store.artifacts import artifact_store_for
 
     url = _storage_for(study_name, storage)
     load_study(study_name, url)  # one-line error if there is no such autotask study

@@ -11,8 +11,6 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.errors import ConfigError
-from autotask.search.evaluate import evaluate_architecture, plan_evaluation
-from autotask.suites.base import METRIC_LEGEND, metric_label
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -40,7 +38,11 @@ def evaluate(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train the architecture (and its single-task baselines) per seed; print metrics and Δm."""
+    """Train an architecture file per seed; print its metrics and Δm.
+
+    Its single-task baselines are trained too, per seed, for Δm."""
+    from autotask.search.evaluate import evaluate_architecture, plan_evaluation
+
     seed_list = _parse_seeds(seeds)
     plan = plan_evaluation(config, None if precision is None else {"precision": precision})
     with progress_bar(quiet or json_out) as progress:
@@ -90,6 +92,8 @@ def _columns(several: bool) -> list[str]:
 
 
 def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
+    from autotask.labels import METRIC_LEGEND, metric_label
+
     seeds: list[int] = summary["seeds"]
     several = len(seeds) > 1
     seeds_text = ", ".join(str(s) for s in seeds)

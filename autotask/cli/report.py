@@ -10,9 +10,6 @@ import typer
 from autotask.cli.app import app
 from autotask.cli.console import out
 from autotask.cli.search import STORAGE_HELP, _storage_for
-from autotask.outputs import check_outputs, write_text
-from autotask.report.files import write_figures
-from autotask.report.html import render_html, report_data
 
 
 @app.command()
@@ -28,7 +25,13 @@ def report(
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
     json_out: bool = typer.Option(False, "--json", help="Also print the report's data as JSON."),
 ) -> None:
-    """Write an HTML report: history, quality vs cost, per-task metrics, affinity, balancers."""
+    """Write a study's results as one self-contained HTML page.
+
+    The report shows the history, quality vs cost, per-task metrics, affinity and balancers."""
+    from autotask.outputs import check_outputs, write_text
+    from autotask.report.files import write_figures
+    from autotask.report.html import render_html, report_data
+
     url = _storage_for(study_name, storage)
     check_outputs([output], force=force, storage_url=url)
     data = report_data(study_name, url)

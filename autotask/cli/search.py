@@ -4,53 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import typer
-from rich.progress import Progress
-from sqlalchemy.engine import make_url
 
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.cli.stages import affinity_stage, network_stage, train_baselines, trials_bar
 from autotask.errors import AutotaskError, ConfigError, StorageError
-from autotask.outputs import check_outputs
-from autotask.search.export import export_best
-from autotask.search.launcher import WorkerPool, parse_gpus
-from autotask.search.objectives import best_trial, is_multi_objective
-from autotask.search.pareto import best_within_budget, pareto_trials
-from autotask.search.refinement import AffinityRefinement
-from autotask.search.scoring import ArchitectureScore
-from autotask.search.seeding import (
-    TAG_ATTR,
-    estimate_affinity,
-    latest_matrix,
-    publish_affinity,
-    publish_best_architecture,
-    publish_quality_vs_cost,
-    publish_summary,
-    seed_with_affinity,
-    tag_baseline,
-)
-from autotask.search.storage import resolve_storage_url
-from autotask.search.study import (
-    ALL_IN_ONE_ATTR,
-    BASELINES_ATTR,
-    SearchSession,
-    best_spec,
-    load_study,
-    study_record,
-)
-from autotask.search.study_config import StudyConfig, load_study_config
-from autotask.store.db import default_storage_url, is_sqlite
-from autotask.suites.base import METRIC_LEGEND, metric_label
+
+if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start without torch
+    import optuna
+    from rich.progress import Progress
+
+    from autotask.affinity.matrix import AffinityMatrix
+    from autotask.search.launcher import WorkerPool
+    from autotask.search.scoring import ArchitectureScore
+    from autotask.search.study import SearchSession
+    from autotask.search.study_config import StudyConfig
 
 logger = logging.getLogger("autotask")
 
@@ -67,6 +44,8 @@ def print_runtime(session: SearchSession) -> None:
 
 
 def _best_line(study: optuna.Study) -> str:
+    from autotask.search.objectives import best_trial
+
     try:
         trial = best_trial(study)
     except StorageError:
@@ -78,7 +57,7 @@ def _best_line(study: optuna.Study) -> str:
 def search(
     study_file: Path = typer.Argument(..., help="Study YAML (see studies/)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    study_name: str | None = typer.Option(None, help="Study name (default: the file's name)."),
+    study_name: str | None = typer.Option(None, help="Study name (default: the YAML's name: key)."),
     trials: int | None = typer.Option(None, min=1, help="Finished trials the study should have."),
     timeout: float | None = typer.Option(None, min=1, help="Stop starting trials after SEC."),
     seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
@@ -90,7 +69,22 @@ def search(
         False, "--json", help="Print the study's summary as JSON (no progress bar)."
     ),
 ) -> None:
-    """Search task groupings, branch depths and balancers; resumes a study of the same name."""
+    """Search task groupings, branch depths and balancers.
+
+    Resumes the study of the same name if the database has it."""
+    from autotask.search.launcher import WorkerPool, parse_gpus
+    from autotask.search.refinement import AffinityRefinement
+    from autotask.search.seeding import (
+        latest_matrix,
+        publish_best_architecture,
+        publish_quality_vs_cost,
+        publish_summary,
+    )
+    from autotask.search.storage import resolve_storage_url
+    from autotask.search.study import SearchSession, best_spec
+    from autotask.search.study_config import load_study_config
+    from autotask.store.db import is_sqlite
+
     config = load_study_config(study_file)
     gpu_list = parse_gpus(gpus)
     name = study_name or config.name
@@ -141,6 +135,8 @@ def _train_tag_baseline(
     session: SearchSession, matrix: AffinityMatrix | None, progress: Progress
 ) -> None:
     """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
+    from autotask.search.seeding import tag_baseline
+
     if matrix is None:
         return
     with ExitStack() as stage:
@@ -159,6 +155,8 @@ def _train_tag_baseline(
 
 def _seed_with_affinity(session: SearchSession, progress: Progress) -> AffinityMatrix | None:
     """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
+    from autotask.search.seeding import estimate_affinity, publish_affinity, seed_with_affinity
+
     seeding = session.config.affinity
     assert seeding is not None
     report, finish = affinity_stage(progress, seeding.estimator)
@@ -200,6 +198,11 @@ def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
 
 
 def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
+    from autotask.search.objectives import best_trial, is_multi_objective
+    from autotask.search.pareto import pareto_trials
+    from autotask.search.stored import TAG_ATTR, study_record
+    from autotask.search.study import best_spec
+
     spec = best_spec(study)
     best = best_trial(study)
     out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
@@ -235,8 +238,13 @@ def export_command(study_name: str, storage_url: str) -> str:
     """A pasteable ``autotask export`` command line for the study: no ``--storage`` for the
     default database, and never a password (PostgreSQL reads it from ``PGPASSWORD`` or
     ``~/.pgpass``)."""
+    from sqlalchemy.engine import make_url
+
+    from autotask.store.db import STUDY_NAME_PATTERN, default_storage_url
+
     command = f"autotask export {shlex.quote(study_name)} -o best.yaml"
-    if storage_url == default_storage_url(study_name):
+    named_file = re.fullmatch(STUDY_NAME_PATTERN, study_name) is not None
+    if named_file and storage_url == default_storage_url(study_name):
         return command
     url = make_url(storage_url)
     note = ""
@@ -248,6 +256,8 @@ def export_command(study_name: str, storage_url: str) -> str:
 
 
 def _storage_for(study_name: str, storage: str | None) -> str:
+    from autotask.search.storage import resolve_storage_url
+
     return resolve_storage_url(storage, None, study_name)
 
 
@@ -257,7 +267,13 @@ def status(
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Trials by state, the best architecture, and its per-task metrics against baselines."""
+    """Show a study's trials by state and its best architecture.
+
+    The best architecture's per-task metrics are shown beside the single-task baselines."""
+    from autotask.labels import METRIC_LEGEND, metric_label
+    from autotask.search.objectives import best_trial
+    from autotask.search.stored import BASELINES_ATTR, load_study, study_record
+
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
     summary = study_summary(study, config)
@@ -349,6 +365,10 @@ def status(
 def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     """Trials by state, networks trained and reused, baselines, failures and the best trial
     (``autotask status --json`` and ``autotask search --json``)."""
+    from autotask.search.objectives import best_trial, is_multi_objective
+    from autotask.search.pareto import pareto_trials
+    from autotask.search.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
+
     trials = study.get_trials(deepcopy=False)
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -422,7 +442,14 @@ def export(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Write the best architecture (with its suite and metrics) as YAML for build_model."""
+    """Write the best architecture as YAML for build_model.
+
+    The file holds the architecture with its suite and metrics."""
+    from autotask.outputs import check_outputs
+    from autotask.search.export import export_best
+    from autotask.search.pareto import best_within_budget, pareto_trials
+    from autotask.search.stored import load_study
+
     if pareto and budget is not None:
         raise ConfigError("--pareto and --budget exclude each other")
     url = _storage_for(study_name, storage)

@@ -17,27 +17,23 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from autotask.affinity.grouping import group_name, group_tasks, read_affinity
-from autotask.affinity.selection import (
-    Aggregate,
-    Direction,
-    Method,
-    Mode,
-    NetworkPool,
-    Selection,
-    cost_step,
-    higher_order_approximation,
-    select_networks,
-    sweep_budgets,
-)
-from autotask.affinity.table import read_standley, read_table, score_on
 from autotask.cli.app import app
 from autotask.cli.console import fmt, out, table
 from autotask.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autotask.affinity.selection import (
+        Aggregate,
+        Direction,
+        Method,
+        Mode,
+        NetworkPool,
+        Selection,
+    )
 
 #: Most budgets a sweep evaluates.
 MAX_SWEEP = 400
@@ -105,11 +101,19 @@ def select(
     heuristic: bool = typer.Option(False, "--heuristic", help="Use the (inexact) heuristic."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    r"""Choose the best trained networks (or task groups) under a budget, exactly.
+    r"""Choose the best trained networks or task groups under a budget.
 
-    Networks and groups are written in the spec's notation: \[a,b] is one network serving
-    tasks a and b (README, "Reading an architecture").
+    The selection is exact unless --heuristic is given. Networks and groups are written
+    in the spec's notation: \[a,b] is one network serving tasks a and b (README, "Reading
+    an architecture").
     """
+    from autotask.affinity.selection import (
+        higher_order_approximation,
+        select_networks,
+        sweep_budgets,
+    )
+    from autotask.affinity.table import read_standley, read_table, score_on
+
     sources = [s for s in (table_path, standley, affinity, study) if s is not None]
     if len(sources) != 1:
         raise ConfigError(
@@ -220,6 +224,8 @@ def _select_groups(
     heuristic: bool,
     json_out: bool,
 ) -> None:
+    from autotask.affinity.grouping import group_tasks, read_affinity
+
     if max_groups is None:
         raise ConfigError("--affinity needs --max-groups K")
     loaded = read_affinity(path, key)
@@ -263,6 +269,8 @@ def _aggregate(values: dict[str, float], aggregate: Aggregate) -> float:
 def _sweep_budgets(
     pool: NetworkPool, best: Selection, budget: float | None, step: float | None
 ) -> list[float]:
+    from autotask.affinity.selection import cost_step
+
     if step is None:
         step = cost_step(pool)
         if step is None:
@@ -279,6 +287,8 @@ def _sweep_budgets(
 def _print_selection(
     title: str, selection: Selection, metric: str, extra: dict[str, Any] | None = None
 ) -> None:
+    from autotask.affinity.grouping import group_name
+
     out.print(title, style="bold")
     limits = []
     if selection.budget is not None:

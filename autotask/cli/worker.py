@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
 import typer
 
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
 from autotask.cli.search import STORAGE_HELP, print_runtime
 from autotask.cli.stages import train_baselines, trials_bar
-from autotask.search.refinement import AffinityRefinement
-from autotask.search.seeding import latest_matrix
-from autotask.search.storage import resolve_storage_url
-from autotask.search.study import SearchSession
-from autotask.search.study_config import load_study_config
-from autotask.search.workers import count_budget_trials
-from autotask.store.claims import default_owner
-from autotask.store.db import is_sqlite
+
+if TYPE_CHECKING:
+    import optuna
 
 logger = logging.getLogger("autotask")
 
@@ -30,7 +25,7 @@ SQLITE_NOTE = "SQLite is fine for a few local workers; use PostgreSQL for many"
 def worker(
     study_file: Path = typer.Argument(..., help="Study YAML (see studies/)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    study_name: str | None = typer.Option(None, help="Study name (default: the file's name)."),
+    study_name: str | None = typer.Option(None, help="Study name (default: the YAML's name: key)."),
     trials: int | None = typer.Option(
         None, min=1, help="Finished trials the study should have (shared by all workers)."
     ),
@@ -39,10 +34,20 @@ def worker(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Join a study (creating it if needed) and train trials until its budget is spent.
+    """Join a study and train its trials until the budget is spent.
 
     Workers on any number of machines share one budget, and each network is trained once.
+    The study is created if needed.
     """
+    from autotask.search.refinement import AffinityRefinement
+    from autotask.search.seeding import latest_matrix
+    from autotask.search.storage import resolve_storage_url
+    from autotask.search.study import SearchSession
+    from autotask.search.study_config import load_study_config
+    from autotask.search.workers import count_budget_trials
+    from autotask.store.claims import default_owner
+    from autotask.store.db import is_sqlite
+
     config = load_study_config(study_file)
     url = resolve_storage_url(storage, config.storage, study_name or config.name)
     if is_sqlite(url):

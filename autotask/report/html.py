@@ -22,6 +22,7 @@ from autotask.affinity.candidates import rank_partitions
 from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
 from autotask.errors import AutotaskError, StorageError
+from autotask.labels import METRIC_LEGEND
 from autotask.models import interface_for, resolve_backbone
 from autotask.report.affinity_figures import (
     GraphData,
@@ -62,7 +63,6 @@ from autotask.search.study import (
     load_study,
     study_record,
 )
-from autotask.suites.base import METRIC_LEGEND
 
 __all__ = [
     "AffinitySection",

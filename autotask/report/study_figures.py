@@ -23,8 +23,8 @@ from typing import Any
 import optuna
 import plotly.graph_objects as go
 
+from autotask.labels import metric_label
 from autotask.search.pareto import pareto_front
-from autotask.suites.base import metric_label
 
 __all__ = [
     "BalancerData",

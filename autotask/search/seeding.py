@@ -30,7 +30,12 @@ from autotask.search.objectives import best_trial, is_multi_objective
 from autotask.search.pareto import pareto_trials
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
-from autotask.search.study import ALL_IN_ONE_ATTR, set_study_record, study_record
+from autotask.search.stored import (
+    ALL_IN_ONE_ATTR,
+    TAG_ATTR,
+    set_study_record,
+    study_record,
+)
 from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
@@ -58,8 +63,6 @@ logger = logging.getLogger("autotask")
 #: Study record (:func:`~autotask.search.study.study_record`): what the affinity seeding
 #: enqueued (set once per study).
 SEEDED_ATTR = "autotask:affinity_seeded"
-#: Study record: the TAG-selected grouping trained as a baseline.
-TAG_ATTR = "autotask:tag_grouping"
 
 
 def _same_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

@@ -29,19 +29,28 @@ from autotask.search.pruning import EpochPruning
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace, reachable_values
-from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
+from autotask.search.storage import open_storage, resolve_storage_url
+from autotask.search.stored import (
+    ALL_IN_ONE_ATTR,
+    BASELINES_ATTR,
+    CONFIG_ATTR,
+    load_study,
+    set_study_record,
+    study_record,
+)
 from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
 from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
-from autotask.store.db import Database
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite_for_tasks
 from autotask.train.device import pick_device
 from autotask.train.runtime import free_device_memory
 
 __all__ = [
+    "ALL_IN_ONE_ATTR",
+    "BASELINES_ATTR",
     "CONFIG_ATTR",
     "FINISHED",
     "SearchSession",
@@ -54,12 +63,6 @@ __all__ = [
 
 logger = logging.getLogger("autotask")
 
-#: autotask's own study records (read with :func:`study_record`): the study configuration,
-#: the single-task baselines (per task ``val``, ``test``, ``metric``, ``higher_is_better``)
-#: and the all-in-one network's score.
-CONFIG_ATTR = "autotask:config"
-BASELINES_ATTR = "autotask:baselines"
-ALL_IN_ONE_ATTR = "autotask:all_in_one"
 #: Trial user attribute: ``hostname:pid`` of the process running the trial.
 WORKER_ATTR = "worker"
 FINISHED = (
@@ -125,23 +128,6 @@ def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
     return attrs
 
 
-def study_record(study: optuna.Study, key: str, default: Any = None) -> Any:
-    """One of autotask's own records of the study (``CONFIG_ATTR``, ``BASELINES_ATTR``, ...).
-
-    They are kept as study system attributes, which optuna-dashboard and ``optuna studies``
-    do not list; studies stored by earlier versions hold them as user attributes, read as a
-    fallback."""
-    system = study._storage.get_study_system_attrs(study._study_id)
-    if key in system:
-        return system[key]
-    return study.user_attrs.get(key, default)
-
-
-def set_study_record(study: optuna.Study, key: str, value: Any) -> None:
-    """Store one of autotask's records of the study (see :func:`study_record`)."""
-    study._storage.set_study_system_attr(study._study_id, key, value)
-
-
 def describe_objectives(config: StudyConfig) -> str:
     """The objectives with their units and directions, for the study's user attributes."""
     arrows = {"maximize": "↑", "minimize": "↓"}
@@ -159,25 +145,6 @@ def _write_study_labels(study: optuna.Study, config: StudyConfig, suite: TaskSui
     study.set_user_attr("seed", config.seed)
     if config.cost_budget is not None:
         study.set_user_attr("cost budget", f"{config.cost_budget:g} single-task networks")
-
-
-def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyConfig, Database]:
-    """An existing autotask study and its stored configuration (nothing is created)."""
-    missing = sqlite_file_missing(storage_url)
-    if missing is not None:
-        raise StorageError(f"no study {study_name!r}: database {missing} does not exist")
-    storage, db = open_storage(storage_url)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise StorageError(
-            f"no study {study_name!r} in {db.safe_url}; studies there: {', '.join(names) or 'none'}"
-        ) from None
-    raw = study_record(study, CONFIG_ATTR)
-    if raw is None:
-        raise StorageError(f"study {study_name!r} was not created by autotask")
-    return study, StudyConfig.model_validate(raw), db
 
 
 @dataclass

@@ -37,7 +37,7 @@ from pydantic import (
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
 from autotask.store.db import STUDY_NAME_PATTERN
-from autotask.train.runtime import RuntimeSpec
+from autotask.train.runtime_spec import RuntimeSpec
 from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = [

@@ -12,7 +12,7 @@ import torch
 
 from autotask.errors import ConfigError, UnknownNameError
 
-__all__ = ["METRIC_LEGEND", "SPLITS", "Split", "Task", "TaskKind", "TaskSuite", "metric_label"]
+__all__ = ["SPLITS", "Split", "Task", "TaskKind", "TaskSuite"]
 
 TaskKind = Literal[
     "classification",
@@ -37,20 +37,6 @@ DEFAULT_METRIC: dict[str, tuple[str, bool]] = {
     "depth": ("abs_err", False),
     "normals": ("mean_angle", False),
 }
-
-
-#: Printed under tables whose metric column uses :func:`metric_label`.
-METRIC_LEGEND = "↑ higher is better, ↓ lower is better"
-
-
-def metric_label(metric: str | None, higher_is_better: bool | None) -> str:
-    """``accuracy ↑`` / ``mae ↓``: a metric's name and direction for tables; ``?`` when
-    unknown (studies stored before the metric was recorded)."""
-    if not metric:
-        return "?"
-    if higher_is_better is None:
-        return metric
-    return f"{metric} {'↑' if higher_is_better else '↓'}"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import pytest
 
 from autotask.errors import ConfigError
+from autotask.labels import METRIC_LEGEND
 from autotask.outputs import check_outputs, database_files
 from autotask.report.affinity_figures import draw_tree, tree_data, tree_title_lines
 from autotask.report.files import PLOTLY_JS, write_figures
@@ -29,7 +30,6 @@ from autotask.report.study_figures import (
     task_table_data,
 )
 from autotask.spec import ArchitectureSpec
-from autotask.suites.base import METRIC_LEGEND
 
 ARCHITECTURE = (
     "[digit,loop,parity,prime]@2{[digit],[loop],[parity],[prime]} | [gt4] | [ink] | "
