@@ -22,6 +22,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Commands that never train and so leave torch unimported (and its threads unset).
 TORCH_FREE_COMMANDS = frozenset({"status", "studies"})
+#: Commands that never open a study, so Optuna is not imported for them.
+OPTUNA_FREE_COMMANDS = frozenset({"suites", "balancers"})
 
 
 def _help_names(params: list[Any]) -> list[Any]:
@@ -54,7 +56,17 @@ class _Command(TyperCommand):
             from autotask.train.device import configure_threads  # imports torch
 
             configure_threads()
+        if self.name not in OPTUNA_FREE_COMMANDS:
+            _quiet_optuna()
         return super().invoke(ctx)
+
+
+def _quiet_optuna() -> None:
+    """Optuna's warnings only: its per-trial INFO lines would flood the console. Optuna
+    sets its logger's level when it is first imported, so this runs after that import."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class _Typer(typer.Typer):
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     from autotask.cli import commands  # noqa: F401 - registers the commands
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+
     from autotask.cli.console import err
 
     try:

@@ -35,6 +35,7 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "Best architecture" in run.stdout
     assert "all-in-one network" in run.stdout
     assert run.stderr.count("device: ") == 1  # the device and resolved precision, once
+    assert "finished with value" not in run.stderr  # no per-trial INFO lines from Optuna
     return root
 
 
