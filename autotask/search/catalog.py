@@ -20,7 +20,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from autotask.errors import StorageError
 from autotask.search.objectives import best_trial
 from autotask.search.storage import open_storage, sqlite_file_missing
-from autotask.search.stored import CONFIG_ATTR
+from autotask.search.stored import CONFIG_ATTR, frozen_study_record
 from autotask.store.db import Database, default_storage_url
 from autotask.store.deletion import StudyRows, delete_study_rows, study_rows, suite_keys
 
@@ -82,7 +82,7 @@ def list_studies(storage_url: str) -> list[StudyListing]:
         study = optuna.load_study(study_name=frozen.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         counts = Counter(t.state.name for t in trials)
-        raw = frozen.user_attrs.get(CONFIG_ATTR)
+        raw = frozen_study_record(frozen, CONFIG_ATTR)
         config: dict[str, Any] | None = raw if isinstance(raw, dict) else None  # None: not ours
         listings.append(
             StudyListing(
@@ -156,7 +156,9 @@ class StudyDeletion:
     def plan(cls, storage_url: str, study_name: str) -> StudyDeletion:
         """Look the study up (one-line error listing the known ones) and count its rows."""
         storage, db = _open(storage_url)
-        configs = {s.study_name: s.user_attrs.get(CONFIG_ATTR) for s in storage.get_all_studies()}
+        configs = {
+            s.study_name: frozen_study_record(s, CONFIG_ATTR) for s in storage.get_all_studies()
+        }
         if study_name not in configs:
             raise StorageError(
                 f"no study {study_name!r} in {db.safe_url}; "

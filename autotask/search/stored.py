@@ -3,7 +3,7 @@ records (:func:`study_record`) and :func:`load_study`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -12,11 +12,15 @@ from autotask.search.storage import open_storage, sqlite_file_missing
 from autotask.search.study_config import StudyConfig
 from autotask.store.db import Database
 
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy  # what ``storage.get_all_studies()`` returns
+
 __all__ = [
     "ALL_IN_ONE_ATTR",
     "BASELINES_ATTR",
     "CONFIG_ATTR",
     "TAG_ATTR",
+    "frozen_study_record",
     "load_study",
     "set_study_record",
     "study_record",
@@ -41,6 +45,13 @@ def study_record(study: optuna.Study, key: str, default: Any = None) -> Any:
     system = study._storage.get_study_system_attrs(study._study_id)
     if key in system:
         return system[key]
+    return study.user_attrs.get(key, default)
+
+
+def frozen_study_record(study: FrozenStudy, key: str, default: Any = None) -> Any:
+    """:func:`study_record` of a study summary (``storage.get_all_studies()``)."""
+    if key in study.system_attrs:
+        return study.system_attrs[key]
     return study.user_attrs.get(key, default)
 
 

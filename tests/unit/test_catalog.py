@@ -12,16 +12,26 @@ from sqlalchemy import select
 from autotask.errors import StorageError
 from autotask.search.catalog import StudyDeletion, database_urls, find_study, list_studies
 from autotask.search.storage import open_storage
-from autotask.search.stored import CONFIG_ATTR
+from autotask.search.stored import CONFIG_ATTR, set_study_record
 from autotask.search.study_config import StudyConfig
 from autotask.store.models import AffinityRow, GroupResultRow
 
 
-def add_study(url: str, name: str, suite: dict[str, Any], keys: tuple[str, ...] = ()) -> None:
-    """A study with one scored trial whose networks are ``keys``; nothing trained."""
+def add_study(
+    url: str,
+    name: str,
+    suite: dict[str, Any],
+    keys: tuple[str, ...] = (),
+    stored_as_user_attr: bool = False,
+) -> None:
+    """A study with one scored trial whose networks are ``keys``; nothing trained. Its config
+    is a study record, or a user attribute as studies of earlier versions kept it."""
     config = StudyConfig.model_validate({"name": name, "suite": suite})
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
+    if stored_as_user_attr:
+        study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
+    else:
+        set_study_record(study, CONFIG_ATTR, config.model_dump(mode="json"))
     attrs = {"delta_m_val": 2.0, "delta_m_test": 1.0, "cost": 1.0, "network_keys": list(keys)}
     study.add_trial(optuna.create_trial(value=2.0, user_attrs=attrs))
 
@@ -132,10 +142,12 @@ def test_a_missing_database_is_not_created(tmp_path: Path) -> None:
 
 def test_listing_shows_states_best_and_foreign_studies(url: str) -> None:
     add_study(url, "a", {"name": "digits"})
+    add_study(url, "old", {"name": "synthetic"}, stored_as_user_attr=True)
     foreign = optuna.create_study(study_name="plain", storage=url)
     foreign.add_trial(optuna.create_trial(value=1.0))
     foreign.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL))
-    a, plain = list_studies(url)
+    a, old, plain = list_studies(url)
     assert (a.suite, a.objectives, a.trials) == ("digits", ["delta_m"], {"COMPLETE": 1})
     assert a.best is not None and a.best["delta_m_val"] == 2.0 and a.best["trial"] == 0
+    assert old.suite == "synthetic" and old.best is not None
     assert (plain.suite, plain.best, plain.trials) == (None, None, {"COMPLETE": 1, "FAIL": 1})
