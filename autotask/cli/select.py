@@ -103,9 +103,10 @@ def select(
 ) -> None:
     r"""Choose the best trained networks or task groups under a budget.
 
-    The selection is exact unless --heuristic is given. Networks and groups are written
-    in the spec's notation: \[a,b] is one network serving tasks a and b (README, "Reading
-    an architecture").
+    The selection is exact unless --heuristic is given.
+
+    Networks and groups are written in the spec's notation: \[a,b] is one network serving
+    tasks a and b (README, "Reading an architecture").
     """
     from autotask.affinity.selection import (
         higher_order_approximation,
