@@ -106,7 +106,8 @@ def select(
     The selection is exact unless --heuristic is given.
 
     Networks and groups are written in the spec's notation:
-    \[a,b] is one network serving tasks a and b (README, "Reading an architecture").
+    \[a,b] is one network serving tasks a and b
+    (README, "Reading an architecture").
     """
     from autotask.affinity.selection import (
         higher_order_approximation,
