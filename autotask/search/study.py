@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 import torch
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
@@ -35,7 +35,7 @@ from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
-from autotask.store.db import Database
+from autotask.store.db import Database, parse_url, redact, safe_url, without_password
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite_for_tasks
 from autotask.train.device import pick_device
@@ -216,6 +216,7 @@ class SearchSession:
         # Concurrent workers: create tables, the study and its attributes one at a time.
         with _setup_lock(url):
             optuna_storage, db = open_storage(url)
+            db.check_writable()
             study = optuna.create_study(
                 study_name=name,
                 storage=optuna_storage,
@@ -226,7 +227,7 @@ class SearchSession:
             )
             stored = study_record(study, CONFIG_ATTR)
             if stored is None:
-                set_study_record(study, CONFIG_ATTR, config.model_dump(mode="json"))
+                set_study_record(study, CONFIG_ATTR, _config_record(config))
                 _write_study_labels(study, config, suite)
             if study.metric_names != metric_names(config):  # also names with units on resume
                 with warnings.catch_warnings():
@@ -296,9 +297,9 @@ class SearchSession:
             raise
 
     def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        trial.set_user_attr(WORKER_ATTR, default_owner())
         pruning: EpochPruning | None = None
         try:
+            trial.set_user_attr(WORKER_ATTR, default_owner())
             spec = sample_architecture(
                 trial,
                 self.config.search_space,
@@ -316,6 +317,9 @@ class SearchSession:
                 cost=cost,
             )
             score = self.context.score(spec, on_epoch_score=pruning.callback)
+            pruning.record()
+            for key, value in score_attrs(score).items():
+                trial.set_user_attr(key, value)
         except optuna.TrialPruned:
             if pruning is not None:  # stopped during training, not for its cost
                 pruning.record()
@@ -328,14 +332,16 @@ class SearchSession:
                 _free_memory()  # the worker goes on with its next trial
             elif isinstance(exc, AutotaskError):
                 reason = str(exc)
+            elif isinstance(exc, SQLAlchemyError):  # e.g. a full disk
+                reason = f"database write failed: {_first_line(getattr(exc, 'orig', None) or exc)}"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("fail_reason", reason)
+            try:
+                trial.set_user_attr("fail_reason", reason)
+            except SQLAlchemyError:  # the database still takes no writes: the log keeps it
+                logger.warning("trial %d: could not store its fail_reason", trial.number)
             logger.warning("trial %d failed: %s", trial.number, reason)
             raise
-        pruning.record()
-        for key, value in score_attrs(score).items():
-            trial.set_user_attr(key, value)
         if self.config.multi_objective:
             return score.delta_m_val, score.cost
         return score.delta_m_val
@@ -410,12 +416,21 @@ def best_spec(study: optuna.Study) -> ArchitectureSpec:
 
 def _setup_lock(url: str) -> StudyLock:
     """The database-wide lock held while a study is created (see autotask.store.locks)."""
+    parse_url(url)  # a one-line error for text that is not a URL, or a bad port
     try:
         return study_lock(url, SETUP_LOCK)
-    except ArgumentError:
-        raise StorageError(f"not a database URL: {url!r}") from None
     except (NoSuchModuleError, ImportError) as exc:
-        raise StorageError(f"cannot use database URL {url!r}: {exc}") from None
+        raise StorageError(
+            f"cannot use database URL {safe_url(url)!r}: {redact(str(exc), url)}"
+        ) from None
+
+
+def _config_record(config: StudyConfig) -> dict[str, Any]:
+    """The configuration as stored with the study: its storage URL without the password."""
+    record = config.model_dump(mode="json")
+    if config.storage is not None:
+        record["storage"] = without_password(config.storage)
+    return record
 
 
 def _stored_identity(stored: dict[str, Any]) -> dict[str, Any]:
