@@ -31,13 +31,14 @@ from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace, reachable_values
 from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
 from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
+from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
 from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
 from autotask.store.db import Database, parse_url, redact, safe_url, without_password
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
-from autotask.suites import TaskSuite, get_suite_for_tasks
+from autotask.suites import TaskSuite, get_suite_for_tasks, list_suites
 from autotask.train.device import pick_device
 from autotask.train.runtime import free_device_memory
 
@@ -49,6 +50,7 @@ __all__ = [
     "load_study",
     "set_study_record",
     "study_record",
+    "study_suite",
     "validate_space",
 ]
 
@@ -73,6 +75,25 @@ TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 def build_suite(config: SuiteConfig) -> TaskSuite:
     """The configured suite, restricted to its task subset if one is given."""
     return get_suite_for_tasks(config.name, config.task_subset(), **config.suite_args())
+
+
+def study_suite(study: optuna.Study, config: StudyConfig) -> SuiteRecord:
+    """What readers need from a stored study's suite, without importing code it names.
+
+    The suite record a search stored (see :mod:`autotask.search.suite_record`); for a study
+    stored before that record existed, the suite is built only when its name is registered
+    (built in or installed as an entry point), never from a ``module:function`` reference."""
+    raw = study_record(study, SUITE_ATTR)
+    if raw is not None:
+        return SuiteRecord.from_json(raw, study.study_name)
+    name = config.suite.name
+    if ":" in name or name not in list_suites():
+        raise StorageError(
+            f"study {study.study_name!r} has no stored suite description and its suite "
+            f"{name!r} is not a registered suite; a study database never makes autotask "
+            "import code: run `autotask search` once with the study's YAML to record it"
+        )
+    return SuiteRecord.of(build_suite(config.suite))
 
 
 def validate_space(space: SearchSpace, suite: TaskSuite) -> None:
@@ -238,6 +259,8 @@ class SearchSession:
                 f"study {name!r} already exists in {db.safe_url} with a different suite, "
                 "search space, objectives, cost budget or seed; choose another --study-name"
             )
+        if study_record(study, SUITE_ATTR) is None:  # also for studies stored before it
+            set_study_record(study, SUITE_ATTR, SuiteRecord.of(suite).to_json())
         space = config.search_space
         context = TrainingContext.create(
             suite,
