@@ -6,7 +6,8 @@ import gc
 import logging
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,6 +289,10 @@ class SearchSession:
 
     def prepare_baselines(self) -> ArchitectureScore:
         """Train the single-task baselines and the all-in-one network; store their scores."""
+        with _write_failures("storing the baselines"):
+            return self._store_baselines()
+
+    def _store_baselines(self) -> ArchitectureScore:
         baselines = self.context.baselines()
         tasks = {t.name: t for t in self.context.suite.tasks}
         set_study_record(
@@ -355,13 +360,13 @@ class SearchSession:
                 _free_memory()  # the worker goes on with its next trial
             elif isinstance(exc, AutotaskError):
                 reason = str(exc)
-            elif isinstance(exc, SQLAlchemyError):  # e.g. a full disk
-                reason = f"database write failed: {_first_line(getattr(exc, 'orig', None) or exc)}"
+            elif isinstance(exc, DATABASE_ERRORS):  # e.g. a full disk
+                reason = f"database write failed: {_database_reason(exc)}"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
             try:
                 trial.set_user_attr("fail_reason", reason)
-            except SQLAlchemyError:  # the database still takes no writes: the log keeps it
+            except DATABASE_ERRORS:  # the database still takes no writes: the log keeps it
                 logger.warning("trial %d: could not store its fail_reason", trial.number)
             logger.warning("trial %d failed: %s", trial.number, reason)
             raise
@@ -396,15 +401,16 @@ class SearchSession:
         """
         gate = self.gate or LocalLock(self.storage_url, f"study:{self.study.study_name}")
         self.trial_budget = trials
-        return run_gated(
-            self.study,
-            self.objective,
-            gate,
-            budget=trials,
-            timeout=timeout,
-            callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
-            on_stale=self._release_dead_worker,
-        )
+        with _write_failures("running trials"):
+            return run_gated(
+                self.study,
+                self.objective,
+                gate,
+                budget=trials,
+                timeout=timeout,
+                callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
+                on_stale=self._release_dead_worker,
+            )
 
     def _release_dead_worker(self, trial: optuna.trial.FrozenTrial) -> None:
         """``trial``'s worker died: drop its network claims now, so that the retry (or
@@ -423,6 +429,26 @@ class SearchSession:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: What a failed database write raises: SQLAlchemy's errors, and Optuna's wrapper of them.
+DATABASE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+
+def _database_reason(exc: BaseException) -> str:
+    """The driver's own message (``database or disk is full``), without SQL or links."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return _first_line(getattr(exc, "orig", None) or exc)
+
+
+@contextmanager
+def _write_failures(what: str) -> Iterator[None]:
+    """A failed database write (a full disk, a lost server) as a one-line error."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        raise StorageError(f"database write failed while {what}: {_database_reason(exc)}") from None
 
 
 def _free_memory() -> None:
