@@ -25,7 +25,7 @@ def database_files(storage_url: str | None) -> set[Path]:
         return set()
     try:
         url = make_url(storage_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # not a URL, or a port that is not a number
         return set()
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":

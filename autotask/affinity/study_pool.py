@@ -28,7 +28,7 @@ from autotask.affinity.selection import Network, NetworkPool, Selection
 from autotask.errors import StorageError
 from autotask.search.params import Choice, Range
 from autotask.search.scoring import relative_change
-from autotask.search.study import BASELINES_ATTR, build_suite, load_study, study_record
+from autotask.search.study import BASELINES_ATTR, load_study, study_record, study_suite
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import DatabaseCache, NetworkJob
 from autotask.store.models import GroupResultRow
@@ -107,7 +107,7 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
         raise StorageError(
             f"study {study_name!r} has no single-task baselines yet; run `autotask search` first"
         )
-    suite = build_suite(config.suite)
+    suite = study_suite(study, config)  # stored data: reading a study imports no code
     tasks = suite.task_names
     higher = {t.name: t.higher_is_better for t in suite.tasks}
     space = config.search_space

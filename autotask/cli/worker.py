@@ -12,6 +12,7 @@ from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
 from autotask.cli.search import STORAGE_HELP, print_runtime
 from autotask.cli.stages import train_baselines, trials_bar
+from autotask.search.launcher import STORAGE_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -24,7 +25,7 @@ SQLITE_NOTE = "SQLite is fine for a few local workers; use PostgreSQL for many"
 @app.command()
 def worker(
     study_file: Path = typer.Argument(..., help="Study YAML (see studies/)."),
-    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP, envvar=STORAGE_ENV),
     study_name: str | None = typer.Option(None, help="Study name (default: the YAML's name: key)."),
     trials: int | None = typer.Option(
         None, min=1, help="Finished trials the study should have (shared by all workers)."

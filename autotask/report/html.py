@@ -23,7 +23,7 @@ from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
 from autotask.errors import AutotaskError, StorageError
 from autotask.labels import METRIC_LEGEND
-from autotask.models import interface_for, resolve_backbone
+from autotask.models import resolve_backbone
 from autotask.report.affinity_figures import (
     GraphData,
     HeatmapData,
@@ -59,9 +59,9 @@ from autotask.search.study import (
     ALL_IN_ONE_ATTR,
     BASELINES_ATTR,
     best_spec,
-    build_suite,
     load_study,
     study_record,
+    study_suite,
 )
 
 __all__ = [
@@ -177,7 +177,7 @@ def figure_name(section: str) -> str:
 def report_data(study_name: str, storage_url: str) -> ReportData:
     """Load the study and compute each section's data."""
     study, config, db = load_study(study_name, storage_url)
-    suite = build_suite(config.suite)
+    suite = study_suite(study, config)  # stored data: reading a study imports no code
     trials = study.get_trials(deepcopy=False)
     points = completed_points(study)
     baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
@@ -189,7 +189,7 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
         try:
             spec = best_spec(study)
             chosen = resolve_backbone(spec, suite.default_backbone)
-            shape = interface_for(suite).input_shape
+            shape = suite.input_shape
             stages = build_backbone(chosen.name, shape, **chosen.params).num_stages
             tree = tree_data(spec, [f"stage {k}" for k in range(stages)])
         except AutotaskError as exc:

@@ -7,10 +7,9 @@ from typing import Any
 
 import optuna
 
-from autotask.models import interface_for
 from autotask.outputs import write_text
 from autotask.search.objectives import best_trial
-from autotask.search.study import BASELINES_ATTR, build_suite, study_record
+from autotask.search.study import BASELINES_ATTR, study_record, study_suite
 from autotask.search.study_config import StudyConfig
 from autotask.spec import ArchitectureSpec, SuiteRef
 
@@ -24,14 +23,14 @@ def exported_document(
     and its info sections."""
     trial = trial or best_trial(study)
     spec = ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
-    suite = build_suite(config.suite)
+    suite = study_suite(study, config)  # stored data: reading a study imports no code
     space = config.search_space
     full = spec.model_copy(
         update={
             "suite": SuiteRef.model_validate(
                 config.suite.model_dump(mode="json", exclude_none=True)
             ),
-            "interface": interface_for(suite),
+            "interface": suite.interface(),
             "backbone": spec.backbone or space.backbone.default(suite.default_backbone),
         }
     )

@@ -3,7 +3,9 @@
 Each worker is an ``autotask worker`` process joined to the same study through the same
 storage URL, so they share the study's budget exactly (see :mod:`autotask.search.workers`)
 and train every network once. With ``--gpus 0,1`` there is one worker per GPU, each with
-``CUDA_VISIBLE_DEVICES`` set to its GPU. On Ctrl-C every worker gets SIGINT: running
+``CUDA_VISIBLE_DEVICES`` set to its GPU. The storage URL reaches the workers through their
+environment (``AUTOTASK_STORAGE``), never their command line, which ``ps`` shows to every
+user of the machine. On Ctrl-C every worker gets SIGINT: running
 trials end FAIL with ``fail_reason: interrupted``, finished ones are kept.
 """
 
@@ -22,7 +24,10 @@ from typing import IO
 
 from autotask.errors import ConfigError
 
-__all__ = ["WorkerPool", "parse_gpus"]
+__all__ = ["STORAGE_ENV", "WorkerPool", "parse_gpus"]
+
+#: The storage URL of the workers started here (``autotask worker --storage`` reads it too).
+STORAGE_ENV = "AUTOTASK_STORAGE"
 
 #: Seconds the workers get to stop after SIGINT before they are terminated.
 STOP_GRACE_S = 30.0
@@ -62,8 +67,6 @@ class WorkerPool:
             "autotask",
             "worker",
             str(self.study_file),
-            "--storage",
-            self.storage_url,
             "--study-name",
             self.study_name,
             "--trials",
@@ -82,11 +85,11 @@ class WorkerPool:
         """Start the workers (one per GPU when GPUs are given)."""
         if self.gpus:
             for gpu in self.gpus:
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+                env = {**os.environ, STORAGE_ENV: self.storage_url, "CUDA_VISIBLE_DEVICES": gpu}
                 self._spawn(self.command("cuda"), env)
         else:
             for _ in range(self.workers):
-                self._spawn(self.command(None), dict(os.environ))
+                self._spawn(self.command(None), {**os.environ, STORAGE_ENV: self.storage_url})
 
     def _spawn(self, cmd: list[str], env: dict[str, str]) -> None:
         # a file, not a pipe: a chatty worker never blocks; closed by close()

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from autotask.errors import StorageError
-from autotask.store.db import Database, default_storage_url, engine_kwargs
+from autotask.store.db import Database, default_storage_url, engine_kwargs, parse_url, redact
 
 __all__ = [
     "HEARTBEAT_GRACE_ENV",
@@ -57,7 +56,9 @@ def open_storage(url: str) -> tuple[optuna.storages.RDBStorage, Database]:
                 heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=MAX_RETRY),
             )
     except (SQLAlchemyError, ValueError, ImportError, RuntimeError) as exc:
-        raise StorageError(f"cannot open Optuna storage at {db.safe_url}: {_line(exc)}") from None
+        raise StorageError(
+            f"cannot open Optuna storage at {db.safe_url}: {redact(_line(exc), url)}"
+        ) from None
     return storage, db
 
 
@@ -118,11 +119,11 @@ def _line(exc: BaseException) -> str:
 
 def sqlite_file_missing(url: str) -> Path | None:
     """The path of a SQLite URL's database file if that file does not exist, else None."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    path = Path(parsed.database)
+    database = parsed.database
+    if database.startswith("file:"):  # a SQLite URI filename (``?uri=true``)
+        database = database.removeprefix("file:").split("?", 1)[0]
+    path = Path(database)
     return None if path.exists() else path

@@ -6,13 +6,14 @@ import gc
 import logging
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
@@ -39,12 +40,14 @@ from autotask.search.stored import (
     study_record,
 )
 from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
+from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
 from autotask.search.workers import run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
+from autotask.store.db import parse_url, redact, safe_url, without_password
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
-from autotask.suites import TaskSuite, get_suite_for_tasks
+from autotask.suites import TaskSuite, get_suite_for_tasks, list_suites
 from autotask.train.device import pick_device
 from autotask.train.runtime import free_device_memory
 
@@ -58,6 +61,7 @@ __all__ = [
     "load_study",
     "set_study_record",
     "study_record",
+    "study_suite",
     "validate_space",
 ]
 
@@ -76,6 +80,25 @@ TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 def build_suite(config: SuiteConfig) -> TaskSuite:
     """The configured suite, restricted to its task subset if one is given."""
     return get_suite_for_tasks(config.name, config.task_subset(), **config.suite_args())
+
+
+def study_suite(study: optuna.Study, config: StudyConfig) -> SuiteRecord:
+    """What readers need from a stored study's suite, without importing code it names.
+
+    The suite record a search stored (see :mod:`autotask.search.suite_record`); for a study
+    stored before that record existed, the suite is built only when its name is registered
+    (built in or installed as an entry point), never from a ``module:function`` reference."""
+    raw = study_record(study, SUITE_ATTR)
+    if raw is not None:
+        return SuiteRecord.from_json(raw, study.study_name)
+    name = config.suite.name
+    if ":" in name or name not in list_suites():
+        raise StorageError(
+            f"study {study.study_name!r} has no stored suite description and its suite "
+            f"{name!r} is not a registered suite; a study database never makes autotask "
+            "import code: run `autotask search` once with the study's YAML to record it"
+        )
+    return SuiteRecord.of(build_suite(config.suite))
 
 
 def validate_space(space: SearchSpace, suite: TaskSuite) -> None:
@@ -183,6 +206,7 @@ class SearchSession:
         # Concurrent workers: create tables, the study and its attributes one at a time.
         with _setup_lock(url):
             optuna_storage, db = open_storage(url)
+            db.check_writable()
             study = optuna.create_study(
                 study_name=name,
                 storage=optuna_storage,
@@ -193,7 +217,7 @@ class SearchSession:
             )
             stored = study_record(study, CONFIG_ATTR)
             if stored is None:
-                set_study_record(study, CONFIG_ATTR, config.model_dump(mode="json"))
+                set_study_record(study, CONFIG_ATTR, _config_record(config))
                 _write_study_labels(study, config, suite)
             if study.metric_names != metric_names(config):  # also names with units on resume
                 with warnings.catch_warnings():
@@ -204,6 +228,8 @@ class SearchSession:
                 f"study {name!r} already exists in {db.safe_url} with a different suite, "
                 "search space, objectives, cost budget or seed; choose another --study-name"
             )
+        if study_record(study, SUITE_ATTR) is None:  # also for studies stored before it
+            set_study_record(study, SUITE_ATTR, SuiteRecord.of(suite).to_json())
         space = config.search_space
         context = TrainingContext.create(
             suite,
@@ -231,6 +257,10 @@ class SearchSession:
 
     def prepare_baselines(self) -> ArchitectureScore:
         """Train the single-task baselines and the all-in-one network; store their scores."""
+        with _write_failures("storing the baselines"):
+            return self._store_baselines()
+
+    def _store_baselines(self) -> ArchitectureScore:
         baselines = self.context.baselines()
         tasks = {t.name: t for t in self.context.suite.tasks}
         set_study_record(
@@ -263,9 +293,9 @@ class SearchSession:
             raise
 
     def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        trial.set_user_attr(WORKER_ATTR, default_owner())
         pruning: EpochPruning | None = None
         try:
+            trial.set_user_attr(WORKER_ATTR, default_owner())
             spec = sample_architecture(
                 trial,
                 self.config.search_space,
@@ -283,6 +313,9 @@ class SearchSession:
                 cost=cost,
             )
             score = self.context.score(spec, on_epoch_score=pruning.callback)
+            pruning.record()
+            for key, value in score_attrs(score).items():
+                trial.set_user_attr(key, value)
         except optuna.TrialPruned:
             if pruning is not None:  # stopped during training, not for its cost
                 pruning.record()
@@ -295,14 +328,16 @@ class SearchSession:
                 _free_memory()  # the worker goes on with its next trial
             elif isinstance(exc, AutotaskError):
                 reason = str(exc)
+            elif isinstance(exc, DATABASE_ERRORS):  # e.g. a full disk
+                reason = f"database write failed: {_database_reason(exc)}"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("fail_reason", reason)
+            try:
+                trial.set_user_attr("fail_reason", reason)
+            except DATABASE_ERRORS:  # the database still takes no writes: the log keeps it
+                logger.warning("trial %d: could not store its fail_reason", trial.number)
             logger.warning("trial %d failed: %s", trial.number, reason)
             raise
-        pruning.record()
-        for key, value in score_attrs(score).items():
-            trial.set_user_attr(key, value)
         if self.config.multi_objective:
             return score.delta_m_val, score.cost
         return score.delta_m_val
@@ -334,15 +369,16 @@ class SearchSession:
         """
         gate = self.gate or LocalLock(self.storage_url, f"study:{self.study.study_name}")
         self.trial_budget = trials
-        return run_gated(
-            self.study,
-            self.objective,
-            gate,
-            budget=trials,
-            timeout=timeout,
-            callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
-            on_stale=self._release_dead_worker,
-        )
+        with _write_failures("running trials"):
+            return run_gated(
+                self.study,
+                self.objective,
+                gate,
+                budget=trials,
+                timeout=timeout,
+                callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
+                on_stale=self._release_dead_worker,
+            )
 
     def _release_dead_worker(self, trial: optuna.trial.FrozenTrial) -> None:
         """``trial``'s worker died: drop its network claims now, so that the retry (or
@@ -363,6 +399,26 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+#: What a failed database write raises: SQLAlchemy's errors, and Optuna's wrapper of them.
+DATABASE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+
+def _database_reason(exc: BaseException) -> str:
+    """The driver's own message (``database or disk is full``), without SQL or links."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return _first_line(getattr(exc, "orig", None) or exc)
+
+
+@contextmanager
+def _write_failures(what: str) -> Iterator[None]:
+    """A failed database write (a full disk, a lost server) as a one-line error."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        raise StorageError(f"database write failed while {what}: {_database_reason(exc)}") from None
+
+
 def _free_memory() -> None:
     """Drop what a failed trial left behind (its tensors die with the traceback)."""
     gc.collect()
@@ -377,12 +433,21 @@ def best_spec(study: optuna.Study) -> ArchitectureSpec:
 
 def _setup_lock(url: str) -> StudyLock:
     """The database-wide lock held while a study is created (see autotask.store.locks)."""
+    parse_url(url)  # a one-line error for text that is not a URL, or a bad port
     try:
         return study_lock(url, SETUP_LOCK)
-    except ArgumentError:
-        raise StorageError(f"not a database URL: {url!r}") from None
     except (NoSuchModuleError, ImportError) as exc:
-        raise StorageError(f"cannot use database URL {url!r}: {exc}") from None
+        raise StorageError(
+            f"cannot use database URL {safe_url(url)!r}: {redact(str(exc), url)}"
+        ) from None
+
+
+def _config_record(config: StudyConfig) -> dict[str, Any]:
+    """The configuration as stored with the study: its storage URL without the password."""
+    record = config.model_dump(mode="json")
+    if config.storage is not None:
+        record["storage"] = without_password(config.storage)
+    return record
 
 
 def _stored_identity(stored: dict[str, Any]) -> dict[str, Any]:

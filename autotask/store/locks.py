@@ -128,9 +128,15 @@ class FileLock(_Base):
     def acquire(self) -> None:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = self.path.open("ab")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = self.path.open("ab")
+            except OSError as exc:  # a read-only folder or file system
+                raise StorageError(
+                    f"cannot create the lock file {self.path}: {exc.strerror or exc} "
+                    "(the study database's folder must be writable)"
+                ) from None
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
                 if self._is_current(handle):

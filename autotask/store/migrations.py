@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
+from autotask.errors import StorageError
 from autotask.store.models import SCHEMA_VERSION, AffinityRow, Base, ClaimRow
 
 __all__ = ["MIGRATIONS", "migrate"]
@@ -35,6 +36,11 @@ MIGRATIONS: dict[int, Migration] = {2: _add_claims, 3: _add_affinity}
 
 def migrate(conn: Connection, from_version: int) -> list[int]:
     """Apply every migration after ``from_version``; returns the versions applied."""
+    if from_version + 1 not in MIGRATIONS:
+        raise StorageError(
+            f"autotask's tables have schema version {from_version}, which no migration "
+            f"leads on from (known: {min(MIGRATIONS) - 1} to {SCHEMA_VERSION})"
+        )
     applied = []
     for version in range(from_version + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[version](conn)
