@@ -21,6 +21,11 @@ exhausted after exactly that many trials (:func:`count_parameter_sets`; the sear
 there). Values fixed by ``enqueue_trial`` are kept: a trial enqueued with every parameter
 fixed to a tried set runs as asked (it reuses the cached networks) and records
 ``duplicate_of``.
+
+Repeats are kept from being proposed rather than run from the cache outside the budget:
+a repeat teaches the sampler nothing, such trials would crowd the study and the
+dashboard, and on a space smaller than the budget (or with a sampler that has converged)
+the budget would never be reached.
 """
 
 from __future__ import annotations

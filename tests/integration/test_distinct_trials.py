@@ -106,14 +106,15 @@ def test_workers_train_as_many_distinct_parameter_sets_as_the_budget(
 def test_workers_try_each_partition_once_then_stop(pool: tuple[str, int], tmp_path: Path) -> None:
     url, n = pool
     write_study(tmp_path, NARROW, None)
-    for code, stderr in run_workers(n, url, tmp_path):
+    runs = run_workers(n, url, tmp_path)
+    study, trials = finished(url)
+    networks = [t.user_attrs["spec"]["networks"] for t in trials]
+    partitions = [frozenset(frozenset(net["tasks"]) for net in nets) for nets in networks]
+    assert len(set(partitions)) == len(partitions) == 15
+    assert [t.state for t in trials] == [State.COMPLETE] * 15
+    for code, stderr in runs:
         assert code == 0, stderr
         assert "holds only 15 distinct architectures, fewer than the 24 trials" in stderr
-    study, trials = finished(url)
-    assert [t.state for t in trials] == [State.COMPLETE] * 15
-    networks = [t.user_attrs["spec"]["networks"] for t in trials]
-    partitions = {frozenset(frozenset(net["tasks"]) for net in nets) for nets in networks}
-    assert len(partitions) == 15
     check_sessions(study, trials, n)
     # Run again: nothing is left to try, and nothing runs.
     run = run_cli("worker", "study.yaml", "--storage", url, "-q", cwd=tmp_path)
