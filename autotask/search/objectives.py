@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import optuna
@@ -18,6 +19,7 @@ __all__ = [
     "directions",
     "is_multi_objective",
     "metric_names",
+    "sampler_seed",
 ]
 
 
@@ -43,13 +45,26 @@ def is_multi_objective(study: optuna.Study) -> bool:
     return len(study.directions) > 1
 
 
-def build_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with the study's seed.
+def sampler_seed(study_seed: int, session: int) -> int:
+    """The sampler seed of a study's ``session``-th sampling process (numbered from 0 as
+    processes start running trials): the study seed itself for the first, so that one
+    uninterrupted run samples as a plain seeded sampler would; for the others a 32-bit
+    value derived from both, so that no two processes replay one sequence."""
+    if session == 0:
+        return study_seed
+    digest = hashlib.sha256(f"autotask-sampler:{study_seed}:{session}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def build_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (default: the study's seed; see
+    :func:`sampler_seed`).
 
     TPE is multivariate with grouping: partition parameters are conditional on the groups
     opened so far, and ``group=True`` models each co-occurring set of them jointly.
     """
-    chosen, seed = config.sampler, config.seed
+    chosen = config.sampler
+    seed = config.seed if seed is None else seed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if chosen.name == "nsga2":

@@ -24,8 +24,10 @@ from autotask.search.objectives import (
     build_sampler,
     directions,
     metric_names,
+    sampler_seed,
 )
 from autotask.search.params import Searchable
+from autotask.search.proposals import DistinctSampler, count_parameter_sets
 from autotask.search.pruning import EpochPruning
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
@@ -41,7 +43,7 @@ from autotask.search.stored import (
 )
 from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
 from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
-from autotask.search.workers import run_gated
+from autotask.search.workers import count_budget_trials, run_gated
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
@@ -62,11 +64,17 @@ __all__ = [
     "set_study_record",
     "study_record",
     "study_suite",
+    "take_sampler_session",
     "validate_space",
 ]
 
 logger = logging.getLogger("autotask")
 
+#: How many processes have started sampling trials of the study (see
+#: :meth:`SearchSession.run`).
+SAMPLER_SESSIONS_ATTR = "autotask:sampler_sessions"
+#: The most parameter sets counted to see whether a space holds fewer than the budget.
+MAX_COUNTED_SETS = 5000
 #: Trial user attribute: ``hostname:pid`` of the process running the trial.
 WORKER_ATTR = "worker"
 FINISHED = (
@@ -185,6 +193,10 @@ class SearchSession:
     refinement: TrialCallback | None = None
     #: The trial budget of the current ``run`` (None outside one).
     trial_budget: int | None = None
+    #: The sampler built from the configuration when the study was opened.
+    configured_sampler: optuna.samplers.BaseSampler | None = None
+    #: This process's sampling-session number, taken by its first ``run``.
+    sampler_session: int | None = None
 
     @classmethod
     def open(
@@ -204,6 +216,7 @@ class SearchSession:
         validate_space(config.search_space, suite)
         url = resolve_storage_url(storage, config.storage, name)
         # Concurrent workers: create tables, the study and its attributes one at a time.
+        sampler = build_sampler(config)
         with _setup_lock(url):
             optuna_storage, db = open_storage(url)
             db.check_writable()
@@ -211,7 +224,7 @@ class SearchSession:
                 study_name=name,
                 storage=optuna_storage,
                 directions=directions(config),
-                sampler=build_sampler(config),
+                sampler=sampler,
                 pruner=build_pruner(config),
                 load_if_exists=True,
             )
@@ -244,7 +257,8 @@ class SearchSession:
         assert context.runtime is not None
         for option in space.balancers:
             context.runtime.check_balancer(option.name)
-        return cls(config, study, context, db.safe_url, study_lock(url, f"study:{name}"))
+        gate = study_lock(url, f"study:{name}")
+        return cls(config, study, context, db.safe_url, gate, configured_sampler=sampler)
 
     def finished_trials(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=FINISHED))
@@ -296,12 +310,7 @@ class SearchSession:
         pruning: EpochPruning | None = None
         try:
             trial.set_user_attr(WORKER_ATTR, default_owner())
-            spec = sample_architecture(
-                trial,
-                self.config.search_space,
-                self.context.tasks,
-                self.context.suite.default_backbone,
-            )
+            spec = self.sample(trial)
             trial.set_user_attr("architecture", spec.describe())
             trial.set_user_attr("spec", spec.to_dict())  # also on trials that do not complete
             cost = self.context.cost(spec)
@@ -342,6 +351,15 @@ class SearchSession:
             return score.delta_m_val, score.cost
         return score.delta_m_val
 
+    def sample(self, trial: optuna.Trial) -> ArchitectureSpec:
+        """The architecture ``trial`` asks for (the sampling procedure of every trial)."""
+        return sample_architecture(
+            trial,
+            self.config.search_space,
+            self.context.tasks,
+            self.context.suite.default_backbone,
+        )
+
     def _check_budget(self, trial: optuna.Trial, cost: float) -> None:
         """Record the cost (and the budget constraint: <= 0 is feasible); an architecture
         over the budget ends PRUNED before anything is trained."""
@@ -363,22 +381,59 @@ class SearchSession:
         callbacks: Sequence[TrialCallback] = (),
     ) -> int:
         """Run trials until the study has ``trials`` finished or running ones (or ``timeout``
-        passes); the budget is shared with concurrent ``autotask worker`` processes.
+        passes); the budget is shared with concurrent ``autotask worker`` processes. No
+        parameter set is tried twice (:mod:`autotask.search.proposals`): a search space
+        with fewer sets than ``trials`` stops once each was tried.
 
         Returns the number of trials this call started.
         """
         gate = self.gate or LocalLock(self.storage_url, f"study:{self.study.study_name}")
-        self.trial_budget = trials
+        self._start_sampling(gate)
+        budget = self._space_budget(trials)
+        self.trial_budget = budget
         with _write_failures("running trials"):
             return run_gated(
                 self.study,
                 self.objective,
                 gate,
-                budget=trials,
+                budget=budget,
                 timeout=timeout,
                 callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
                 on_stale=self._release_dead_worker,
             )
+
+    def _start_sampling(self, gate: StudyLock) -> None:
+        """Once per process: take the next sampling-session number of the study (under its
+        gate) and sample with the configured sampler seeded for it
+        (:func:`~autotask.search.objectives.sampler_seed`: the study seed for the first
+        session), so that neither resuming a study nor concurrent workers replay a
+        sequence; a sampler set on the study by hand is kept, unseeded by autotask."""
+        if self.sampler_session is not None:
+            return
+        with gate:
+            session = take_sampler_session(self.study)
+        sampler, seed = self.study.sampler, None
+        if self.configured_sampler is None or sampler is self.configured_sampler:
+            seed = sampler_seed(self.config.seed, session)
+            if session or self.configured_sampler is None:
+                sampler = build_sampler(self.config, seed)
+        self.study.sampler = DistinctSampler(sampler, self.sample, seed=seed, session=session)
+        self.sampler_session = session
+
+    def _space_budget(self, trials: int) -> int:
+        """``trials``, or the number of parameter sets of a search space holding fewer
+        (said once per call)."""
+        found = count_parameter_sets(self.sample, limit=min(trials, MAX_COUNTED_SETS))
+        if found is None or found >= trials:
+            return trials
+        logger.warning(
+            "the search space holds only %d distinct architectures, fewer than the %d "
+            "trials asked for: the study stops once each was tried (%d so far)",
+            found,
+            trials,
+            min(found, count_budget_trials(self.study)),
+        )
+        return found
 
     def _release_dead_worker(self, trial: optuna.trial.FrozenTrial) -> None:
         """``trial``'s worker died: drop its network claims now, so that the retry (or
@@ -429,6 +484,17 @@ def best_spec(study: optuna.Study) -> ArchitectureSpec:
     """The spec of the best feasible completed trial (see :func:`objectives.best_trial`)."""
     trial = best_trial(study)
     return ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
+
+
+def take_sampler_session(study: optuna.Study) -> int:
+    """The next sampling-session number of ``study`` (call it under the study's gate).
+    A study stored before sessions were counted, with trials, had its first session."""
+    count = study_record(study, SAMPLER_SESSIONS_ATTR)
+    if not isinstance(count, int):
+        waiting = optuna.trial.TrialState.WAITING
+        count = int(any(t.state != waiting for t in study.get_trials(deepcopy=False)))
+    set_study_record(study, SAMPLER_SESSIONS_ATTR, count + 1)
+    return count
 
 
 def _setup_lock(url: str) -> StudyLock:
