@@ -7,7 +7,7 @@ import logging
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -31,7 +31,12 @@ from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace, reachable_values
 from autotask.search.storage import open_storage, resolve_storage_url, sqlite_file_missing
 from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
-from autotask.search.workers import run_gated
+from autotask.search.workers import (
+    INTERRUPTED_REASON,
+    StaleTrialWatch,
+    StorageCheck,
+    run_gated,
+)
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
@@ -196,6 +201,16 @@ class SearchSession:
     #: The trial budget of the current ``run`` (None outside one).
     trial_budget: int | None = None
 
+    #: Whether the study database is still there (checked before each trial).
+    storage_check: StorageCheck = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.storage_check = StorageCheck(self.storage_url)
+        cache = self.context.cache
+        if isinstance(cache, DatabaseCache) and self.gate is not None:
+            # waiting for a network whose holder died mid-trial ends once its trial is stale
+            cache.claims.on_wait = StaleTrialWatch(self.study, self.gate, self._release_dead_worker)
+
     @classmethod
     def open(
         cls,
@@ -292,7 +307,7 @@ class SearchSession:
         try:
             return self._score_trial(trial)
         except KeyboardInterrupt:  # wherever it lands: Optuna marks the trial FAIL, re-raises
-            trial.set_user_attr("fail_reason", "interrupted")
+            trial.set_user_attr("fail_reason", INTERRUPTED_REASON)  # re-run on resume
             raise
 
     def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -375,6 +390,7 @@ class SearchSession:
             timeout=timeout,
             callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
             on_stale=self._release_dead_worker,
+            storage_check=self.storage_check,
         )
 
     def _release_dead_worker(self, trial: optuna.trial.FrozenTrial) -> None:
