@@ -62,6 +62,12 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _line(exc: BaseException) -> str:
+    """The first line of a database error (the driver's own message)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _no_heartbeat(_epoch: int, _val_loss: float) -> None:
     return None
 
@@ -186,7 +192,7 @@ class ClaimStore:
                 ours = self.beat(key)
             except SQLAlchemyError as exc:  # a hiccup must not stop the training
                 if not failing:  # once, not every epoch while the database is away
-                    logger.warning("cannot refresh the claim on network %s: %s", key, exc)
+                    logger.warning("cannot refresh the claim on network %s: %s", key, _line(exc))
                 failing = True
                 return
             failing = False
