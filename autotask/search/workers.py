@@ -50,9 +50,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -324,14 +326,49 @@ def run_gated(
     Returns the number of trials this call started.
     """
     try:
-        return _run_gated(
-            study, objective, lock, budget, timeout, callbacks, on_stale, storage_check
-        )
+        with _quiet_stops():
+            return _run_gated(
+                study, objective, lock, budget, timeout, callbacks, on_stale, storage_check
+            )
     except Exception as exc:
         lost = storage_check.lost(exc) if storage_check is not None else None
         if lost is None:
             raise
         raise lost from None
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C or SIGTERM with its traceback: keep the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@contextmanager
+def _quiet_stops() -> Iterator[None]:
+    """A database error that ends Optuna's heartbeat thread is one warning line, not a
+    traceback (the run itself reports the lost database), and an interrupted trial is
+    logged without its traceback."""
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    quiet = _NoInterruptTraceback()
+    optuna_log.addFilter(quiet)
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        cause = None if args.exc_value is None else _database_cause(args.exc_value)
+        if cause is None:
+            previous(args)
+        else:
+            logger.warning("cannot record the trial's heartbeat: %s", _first_line(cause))
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+        optuna_log.removeFilter(quiet)
 
 
 def _run_gated(
