@@ -9,6 +9,8 @@ went stale and its network claims until their own grace period. Under
 out runs: the trial ends FAIL with ``fail_reason: interrupted`` and the claims are
 released. The process then exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).
 
+A signal that arrives during a database call takes effect once the call returns (it is
+looked at again every few milliseconds), so that no connection or lock is left half used.
 Only the first signal interrupts: later ones (a scheduler or a terminal often signals
 every process of a job or process group, and ``autotask search --workers`` forwards the
 signal to its workers as well) are ignored while the process stops, so they cannot cut
@@ -35,6 +37,21 @@ __all__ = [
 
 #: The signals that stop autotask cleanly.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Modules whose code an interrupt must not cut short: an exception raised in the middle
+#: of a database call can leave a connection checked out or a SQLite write lock held, and
+#: the process then hangs on it while it stops.
+DATABASE_MODULES = ("sqlalchemy", "optuna.storages", "psycopg", "sqlite3")
+#: Seconds after which a signal that arrived during a database call is looked at again.
+DEFER_S = 0.05
+
+
+def _in_database_code(frame: FrameType | None) -> bool:
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.startswith(DATABASE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -82,13 +99,23 @@ def interrupt_on_signals() -> Iterator[Received]:
         yield received
         return
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if received.signum is not None:
+    pending = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal pending
+        if received.signum is not None and not pending:
             name = signal.Signals(signum).name
             os.write(2, f"autotask: {name} ignored, already stopping\n".encode())
             return
-        received.signum = signum
-        raise Interrupted(signum)
+        received.signum = received.signum or signum
+        if _in_database_code(frame):  # finish the statement first, then stop
+            pending = True
+            timer = threading.Timer(DEFER_S, os.kill, (os.getpid(), received.signum))
+            timer.daemon = True
+            timer.start()
+            return
+        pending = False
+        raise Interrupted(received.signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     try:

@@ -407,9 +407,13 @@ def _run_gated(
 
                 def gated(trial: optuna.Trial) -> float | tuple[float, float]:
                     nonlocal entered
-                    entered = True
-                    lock.release()  # the RUNNING trial exists: the others may count it now
-                    return objective(trial)
+                    try:
+                        entered = True
+                        lock.release()  # the RUNNING trial exists: others may count it now
+                        return objective(trial)
+                    except KeyboardInterrupt:  # also before the objective's own handler
+                        trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
+                        raise
 
                 before = _running_numbers(study)
                 try:
