@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from autotask.errors import AutotaskError
+from autotask.interrupts import Received, interrupt_on_signals
 
 __all__ = ["TORCH_FREE_COMMANDS", "app", "main"]
 
@@ -112,22 +113,25 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    """Console-script entry point: user errors become one line on stderr and exit code 2;
+    SIGINT (Ctrl-C) and SIGTERM stop cleanly with exit code 130 and 143."""
     from autotask.cli import commands  # noqa: F401 - registers the commands
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from autotask.cli.console import err
 
+    received = Received()
     try:
-        result = app(args=argv, prog_name="autotask", standalone_mode=False)
+        with interrupt_on_signals() as received:
+            result = app(args=argv, prog_name="autotask", standalone_mode=False)
     except AutotaskError as exc:
         err.print(f"error: {exc}", style="red")
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(130)
+        sys.exit(received.exit_code())
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         if message:  # empty when the parser has shown the help instead (no arguments)
             err.print(f"error: {message}{_help_hint(exc)}", style="red")
         sys.exit(int(exc.exit_code))  # type: ignore[attr-defined]
+    if result == 130:  # what Typer returns for an interrupt it caught
+        result = received.exit_code()
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -18,6 +18,7 @@ from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
 from autotask.cli.stages import affinity_stage, network_stage, train_baselines, trials_bar
 from autotask.errors import AutotaskError, ConfigError, StorageError
+from autotask.interrupts import interrupt_signal
 
 if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start without torch
     import optuna
@@ -120,6 +121,7 @@ def search(
             _run_pool(
                 WorkerPool(study_file, url, name, budget, workers, limit, seed, gpu_list), refresh
             )
+            session.storage_check()  # the workers' trials were kept
         else:
             session.run(budget, timeout=limit, callbacks=[refresh])
     publish_best_architecture(session, best_spec(study))
@@ -182,15 +184,16 @@ def _seed_with_affinity(session: SearchSession, progress: Progress) -> AffinityM
 
 
 def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
-    """Run the worker processes; Ctrl-C stops them (running trials end FAIL: interrupted)."""
+    """Run the worker processes; Ctrl-C or SIGTERM is passed on to them (running trials end
+    FAIL: interrupted)."""
     pool.start()
     try:
         pool.wait(refresh)
         for line in pool.errors():
             err.print(f"worker failed: {line}", style="red")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print("interrupted: stopping the workers (running trials end FAIL: interrupted)")
-        pool.interrupt()
+        pool.interrupt(interrupt_signal(exc))
         refresh()
         raise
     finally:

@@ -5,8 +5,9 @@ storage URL, so they share the study's budget exactly (see :mod:`autotask.search
 and train every network once. With ``--gpus 0,1`` there is one worker per GPU, each with
 ``CUDA_VISIBLE_DEVICES`` set to its GPU. The storage URL reaches the workers through their
 environment (``AUTOTASK_STORAGE``), never their command line, which ``ps`` shows to every
-user of the machine. On Ctrl-C every worker gets SIGINT: running
-trials end FAIL with ``fail_reason: interrupted``, finished ones are kept.
+user of the machine. On Ctrl-C or SIGTERM every worker gets the same signal: running
+trials end FAIL with ``fail_reason: interrupted`` (and are re-run when the study
+resumes), finished ones are kept.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ __all__ = ["STORAGE_ENV", "WorkerPool", "parse_gpus"]
 #: The storage URL of the workers started here (``autotask worker --storage`` reads it too).
 STORAGE_ENV = "AUTOTASK_STORAGE"
 
-#: Seconds the workers get to stop after SIGINT before they are terminated.
+#: Seconds the workers get to stop after SIGINT or SIGTERM before they are killed.
 STOP_GRACE_S = 30.0
+#: Exit codes of a worker stopped by SIGINT or SIGTERM (see :mod:`autotask.interrupts`).
+INTERRUPTED_CODES = frozenset(
+    code for s in (signal.SIGINT, signal.SIGTERM) for code in (128 + s, -s)
+)
 
 
 def parse_gpus(text: str | None) -> list[str]:
@@ -108,24 +113,25 @@ class WorkerPool:
         on_tick()
         return [int(p.returncode) for p in self.processes]
 
-    def interrupt(self) -> None:
-        """SIGINT to every worker, then terminate those still running after a grace period."""
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """``signum`` (SIGINT or SIGTERM) to every worker, then SIGKILL to those still
+        running after a grace period (they ignore a second SIGINT or SIGTERM)."""
         for p in self.processes:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signum)
         deadline = time.monotonic() + STOP_GRACE_S
         for p in self.processes:
             try:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.terminate()
+                p.kill()
                 p.wait()
 
     def errors(self) -> list[str]:
         """The last stderr line of each worker that exited with an error."""
         lines = []
         for p, log in zip(self.processes, self.logs, strict=True):
-            if p.returncode and p.returncode not in (130, -signal.SIGINT):
+            if p.returncode and p.returncode not in INTERRUPTED_CODES:
                 log.seek(0)
                 text = log.read().decode(errors="replace").strip().splitlines()
                 lines.append(text[-1] if text else f"worker exited with code {p.returncode}")

@@ -8,7 +8,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -43,7 +43,13 @@ from autotask.search.stored import (
 )
 from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
 from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
-from autotask.search.workers import count_budget_trials, run_gated
+from autotask.search.workers import (
+    INTERRUPTED_REASON,
+    StaleTrialWatch,
+    StorageCheck,
+    count_budget_trials,
+    run_gated,
+)
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
@@ -198,6 +204,16 @@ class SearchSession:
     #: This process's sampling-session number, taken by its first ``run``.
     sampler_session: int | None = None
 
+    #: Whether the study database is still there (checked before each trial).
+    storage_check: StorageCheck = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.storage_check = StorageCheck(self.storage_url)
+        cache = self.context.cache
+        if isinstance(cache, DatabaseCache) and self.gate is not None:
+            # waiting for a network whose holder died mid-trial ends once its trial is stale
+            cache.claims.on_wait = StaleTrialWatch(self.study, self.gate, self._release_dead_worker)
+
     @classmethod
     def open(
         cls,
@@ -303,7 +319,7 @@ class SearchSession:
         try:
             return self._score_trial(trial)
         except KeyboardInterrupt:  # wherever it lands: Optuna marks the trial FAIL, re-raises
-            trial.set_user_attr("fail_reason", "interrupted")
+            trial.set_user_attr("fail_reason", INTERRUPTED_REASON)  # re-run on resume
             raise
 
     def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -400,6 +416,7 @@ class SearchSession:
                 timeout=timeout,
                 callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
                 on_stale=self._release_dead_worker,
+                storage_check=self.storage_check,
             )
 
     def _start_sampling(self, gate: StudyLock) -> None:

@@ -10,7 +10,10 @@ waiting process's own clock (so clock skew between machines does not matter), is
 over with a compare-and-set update: its owner is presumed dead. ``grace_s`` must exceed the
 longest epoch, or a slow but live owner loses its claim (the network is then trained twice;
 the cache still keeps only the first stored result). A process that holds claims and waits
-for another process's network refreshes the claims it holds while it waits.
+for another process's network refreshes the claims it holds while it waits, and calls
+``on_wait`` (if set): the search uses it to fail the trials whose worker died (their
+heartbeat went stale) and to delete that worker's claims, which ends the wait well before
+``grace_s``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _line(exc: BaseException) -> str:
+    """The first line of a database error (the driver's own message)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _no_heartbeat(_epoch: int, _val_loss: float) -> None:
     return None
 
@@ -97,6 +106,8 @@ class ClaimStore:
         )
         #: Keys this store holds now (kept alive while it waits for another key).
         self.held: set[str] = set()
+        #: Called on every look while waiting for another process's network.
+        self.on_wait: Callable[[], None] | None = None
         self._last_wait_beat = time.monotonic()
 
     # -- single statements -------------------------------------------------------------
@@ -169,10 +180,10 @@ class ClaimStore:
     def heartbeat_for(self, key: str) -> Callable[[int, float], None]:
         """An ``on_epoch`` callback that refreshes the claim at most every few seconds."""
         last = time.monotonic()
-        lost = False
+        lost = failing = False
 
         def on_epoch(_epoch: int, _val_loss: float) -> None:
-            nonlocal last, lost
+            nonlocal last, lost, failing
             now = time.monotonic()
             if now - last < self.heartbeat_every_s:
                 return
@@ -180,8 +191,11 @@ class ClaimStore:
             try:
                 ours = self.beat(key)
             except SQLAlchemyError as exc:  # a hiccup must not stop the training
-                logger.warning("cannot refresh the claim on network %s: %s", key, exc)
+                if not failing:  # once, not every epoch while the database is away
+                    logger.warning("cannot refresh the claim on network %s: %s", key, _line(exc))
+                failing = True
                 return
+            failing = False
             if not ours and not lost:
                 lost = True
                 logger.warning(
@@ -218,6 +232,8 @@ class ClaimStore:
                 )
                 return self._after_claiming(key, lookup)
             self._beat_held()
+            if self.on_wait is not None:
+                self.on_wait()
             time.sleep(self.poll_s)
 
     def _beat_held(self) -> None:
