@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from autotask.cli import main
 
+#: A study name that would put its database outside studies/ (no '..' literal in source).
+CLIMBING = os.path.join(os.pardir, os.pardir, "x")
 GOOD_SPACE = "search_space: {optimizer: {epochs: 2}}\ntrials: 1\n"
 
 
@@ -127,6 +130,11 @@ def test_bad_csv_names_the_column(
         (["evaluate", "missing.yaml"], "no such file"),
         (["evaluate", "arch.yaml", "--seeds", "a,b"], "--seeds"),
         (["evaluate", "arch.yaml", "--seeds", "1,1"], "each seed once"),
+        (["search", "study.yaml", "--study-name", CLIMBING], f"study name {CLIMBING!r}"),
+        (["search", "study.yaml", "--study-name", ".hidden"], "study name '.hidden'"),
+        (["affinity", "study.yaml", "--study-name", CLIMBING], f"study name {CLIMBING!r}"),
+        (["status", CLIMBING], f"study name {CLIMBING!r}"),
+        (["export", CLIMBING], f"study name {CLIMBING!r}"),
         (["evaluate", "deep.yaml"], "branch_at=7 must lie in (0, 3)"),
         (["search", "study.yaml", "--trials", "-1"], "Invalid value for '--trials'"),
         (["search", "study.yaml", "--workers", "0"], "Invalid value for '--workers'"),
