@@ -31,14 +31,14 @@ def test_no_test_or_benchmark_source_climbs_above_the_repository() -> None:
     [
         ('DATA = Path(__file__).resolve().parents[1] / "tests" / "data"', False),
         ('DATA = Path(__file__).resolve().parents[2] / "shared" / "papers"', True),
-        ('DATA = Path(__file__).resolve().parents[1].parent / "shared"', True),
-        ('REPO = Path(__file__).resolve().parents[1]\nSHARED = REPO.parent / "shared"', True),
+        ('DATA = Path(__file__).resolve().parents[1].parent / "outside"', True),
+        ('REPO = Path(__file__).resolve().parents[1]\nOUTSIDE = REPO.parent / "outside"', True),
         ("HERE = os.path.dirname(os.path.abspath(__file__))\nUP = Path(HERE).parent", False),
         (
             "T = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\nX = Path(T).parent",
             True,
         ),
-        ('TABLE = "../shared/papers/standley/results.txt"', True),
+        ('TABLE = "../outside/papers/standley/results.txt"', True),
         ('PARTS = os.path.join("data", "..", "..")', True),
         ('URL = "/api/studies/1"', False),
         ('SPACE = "../search_spaces/celeba.yaml"', False),  # from studies/: inside
