@@ -1,4 +1,5 @@
-"""Running the real ``autotask`` CLI in a subprocess, single-threaded."""
+"""Running the real ``autotask`` CLI: in a subprocess, single-threaded (:func:`run_cli`), or
+in this process (:func:`run_main`, for quick error cases)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from autotask.cli import main
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -18,3 +23,13 @@ def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``autotask ARGS`` in this process: its exit code and what it wrote to stderr."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err

@@ -17,10 +17,10 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from autotask.cli import main
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
 from autotask.store.cache import DatabaseCache
+from tests.integration.cli_runner import run_main
 
 TINY = {
     "name": "faulty",
@@ -32,15 +32,6 @@ TINY = {
     "trials": 1,
 }
 REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def one_line(err: str) -> str:
@@ -84,7 +75,7 @@ def test_another_applications_database_is_left_unchanged(
         conn.execute("INSERT INTO notes (body) VALUES ('keep me')")
     conn.close()
     before = hashlib.sha256(other.read_bytes()).hexdigest()
-    code, err = run(["search", str(study_file), "--storage", f"sqlite:///{other}"], capsys)
+    code, err = run_main(["search", str(study_file), "--storage", f"sqlite:///{other}"], capsys)
     assert code == 2
     assert "another application's database (tables notes)" in one_line(err)
     assert hashlib.sha256(other.read_bytes()).hexdigest() == before
@@ -97,7 +88,7 @@ def test_a_read_only_database_file(
     """SQLite's read-only mode, which also holds for root (file modes do not)."""
     copy = copy_of(study_db, tmp_path)
     url = f"sqlite:///file:{copy}?mode=ro&uri=true"
-    code, err = run(["search", str(study_file), "--storage", url], capsys)
+    code, err = run_main(["search", str(study_file), "--storage", url], capsys)
     assert code == 2
     assert "attempt to write a readonly database" in one_line(err)
 
@@ -153,7 +144,7 @@ def test_a_port_that_is_not_a_number(
     monkeypatch.chdir(tmp_path)
     target = str(study_file) if command == "search" else "faulty"
     url = "postgresql+psycopg://me@db.example:54x2/studies"
-    code, err = run([command, target, "--storage", url], capsys)
+    code, err = run_main([command, target, "--storage", url], capsys)
     assert code == 2
     assert "the port must be a number" in one_line(err)
 
@@ -182,7 +173,7 @@ def test_a_damaged_schema_version_row(
         conn.execute(damage)
     conn.close()
     target = str(study_file) if command == "search" else "faulty"
-    code, err = run([command, target, "--storage", f"sqlite:///{copy}"], capsys)
+    code, err = run_main([command, target, "--storage", f"sqlite:///{copy}"], capsys)
     assert code == 2
     assert expected in one_line(err) and "the database is damaged" in err
 
@@ -199,7 +190,9 @@ def test_a_full_disk_while_storing_the_baselines(
 ) -> None:
     """The write failure is simulated (a full disk is not made): the network cache's."""
     monkeypatch.setattr(DatabaseCache, "put", _disk_full)
-    code, err = run(["search", str(study_file), "--storage", f"sqlite:///{tmp_path}/b.db"], capsys)
+    code, err = run_main(
+        ["search", str(study_file), "--storage", f"sqlite:///{tmp_path}/b.db"], capsys
+    )
     assert code == 2
     assert one_line(err).endswith(
         "database write failed while storing the baselines: database or disk is full"
@@ -226,7 +219,7 @@ def test_a_full_disk_fails_the_trial_with_its_reason(
 
     monkeypatch.setattr(optuna.Trial, "set_user_attr", set_user_attr)
     url = f"sqlite:///{tmp_path}/t.db"
-    _, err = run(["search", str(study_file), "--storage", url], capsys)
+    _, err = run_main(["search", str(study_file), "--storage", url], capsys)
     monkeypatch.undo()
     assert "Traceback" not in err
     trials = optuna.load_study(study_name="faulty", storage=url).trials

@@ -13,10 +13,10 @@ import optuna
 import pytest
 from sqlalchemy import create_engine, text
 
-from autotask.cli import main
 from autotask.search import launcher
 from autotask.search.launcher import WorkerPool
 from autotask.search.study import CONFIG_ATTR, study_record
+from tests.integration.cli_runner import run_main
 from tests.integration.postgres import PostgresServer
 
 SECRET = "s3cr3t-Pw"
@@ -30,15 +30,6 @@ TINY = {
     },
     "trials": 1,
 }
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def test_workers_get_the_url_through_their_environment(
@@ -68,7 +59,7 @@ def test_a_worker_reads_its_storage_from_the_environment(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.yaml").write_text(json.dumps({"name": "w", **TINY}))
     monkeypatch.setenv(STORAGE_ENV, f"sqlite:///{tmp_path}/elsewhere.db")
-    code, err = run(["worker", "w.yaml", "--quiet"], capsys)
+    code, err = run_main(["worker", "w.yaml", "--quiet"], capsys)
     assert code == 0, err
     assert (tmp_path / "elsewhere.db").exists()
     assert not (tmp_path / "studies").exists()
@@ -84,7 +75,7 @@ def test_the_stored_study_keeps_no_password(
     plain = postgres_server.create_database("secrets")
     url = plain.replace("postgres@", f"postgres:{SECRET}@")  # trust auth: any password works
     (tmp_path / "p.yaml").write_text(json.dumps({"name": "p", "storage": url, **TINY}))
-    code, err = run(["search", str(tmp_path / "p.yaml")], capsys)
+    code, err = run_main(["search", str(tmp_path / "p.yaml")], capsys)
     assert code == 0, err
     assert SECRET not in err
     study = optuna.load_study(study_name="p", storage=plain)
@@ -138,7 +129,7 @@ def test_error_messages_hide_the_password(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "e.yaml").write_text(json.dumps({"name": "e", **TINY}))
     target = "e.yaml" if command == "search" else "e"
-    code, err = run([command, target, "--storage", URLS[case]], capsys)
+    code, err = run_main([command, target, "--storage", URLS[case]], capsys)
     assert code == 2, err
     assert SECRET not in err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
@@ -155,7 +146,7 @@ def test_a_connection_failure_hides_the_password(
     monkeypatch.chdir(tmp_path)
     url = postgres_server.url("no_such_database").replace("postgres@", f"postgres:{SECRET}@")
     (tmp_path / "c.yaml").write_text(json.dumps({"name": "c", **TINY}))
-    code, err = run(["search", str(tmp_path / "c.yaml"), "--storage", url], capsys)
+    code, err = run_main(["search", str(tmp_path / "c.yaml"), "--storage", url], capsys)
     assert code == 2
     assert SECRET not in err and "no_such_database" in err
     assert len(err.strip().splitlines()) == 1, err
