@@ -22,8 +22,8 @@ from autotask.errors import (
 )
 
 if TYPE_CHECKING:
-    from autotask.affinity import group_tasks, select_networks
     from autotask.models import build_model
+    from autotask.select import group_tasks, select_networks
     from autotask.spec import ArchitectureSpec, TaskTree, load_spec
     from autotask.suites import get_suite, list_suites
 
@@ -54,8 +54,8 @@ _LAZY = {
     "build_model": "autotask.models",
     "get_suite": "autotask.suites",
     "list_suites": "autotask.suites",
-    "group_tasks": "autotask.affinity",
-    "select_networks": "autotask.affinity",
+    "group_tasks": "autotask.select",
+    "select_networks": "autotask.select",
 }
 
 

@@ -28,13 +28,13 @@ from scipy.stats import spearmanr
 from autotask.affinity.estimators import build_estimator
 from autotask.affinity.estimators.gradcos import GradientCosineProbe
 from autotask.affinity.estimators.lookahead import LookaheadProbe
-from autotask.affinity.matrix import pair_scores
+from autotask.engine.observer import StepObserver
 from autotask.models.tree import TreeNetwork
 from autotask.search.scoring import TrainingContext
+from autotask.select.matrix import pair_scores
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import MemoryCache
 from autotask.suites import TaskSuite, get_suite
-from autotask.train.observer import StepObserver
 
 Factory = Callable[[TreeNetwork], StepObserver] | None
 

@@ -33,11 +33,11 @@ from typing import Any
 import torch
 
 from autotask.balancing import BALANCERS, Balancer, build_balancer, list_balancers
+from autotask.engine.losses import masked_loss
 from autotask.models import build_network, interface_for
 from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, TaskTree
 from autotask.suites import get_suite
-from autotask.train.losses import masked_loss
 
 MODES = ("parameters", "representation")
 

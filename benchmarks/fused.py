@@ -35,13 +35,13 @@ import time
 
 import torch
 
+from autotask.engine.fused import TrainJob, train_networks
+from autotask.engine.result import NetworkResult
+from autotask.engine.runtime import Runtime
 from autotask.models import interface_for
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.fused import TrainJob, train_networks
-from autotask.train.result import NetworkResult
-from autotask.train.runtime import Runtime
 
 TASKS = ("parity", "gt4", "prime", "loop")
 BALANCERS = (BalancerSpec(), BalancerSpec(name="equal", params={"reduction": "mean"}))

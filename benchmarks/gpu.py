@@ -28,14 +28,14 @@ from dataclasses import dataclass
 import torch
 
 from autotask.backbones import list_backbones
+from autotask.engine.device import pick_device
+from autotask.engine.loop import train_network
+from autotask.engine.runtime import Runtime
 from autotask.models import build_network, interface_for
 from autotask.models.cost import count_macs
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
 from autotask.suites.base import Split, Task, TaskSuite
-from autotask.train.device import pick_device
-from autotask.train.loop import train_network
-from autotask.train.runtime import Runtime
 
 
 def image_suite(n: int, eval_rows: int, seed: int = 0) -> TaskSuite:

@@ -17,11 +17,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from autotask.engine.loop import train_network
 from autotask.models import build_network, interface_for
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.loop import train_network
 
 
 def bare_loop(

@@ -38,7 +38,7 @@ from typing import Any
 import optuna
 import yaml
 
-from autotask.search.objectives import build_pruner
+from autotask.search.backend.objectives import build_pruner
 from autotask.search.pruning import EPOCHS_ATTR
 from autotask.search.study_config import PrunerConfig, load_study_config
 

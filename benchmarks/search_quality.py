@@ -63,16 +63,10 @@ from pathlib import Path
 import optuna
 import torch
 
-from autotask.affinity.candidates import rank_partitions
 from autotask.affinity.estimators import build_estimator
 from autotask.affinity.estimators.pairwise import pairwise_pool
-from autotask.affinity.matrix import AffinityMatrix
-from autotask.affinity.selection import (
-    Network,
-    NetworkPool,
-    higher_order_approximation,
-    select_networks,
-)
+from autotask.engine.job import NetworkJob
+from autotask.engine.result import NetworkResult
 from autotask.search.refinement import AffinityRefinement
 from autotask.search.sampling import task_units
 from autotask.search.scoring import TrainingContext, relative_change
@@ -80,10 +74,17 @@ from autotask.search.seeding import seed_with_affinity
 from autotask.search.space import OptimizerSpace, PartitionSpace, load_search_space
 from autotask.search.study import SearchSession, build_suite
 from autotask.search.study_config import AffinitySeeding, StudyConfig, load_study_config
+from autotask.select.candidates import rank_partitions
+from autotask.select.matrix import AffinityMatrix
+from autotask.select.selection import (
+    Network,
+    NetworkPool,
+    higher_order_approximation,
+    select_networks,
+)
 from autotask.spec import ArchitectureSpec, BalancerSpec, TaskTree
-from autotask.store.cache import Claim, DatabaseCache, MemoryCache, NetworkJob, ResultCache
+from autotask.store.cache import Claim, DatabaseCache, MemoryCache, ResultCache
 from autotask.store.db import Database
-from autotask.train.result import NetworkResult
 
 #: Partitions ``study+tag`` enqueues (the ``candidates`` of a study's ``affinity:``).
 SEEDED_CANDIDATES = 10

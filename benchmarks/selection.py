@@ -30,7 +30,7 @@ from typing import Any, TypeVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from autotask.affinity import (  # noqa: E402
+from autotask.select import (  # noqa: E402
     NetworkPool,
     higher_order_approximation,
     read_standley,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from autotask.affinity.matrix import AffinityMatrix
+from autotask.select.matrix import AffinityMatrix
 from autotask.store.db import Database
 from autotask.store.models import AffinityRow
 

@@ -55,11 +55,11 @@ def affinity(
     """Estimate a study's inter-task affinity; rank partitions by it.
 
     Stores the matrix with the study, draws it on the dashboard, lists the best partitions."""
-    from autotask.affinity.branching import propose_trees
     from autotask.affinity.estimators import build_estimator
     from autotask.search.seeding import estimate_affinity, publish_affinity, rank_for_session
     from autotask.search.study import SearchSession
     from autotask.search.study_config import load_study_config
+    from autotask.select.branching import propose_trees
 
     config = load_study_config(study_file)
     settings = _parse_settings(set_)
@@ -102,7 +102,7 @@ def affinity(
 
 
 def _print(summary: dict[str, Any]) -> None:
-    from autotask.affinity.grouping import describe_groups
+    from autotask.select.grouping import describe_groups
 
     m = summary["matrix"]
     tasks = m["tasks"]

@@ -54,7 +54,7 @@ class _Command(TyperCommand):
 
     def invoke(self, ctx: Any) -> Any:
         if self.name not in TORCH_FREE_COMMANDS:
-            from autotask.train.device import configure_threads  # imports torch
+            from autotask.engine.device import configure_threads  # imports torch
 
             configure_threads()
         if self.name not in OPTUNA_FREE_COMMANDS:

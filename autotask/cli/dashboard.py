@@ -60,8 +60,8 @@ def dashboard(
     The dashboard shows its trials, figures and artifacts."""
     from optuna_dashboard import run_server  # heavy: only for this command
 
-    from autotask.search.storage import open_storage
-    from autotask.search.stored import load_study
+    from autotask.search.backend.storage import open_storage
+    from autotask.search.backend.stored import load_study
     from autotask.store.artifacts import artifact_store_for
 
     url = _storage_for(study_name, storage)

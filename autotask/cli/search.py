@@ -24,11 +24,11 @@ if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start withou
     import optuna
     from rich.progress import Progress
 
-    from autotask.affinity.matrix import AffinityMatrix
-    from autotask.search.launcher import WorkerPool
+    from autotask.search.backend.launcher import WorkerPool
     from autotask.search.scoring import ArchitectureScore
     from autotask.search.study import SearchSession
     from autotask.search.study_config import StudyConfig
+    from autotask.select.matrix import AffinityMatrix
 
 logger = logging.getLogger("autotask")
 
@@ -45,7 +45,7 @@ def print_runtime(session: SearchSession) -> None:
 
 
 def _best_line(study: optuna.Study) -> str:
-    from autotask.search.objectives import best_trial
+    from autotask.search.backend.objectives import best_trial
 
     try:
         trial = best_trial(study)
@@ -73,7 +73,8 @@ def search(
     """Search task groupings, branch depths and balancers.
 
     Resumes the study of the same name if the database has it."""
-    from autotask.search.launcher import WorkerPool, parse_gpus
+    from autotask.search.backend.launcher import WorkerPool, parse_gpus
+    from autotask.search.backend.storage import resolve_storage_url
     from autotask.search.refinement import AffinityRefinement
     from autotask.search.seeding import (
         latest_matrix,
@@ -81,7 +82,6 @@ def search(
         publish_quality_vs_cost,
         publish_summary,
     )
-    from autotask.search.storage import resolve_storage_url
     from autotask.search.study import SearchSession, best_spec
     from autotask.search.study_config import load_study_config
     from autotask.store.db import is_sqlite
@@ -201,9 +201,9 @@ def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
 
 
 def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
-    from autotask.search.objectives import best_trial, is_multi_objective
+    from autotask.search.backend.objectives import best_trial, is_multi_objective
+    from autotask.search.backend.stored import TAG_ATTR, study_record
     from autotask.search.pareto import pareto_trials
-    from autotask.search.stored import TAG_ATTR, study_record
     from autotask.search.study import best_spec
 
     spec = best_spec(study)
@@ -259,7 +259,7 @@ def export_command(study_name: str, storage_url: str) -> str:
 
 
 def _storage_for(study_name: str, storage: str | None) -> str:
-    from autotask.search.storage import resolve_storage_url
+    from autotask.search.backend.storage import resolve_storage_url
 
     return resolve_storage_url(storage, None, study_name)
 
@@ -274,8 +274,8 @@ def status(
 
     The best architecture's per-task metrics are shown beside the single-task baselines."""
     from autotask.labels import METRIC_LEGEND, metric_label
-    from autotask.search.objectives import best_trial
-    from autotask.search.stored import BASELINES_ATTR, load_study, study_record
+    from autotask.search.backend.objectives import best_trial
+    from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
 
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
@@ -368,9 +368,14 @@ def status(
 def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     """Trials by state, networks trained and reused, baselines, failures and the best trial
     (``autotask status --json`` and ``autotask search --json``)."""
-    from autotask.search.objectives import best_trial, is_multi_objective
+    from autotask.search.backend.objectives import best_trial, is_multi_objective
+    from autotask.search.backend.stored import (
+        ALL_IN_ONE_ATTR,
+        BASELINES_ATTR,
+        TAG_ATTR,
+        study_record,
+    )
     from autotask.search.pareto import pareto_trials
-    from autotask.search.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
 
     trials = study.get_trials(deepcopy=False)
     summary: dict[str, Any] = {
@@ -449,9 +454,9 @@ def export(
 
     The file holds the architecture with its suite and metrics."""
     from autotask.outputs import check_outputs
+    from autotask.search.backend.stored import load_study
     from autotask.search.export import export_best
     from autotask.search.pareto import best_within_budget, pareto_trials
-    from autotask.search.stored import load_study
 
     if pareto and budget is not None:
         raise ConfigError("--pareto and --budget exclude each other")

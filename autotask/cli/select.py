@@ -3,13 +3,13 @@
 Four sources, exactly one per call:
 
 - ``TABLE``: a CSV/Parquet of networks trained anywhere (format:
-  :mod:`autotask.affinity.table`);
+  :mod:`autotask.select.table`);
 - ``--standley RESULTS.txt``: a ``results*.txt`` of Standley et al. (losses), optionally
   scored on another file (``--score-on``) and approximated from its pairs (``--hoa``);
 - ``--affinity MATRIX.json``: task groups scored by the TAG rule
-  (:mod:`autotask.affinity.grouping`), from a matrix file or ``autotask affinity --json``;
+  (:mod:`autotask.select.grouping`), from a matrix file or ``autotask affinity --json``;
 - ``--study NAME``: every network a study has cached, scored by Δm
-  (:mod:`autotask.affinity.study_pool`).
+  (:mod:`autotask.search.study_pool`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from autotask.cli.console import fmt, out, table
 from autotask.errors import ConfigError
 
 if TYPE_CHECKING:
-    from autotask.affinity.selection import (
+    from autotask.select.selection import (
         Aggregate,
         Direction,
         Method,
@@ -109,12 +109,12 @@ def select(
     \[a,b] is one network serving tasks a and b
     (README, "Reading an architecture").
     """
-    from autotask.affinity.selection import (
+    from autotask.select.selection import (
         higher_order_approximation,
         select_networks,
         sweep_budgets,
     )
-    from autotask.affinity.table import read_standley, read_table, score_on
+    from autotask.select.table import read_standley, read_table, score_on
 
     sources = [s for s in (table_path, standley, affinity, study) if s is not None]
     if len(sources) != 1:
@@ -135,8 +135,8 @@ def select(
     scored_on: NetworkPool | None = None
     chosen_direction: Direction
     if study is not None:
-        from autotask.affinity.study_pool import study_pool
-        from autotask.search.storage import resolve_storage_url
+        from autotask.search.backend.storage import resolve_storage_url
+        from autotask.search.study_pool import study_pool
 
         if direction is not None and direction != "maximize":
             raise ConfigError("--study selects by Δm, which is maximised")
@@ -226,7 +226,7 @@ def _select_groups(
     heuristic: bool,
     json_out: bool,
 ) -> None:
-    from autotask.affinity.grouping import group_tasks, read_affinity
+    from autotask.select.grouping import group_tasks, read_affinity
 
     if max_groups is None:
         raise ConfigError("--affinity needs --max-groups K")
@@ -271,7 +271,7 @@ def _aggregate(values: dict[str, float], aggregate: Aggregate) -> float:
 def _sweep_budgets(
     pool: NetworkPool, best: Selection, budget: float | None, step: float | None
 ) -> list[float]:
-    from autotask.affinity.selection import cost_step
+    from autotask.select.selection import cost_step
 
     if step is None:
         step = cost_step(pool)
@@ -289,7 +289,7 @@ def _sweep_budgets(
 def _print_selection(
     title: str, selection: Selection, metric: str, extra: dict[str, Any] | None = None
 ) -> None:
-    from autotask.affinity.grouping import group_name
+    from autotask.select.grouping import group_name
 
     out.print(title, style="bold")
     limits = []

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from rich.progress import Progress, TaskID
 
 if TYPE_CHECKING:
-    from autotask.affinity.matrix import AffinityMatrix
     from autotask.search.scoring import ArchitectureScore, TrainingContext
     from autotask.search.study import SearchSession
+    from autotask.select.matrix import AffinityMatrix
 
 __all__ = ["affinity_stage", "network_stage", "train_baselines", "trials_bar"]
 

@@ -12,7 +12,7 @@ from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
 from autotask.cli.search import STORAGE_HELP, print_runtime
 from autotask.cli.stages import train_baselines, trials_bar
-from autotask.search.launcher import STORAGE_ENV
+from autotask.search.backend.launcher import STORAGE_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -40,12 +40,12 @@ def worker(
     Workers on any number of machines share one budget, and each network is trained once.
     The study is created if needed.
     """
+    from autotask.search.backend.storage import resolve_storage_url
+    from autotask.search.backend.workers import count_budget_trials
     from autotask.search.refinement import AffinityRefinement
     from autotask.search.seeding import latest_matrix
-    from autotask.search.storage import resolve_storage_url
     from autotask.search.study import SearchSession
     from autotask.search.study_config import load_study_config
-    from autotask.search.workers import count_budget_trials
     from autotask.store.claims import default_owner
     from autotask.store.db import is_sqlite
 

@@ -22,9 +22,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from autotask.affinity.clustering import nonnegative_graph
-from autotask.affinity.matrix import AffinityMatrix, FloatArray
 from autotask.errors import ConfigError
+from autotask.select.clustering import nonnegative_graph
+from autotask.select.matrix import AffinityMatrix, FloatArray
 from autotask.spec import ArchitectureSpec, TaskTree
 
 __all__ = [

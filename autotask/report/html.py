@@ -18,7 +18,6 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from autotask.affinity.candidates import rank_partitions
 from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
 from autotask.errors import AutotaskError, StorageError
@@ -53,7 +52,7 @@ from autotask.report.study_figures import (
     pareto_data,
     task_table_data,
 )
-from autotask.search.objectives import best_trial
+from autotask.search.backend.objectives import best_trial
 from autotask.search.seeding import TAG_ATTR
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
@@ -63,6 +62,7 @@ from autotask.search.study import (
     study_record,
     study_suite,
 )
+from autotask.select.candidates import rank_partitions
 
 __all__ = [
     "AffinitySection",

@@ -18,9 +18,9 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from autotask.errors import StorageError
-from autotask.search.objectives import best_trial
-from autotask.search.storage import open_storage, sqlite_file_missing
-from autotask.search.stored import CONFIG_ATTR, frozen_study_record
+from autotask.search.backend.objectives import best_trial
+from autotask.search.backend.storage import open_storage, sqlite_file_missing
+from autotask.search.backend.stored import CONFIG_ATTR, frozen_study_record
 from autotask.store.db import Database, default_storage_url
 from autotask.store.deletion import StudyRows, delete_study_rows, study_rows, suite_keys
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from autotask.engine.device import pick_device
+from autotask.engine.runtime import Runtime, RuntimeSpec, parse_runtime
 from autotask.errors import ConfigError
 from autotask.models import build_model
 from autotask.search.scoring import ArchitectureScore, TrainingContext
@@ -18,8 +20,6 @@ from autotask.search.study_config import SuiteConfig
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
 from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
-from autotask.train.device import pick_device
-from autotask.train.runtime import Runtime, RuntimeSpec, parse_runtime
 from autotask.validation import read_yaml_mapping
 
 __all__ = ["Evaluation", "EvaluationPlan", "evaluate_architecture", "plan_evaluation"]

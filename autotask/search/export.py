@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from autotask.outputs import write_text
-from autotask.search.objectives import best_trial
+from autotask.search.backend.objectives import best_trial
 from autotask.search.study import BASELINES_ATTR, study_record, study_suite
 from autotask.search.study_config import StudyConfig
 from autotask.spec import ArchitectureSpec, SuiteRef

@@ -20,7 +20,7 @@ unmeasured (it is its own baseline).
 
 The proposal is the best partition over measured and predicted groups within the
 search space's ``max_groups`` and ``together`` blocks (the exact programme of
-:func:`~autotask.affinity.selection.select_networks`) that no trial has tried; when the
+:func:`~autotask.select.selection.select_networks`) that no trial has tried; when the
 best one was tried, the next best comes from Lawler's k-best scheme. A proposal made only
 of trained groups costs no training with a shared cache (and fixed settings), and makes
 the best combination of the pool a trial of the study.
@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from autotask.affinity.matrix import AffinityMatrix
-from autotask.affinity.selection import Network, NetworkPool, select_networks
 from autotask.errors import ConfigError, DataError
+from autotask.search.backend.workers import count_budget_trials
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.scoring import relative_change
-from autotask.search.workers import count_budget_trials
+from autotask.select.matrix import AffinityMatrix
+from autotask.select.selection import Network, NetworkPool, select_networks
 from autotask.spec import ArchitectureSpec
 
 if TYPE_CHECKING:

@@ -15,6 +15,17 @@ from typing import Any
 
 import torch
 
+from autotask.engine.fused import TrainJob, fused_enabled, runtime_blocker, train_networks
+from autotask.engine.job import NetworkJob
+from autotask.engine.loop import EpochCallback, EpochReport, TrainingRun, run_to_end, train_epochs
+from autotask.engine.observer import StepObserver
+from autotask.engine.result import NetworkResult
+from autotask.engine.runtime import (
+    Runtime,
+    RuntimeSpec,
+    free_device_memory,
+    place_splits,
+)
 from autotask.errors import TrialDiverged
 from autotask.models import build_network, interface_for
 from autotask.models.cost import network_macs
@@ -27,18 +38,8 @@ from autotask.spec import (
     OptimizerSpec,
     TaskTree,
 )
-from autotask.store.cache import NetworkJob, ResultCache
+from autotask.store.cache import ResultCache
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.fused import TrainJob, fused_enabled, runtime_blocker, train_networks
-from autotask.train.loop import EpochCallback, EpochReport, TrainingRun, run_to_end, train_epochs
-from autotask.train.observer import StepObserver
-from autotask.train.result import NetworkResult
-from autotask.train.runtime import (
-    Runtime,
-    RuntimeSpec,
-    free_device_memory,
-    place_splits,
-)
 
 __all__ = [
     "ArchitectureScore",
@@ -182,7 +183,7 @@ class TrainingContext:
         optimizer: OptimizerSpec,
         balancer: BalancerSpec,
     ) -> NetworkJob:
-        numerics = self.runtime.numerics() if self.runtime is not None else None
+        numerics = (self.runtime.numerics() if self.runtime is not None else None) or {}
         return NetworkJob(
             self.suite.key(), tree, backbone, optimizer, balancer, self.seed, numerics
         )
@@ -238,7 +239,7 @@ class TrainingContext:
 
     def run_many(self, jobs: Sequence[NetworkJob]) -> list[tuple[NetworkResult, bool]]:
         """:meth:`run` for each job, training the uncached ones together where their
-        networks share a structure (:func:`~autotask.train.fused.train_networks`).
+        networks share a structure (:func:`~autotask.engine.fused.train_networks`).
 
         Every job trained here is claimed first, in the order of cache keys (so two
         workers never wait on each other), and stored as soon as its network finishes.
@@ -303,8 +304,8 @@ class TrainingContext:
     def _runtime_allows_grouping(self) -> bool:
         """Whether networks can train grouped under this context's runtime and data: fp32
         or bf16 (TF32 either way) on splits held on the device, without torch.compile
-        (:func:`~autotask.train.fused.runtime_blocker`). Channels-last convolutional
-        networks are left to :func:`~autotask.train.fused.train_networks`, which trains
+        (:func:`~autotask.engine.fused.runtime_blocker`). Channels-last convolutional
+        networks are left to :func:`~autotask.engine.fused.train_networks`, which trains
         them one at a time."""
         return runtime_blocker(self.runtime, self.data) is None
 

@@ -9,10 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autotask.affinity.branching import propose_tree, stage_similarities
-from autotask.affinity.candidates import Candidate, rank_partitions
 from autotask.affinity.estimators import ProgressCallback, build_estimator
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.affinity.store import load_matrices, save_matrix
 from autotask.backbones import build_backbone
 from autotask.errors import StorageError
@@ -26,16 +23,19 @@ from autotask.report.affinity_figures import (
 )
 from autotask.report.publish import best_label, best_note, publish_figure, publish_note
 from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
-from autotask.search.objectives import best_trial, is_multi_objective
-from autotask.search.pareto import pareto_trials
-from autotask.search.sampling import partition_params, task_units
-from autotask.search.space import SearchSpace
-from autotask.search.stored import (
+from autotask.search.backend.objectives import best_trial, is_multi_objective
+from autotask.search.backend.stored import (
     ALL_IN_ONE_ATTR,
     TAG_ATTR,
     set_study_record,
     study_record,
 )
+from autotask.search.pareto import pareto_trials
+from autotask.search.sampling import partition_params, task_units
+from autotask.search.space import SearchSpace
+from autotask.select.branching import propose_tree, stage_similarities
+from autotask.select.candidates import Candidate, rank_partitions
+from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
 from autotask.store.artifacts import artifact_store_for
 from autotask.store.cache import DatabaseCache
@@ -206,7 +206,7 @@ def rsa_depth_params(
     matrix: AffinityMatrix, groups: Sequence[Sequence[str]], space: SearchSpace
 ) -> dict[str, Any]:
     """``depth[g<i>]`` for each group from its representation similarities: the first branch
-    point of the group's tree (:func:`~autotask.affinity.branching.propose_tree`) at the
+    point of the group's tree (:func:`~autotask.select.branching.propose_tree`) at the
     mean similarity of all task pairs over all stages (a group more alike than the
     typical pair shares longer), moved to the nearest depth the search space allows.
     Groups follow the sampler's numbering (the order in which the partition opens them)."""

@@ -17,8 +17,10 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
+from autotask.engine.device import pick_device
+from autotask.engine.runtime import free_device_memory
 from autotask.errors import AutotaskError, ConfigError, StorageError
-from autotask.search.objectives import (
+from autotask.search.backend.objectives import (
     best_trial,
     build_pruner,
     build_sampler,
@@ -26,14 +28,9 @@ from autotask.search.objectives import (
     metric_names,
     sampler_seed,
 )
-from autotask.search.params import Searchable
-from autotask.search.proposals import DistinctSampler, count_parameter_sets
-from autotask.search.pruning import EpochPruning
-from autotask.search.sampling import sample_architecture, task_units
-from autotask.search.scoring import ArchitectureScore, TrainingContext
-from autotask.search.space import SearchSpace, reachable_values
-from autotask.search.storage import open_storage, resolve_storage_url
-from autotask.search.stored import (
+from autotask.search.backend.proposals import DistinctSampler, count_parameter_sets
+from autotask.search.backend.storage import open_storage, resolve_storage_url
+from autotask.search.backend.stored import (
     ALL_IN_ONE_ATTR,
     BASELINES_ATTR,
     CONFIG_ATTR,
@@ -41,23 +38,26 @@ from autotask.search.stored import (
     set_study_record,
     study_record,
 )
-from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
-from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
-from autotask.search.workers import (
+from autotask.search.backend.workers import (
     INTERRUPTED_REASON,
     StaleTrialWatch,
     StorageCheck,
     count_budget_trials,
     run_gated,
 )
+from autotask.search.params import Searchable
+from autotask.search.pruning import EpochPruning
+from autotask.search.sampling import sample_architecture, task_units
+from autotask.search.scoring import ArchitectureScore, TrainingContext
+from autotask.search.space import SearchSpace, reachable_values
+from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
+from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore, default_owner
 from autotask.store.db import parse_url, redact, safe_url, without_password
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite_for_tasks, list_suites
-from autotask.train.device import pick_device
-from autotask.train.runtime import free_device_memory
 
 __all__ = [
     "ALL_IN_ONE_ATTR",
@@ -192,7 +192,7 @@ class SearchSession:
     study: optuna.Study
     context: TrainingContext
     storage_url: str
-    #: The study's cross-process trial gate (see :mod:`autotask.search.workers`).
+    #: The study's cross-process trial gate (see :mod:`autotask.search.backend.workers`).
     gate: StudyLock | None = None
     #: Runs after every trial before ``run``'s callbacks: the affinity refinement
     #: (:class:`~autotask.search.refinement.AffinityRefinement`), which enqueues trials.
@@ -398,7 +398,7 @@ class SearchSession:
     ) -> int:
         """Run trials until the study has ``trials`` finished or running ones (or ``timeout``
         passes); the budget is shared with concurrent ``autotask worker`` processes. No
-        parameter set is tried twice (:mod:`autotask.search.proposals`): a search space
+        parameter set is tried twice (:mod:`autotask.search.backend.proposals`): a search space
         with fewer sets than ``trials`` stops once each was tried.
 
         Returns the number of trials this call started.
@@ -422,7 +422,7 @@ class SearchSession:
     def _start_sampling(self, gate: StudyLock) -> None:
         """Once per process: take the next sampling-session number of the study (under its
         gate) and sample with the configured sampler seeded for it
-        (:func:`~autotask.search.objectives.sampler_seed`: the study seed for the first
+        (:func:`~autotask.search.backend.objectives.sampler_seed`: the study seed for the first
         session), so that neither resuming a study nor concurrent workers replay a
         sequence; a sampler set on the study by hand is kept, unseeded by autotask."""
         if self.sampler_session is not None:

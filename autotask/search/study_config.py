@@ -16,7 +16,7 @@ Example (``studies/digits.yaml``)::
     cost_budget: 4.0          # optional: architectures costing more are infeasible
     pruner: median            # none | median | hyperband (one objective); dominated (two)
     runtime:                  # optional: precision, tf32, channels_last, compile, data budget
-      precision: auto         # (autotask.train.runtime.RuntimeSpec); results under other
+      precision: auto         # (autotask.engine.runtime.RuntimeSpec); results under other
                               # numerics are cached apart
 """
 
@@ -34,10 +34,10 @@ from pydantic import (
     model_validator,
 )
 
+from autotask.engine.runtime_spec import RuntimeSpec
 from autotask.errors import ConfigError
 from autotask.search.space import SearchSpace, load_search_space, parse_search_space
 from autotask.store.db import STUDY_NAME_PATTERN
-from autotask.train.runtime_spec import RuntimeSpec
 from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = [

@@ -1,13 +1,12 @@
 """Storage of autotask's own tables in the study database."""
 
-from autotask.store.cache import DatabaseCache, MemoryCache, NetworkJob, ResultCache
+from autotask.store.cache import DatabaseCache, MemoryCache, ResultCache
 from autotask.store.db import Database, default_storage_url
 
 __all__ = [
     "Database",
     "DatabaseCache",
     "MemoryCache",
-    "NetworkJob",
     "ResultCache",
     "default_storage_url",
 ]

@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, stable_hash
+from autotask.engine.job import NetworkJob
+from autotask.engine.result import NetworkResult
 from autotask.store.claims import DEFAULT_GRACE_S, DEFAULT_POLL_S, Claim, ClaimStore
 from autotask.store.db import Database
 from autotask.store.models import GroupResultRow
-from autotask.train.result import NetworkResult
 
 __all__ = ["Claim", "DatabaseCache", "MemoryCache", "NetworkJob", "ResultCache"]
-
-
-class NetworkJob:
-    """Everything that determines how one network is trained (and so its cache key)."""
-
-    def __init__(
-        self,
-        suite_key: str,
-        tree: TaskTree,
-        backbone: BackboneSpec,
-        optimizer: OptimizerSpec,
-        balancer: BalancerSpec,
-        seed: int,
-        numerics: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.suite_key, self.tree, self.seed = suite_key, tree, seed
-        self.backbone, self.optimizer, self.balancer = backbone, optimizer, balancer
-        #: resolved settings that change results (``Runtime.numerics()``: precision, TF32);
-        #: empty for plain fp32, which keeps the keys of fp32 runs as they always were
-        self.numerics: dict[str, Any] = dict(numerics or {})
-        self.key = stable_hash(self.identity(), length=32)
-
-    def identity(self) -> dict[str, Any]:
-        identity = {
-            "suite": self.suite_key,
-            "tree": self.tree.model_dump(mode="json"),
-            "backbone": self.backbone.model_dump(mode="json"),
-            "optimizer": self.optimizer.model_dump(mode="json"),
-            "balancer": self.balancer.model_dump(mode="json"),
-            "seed": self.seed,
-        }
-        if self.numerics:
-            identity["numerics"] = self.numerics
-        return identity
 
 
 class ResultCache(Protocol):

@@ -31,9 +31,9 @@ from typing import TypeVar
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from autotask.engine.result import NetworkResult
 from autotask.store.db import Database
 from autotask.store.models import ClaimRow
-from autotask.train.result import NetworkResult
 
 __all__ = [
     "DEFAULT_GRACE_S",

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from autotask.affinity.study_pool import study_pool
 from autotask.cli import main
+from autotask.engine.result import NetworkResult
 from autotask.search.scoring import relative_change
 from autotask.search.study import BASELINES_ATTR, SearchSession, set_study_record
 from autotask.search.study_config import load_study_config
+from autotask.search.study_pool import study_pool
 from autotask.spec import BalancerSpec, TaskTree
-from autotask.train.result import NetworkResult
 from tests.data import STANDLEY
 from tests.data import TAG_MATRICES as MATRICES
 from tests.integration.cli_runner import run_cli

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotask.search.objectives import sampler_seed
-from autotask.search.proposals import param_key
+from autotask.search.backend.objectives import sampler_seed
+from autotask.search.backend.proposals import param_key
 from autotask.search.study import SAMPLER_SESSIONS_ATTR, study_record
 from tests.integration.cli_runner import run_cli
 from tests.integration.postgres import PostgresServer

@@ -13,10 +13,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotask.search.storage import STALE_REASON
+from autotask.search.backend.storage import STALE_REASON
+from autotask.search.backend.workers import INTERRUPTED_REASON
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
-from autotask.search.workers import INTERRUPTED_REASON
 from autotask.store.claims import DEFAULT_GRACE_S, ClaimStore
 from autotask.store.db import Database
 from tests.integration.cli_runner import run_cli

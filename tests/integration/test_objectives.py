@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from autotask.errors import ConfigError
-from autotask.search.objectives import best_trial, build_pruner, build_sampler
+from autotask.search.backend.objectives import best_trial, build_pruner, build_sampler
 from autotask.search.pruning import EPOCHS_ATTR, dominating_trials
 from autotask.search.study import CONFIG_ATTR, SearchSession, set_study_record
 from autotask.search.study_config import StudyConfig, load_study_config

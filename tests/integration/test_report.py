@@ -13,13 +13,13 @@ import optuna
 import optuna_dashboard
 import pytest
 
-from autotask.affinity.candidates import rank_partitions
 from autotask.affinity.store import load_matrices
 from autotask.cli.app import main
 from autotask.report.html import SECTIONS, ReportData, render_html, report_data
 from autotask.report.study_figures import ALL_IN_ONE, SINGLE_TASK, TAG_GROUPING
 from autotask.search.seeding import TAG_ATTR
 from autotask.search.study import ALL_IN_ONE_ATTR, study_record
+from autotask.select.candidates import rank_partitions
 from autotask.store.db import Database
 from tests.integration.cli_runner import run_cli
 

@@ -14,7 +14,7 @@ import pytest
 
 from autotask.cli import main
 from autotask.errors import ConfigError
-from autotask.search.launcher import parse_gpus
+from autotask.search.backend.launcher import parse_gpus
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
 

@@ -13,8 +13,8 @@ import optuna
 import pytest
 from sqlalchemy import create_engine, text
 
-from autotask.search import launcher
-from autotask.search.launcher import WorkerPool
+from autotask.search.backend import launcher
+from autotask.search.backend.launcher import WorkerPool
 from autotask.search.study import CONFIG_ATTR, study_record
 from tests.integration.cli_runner import run_main
 from tests.integration.postgres import PostgresServer

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from sqlalchemy import func, select
 
-from autotask.search.storage import STALE_REASON
+from autotask.search.backend.storage import STALE_REASON
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
 from autotask.store.db import Database

@@ -13,8 +13,8 @@ import optuna
 import pytest
 from sqlalchemy import func, select
 
+from autotask.search.backend.workers import run_gated
 from autotask.search.scoring import TrainingContext
-from autotask.search.workers import run_gated
 from autotask.spec import BackboneSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import ClaimStore

@@ -15,18 +15,18 @@ from torch.func import replace_all_batch_norm_modules_
 from autotask.affinity.estimators import ESTIMATORS, build_estimator, list_estimators
 from autotask.affinity.estimators.gradcos import GradientCosineProbe
 from autotask.affinity.estimators.lookahead import LookaheadProbe
-from autotask.affinity.matrix import AffinityMatrix, pair_scores
 from autotask.affinity.optimizer_step import lookahead_parameters
+from autotask.engine.loop import make_optimizer, train_network
+from autotask.engine.losses import masked_loss
+from autotask.engine.observer import TrainStep
 from autotask.errors import ConfigError, UnknownNameError
 from autotask.models import build_network, interface_for
 from autotask.models.tree import TreeNetwork
 from autotask.search.scoring import TrainingContext
+from autotask.select.matrix import AffinityMatrix, pair_scores
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
 from autotask.suites.base import Split, TaskSuite
-from autotask.train.loop import make_optimizer, train_network
-from autotask.train.losses import masked_loss
-from autotask.train.observer import TrainStep
 from tests.conftest import make_context, make_tiny_suite
 
 OPTIMIZERS = [

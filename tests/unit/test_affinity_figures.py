@@ -13,7 +13,6 @@ import optuna
 import optuna_dashboard
 import pytest
 
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.errors import ConfigError, DataError
 from autotask.report.affinity_figures import (
     MAX_WIDTH,
@@ -26,6 +25,7 @@ from autotask.report.affinity_figures import (
     tree_data,
 )
 from autotask.report.publish import artifact_filename, publish_figure, published_figures
+from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec
 from autotask.store.artifacts import ARTIFACTS_ENV, artifact_dir_for, artifact_store_for
 

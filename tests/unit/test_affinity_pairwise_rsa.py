@@ -6,17 +6,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from autotask.affinity.branching import propose_tree, propose_trees
 from autotask.affinity.estimators.pairwise import PairwiseTransfer, pairwise_pool
 from autotask.affinity.estimators.rsa import RepresentationSimilarity
-from autotask.affinity.matrix import AffinityMatrix, pair_scores
-from autotask.affinity.selection import Network, NetworkPool, higher_order_approximation
+from autotask.engine.result import NetworkResult
 from autotask.errors import ConfigError
 from autotask.models import build_network
 from autotask.search.scoring import TrainingContext
+from autotask.select.branching import propose_tree, propose_trees
+from autotask.select.matrix import AffinityMatrix, pair_scores
+from autotask.select.selection import Network, NetworkPool, higher_order_approximation
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
-from autotask.train.result import NetworkResult
 from tests.conftest import make_context
 
 TASKS = ("a", "b", "c", "d")

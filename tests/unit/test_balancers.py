@@ -23,12 +23,12 @@ from autotask.balancing import (
     build_balancer,
     list_balancers,
 )
+from autotask.engine.loop import train_network
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import build_network, interface_for
 from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import TaskSuite
-from autotask.train.loop import train_network
 
 TASKS = ("a", "b", "c")
 LOSS_METHODS = [n for n in list_balancers() if BALANCERS.get(n).family == "loss"]

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from autotask.affinity.candidates import ENUMERATE_MAX_UNITS, partition_score, rank_partitions
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.errors import ConfigError
+from autotask.select.candidates import ENUMERATE_MAX_UNITS, partition_score, rank_partitions
+from autotask.select.matrix import AffinityMatrix
 
 
 def all_partitions(items: list[str]) -> Iterator[list[list[str]]]:

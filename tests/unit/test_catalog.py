@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from autotask.errors import StorageError
+from autotask.search.backend.storage import open_storage
+from autotask.search.backend.stored import CONFIG_ATTR, set_study_record
 from autotask.search.catalog import StudyDeletion, database_urls, find_study, list_studies
-from autotask.search.storage import open_storage
-from autotask.search.stored import CONFIG_ATTR, set_study_record
 from autotask.search.study_config import StudyConfig
 from autotask.store.models import AffinityRow, GroupResultRow
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 import autotask.suites.celeba as celeba_module
 from autotask.affinity.estimators import build_estimator
+from autotask.engine.loop import train_network
 from autotask.errors import ConfigError, DataError, UnknownNameError
 from autotask.models import build_model, count_macs, interface_for
 from autotask.search.scoring import TrainingContext
@@ -26,7 +27,6 @@ from autotask.store.cache import MemoryCache
 from autotask.suites import get_suite
 from autotask.suites.base import SPLITS, TaskSuite
 from autotask.suites.celeba import ATTRIBUTES, TAG_TASKS, decode_image
-from autotask.train.loop import train_network
 from tests.celeba_data import TinyCeleba, make_celeba
 from tests.conftest import REPO
 

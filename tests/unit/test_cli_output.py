@@ -9,10 +9,10 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.cli.evaluate import _print_summary
 from autotask.cli.search import export_command
 from autotask.cli.stages import affinity_stage, network_stage
+from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec, OptimizerSpec, TaskTree
 from autotask.suites.base import TaskSuite
 from tests.conftest import make_context

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from autotask.cli import app
-from autotask.search.stored import CONFIG_ATTR
+from autotask.search.backend.stored import CONFIG_ATTR
 from autotask.search.study_config import StudyConfig
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotask.affinity.clustering import CLUSTER_METHODS, cluster_tasks, nonnegative_graph
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.errors import ConfigError, UnknownNameError
+from autotask.select.clustering import CLUSTER_METHODS, cluster_tasks, nonnegative_graph
+from autotask.select.matrix import AffinityMatrix
 
 
 def block_matrix(sizes: list[int], seed: int = 0) -> tuple[AffinityMatrix, list[tuple[str, ...]]]:

@@ -8,19 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autotask.models import build_network
-from autotask.models.heads import make_head
-from autotask.spec import BackboneSpec, ModelInterface, TaskTree
-from autotask.suites.base import DEFAULT_METRIC, Split, Task
-from autotask.train import loop
-from autotask.train.losses import masked_loss
-from autotask.train.metrics import (
+from autotask.engine import loop
+from autotask.engine.losses import masked_loss
+from autotask.engine.metrics import (
     histogram_median,
     metric_accumulator,
     segmentation_scores,
     task_metric,
     task_metrics,
 )
+from autotask.models import build_network
+from autotask.models.heads import make_head
+from autotask.spec import BackboneSpec, ModelInterface, TaskTree
+from autotask.suites.base import DEFAULT_METRIC, Split, Task
 
 SEG_TARGET = torch.tensor([[[0, 0, 1, -1], [1, 1, -1, 0]]])
 SEG_PRED = torch.tensor([[[0, 1, 1, 2], [1, 2, 2, 0]]])

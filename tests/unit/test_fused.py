@@ -11,6 +11,17 @@ import pytest
 import torch
 
 from autotask.balancing.scalarized import UncertaintyWeighting
+from autotask.engine.fused import (
+    FUSED_ENV,
+    TrainJob,
+    fused_enabled,
+    plan_groups,
+    runtime_blocker,
+    train_networks,
+)
+from autotask.engine.job import NetworkJob
+from autotask.engine.result import NetworkResult
+from autotask.engine.runtime import HostSplit, Runtime, RuntimeSpec
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import interface_for
 from autotask.search import scoring
@@ -22,18 +33,8 @@ from autotask.spec import (
     OptimizerSpec,
     TaskTree,
 )
-from autotask.store.cache import Claim, MemoryCache, NetworkJob
+from autotask.store.cache import Claim, MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
-from autotask.train.fused import (
-    FUSED_ENV,
-    TrainJob,
-    fused_enabled,
-    plan_groups,
-    runtime_blocker,
-    train_networks,
-)
-from autotask.train.result import NetworkResult
-from autotask.train.runtime import HostSplit, Runtime, RuntimeSpec
 from tests.conftest import make_context, make_tiny_suite
 
 MLP = BackboneSpec(name="mlp", params={"width": 16, "depth": 3})

@@ -13,8 +13,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from autotask.errors import StorageError
-from autotask.search.storage import STALE_REASON, heartbeat_settings, open_storage
-from autotask.search.workers import (
+from autotask.search.backend.storage import STALE_REASON, heartbeat_settings, open_storage
+from autotask.search.backend.workers import (
     INTERRUPTED_REASON,
     StaleTrialWatch,
     StorageCheck,
@@ -234,7 +234,7 @@ def test_a_database_error_escaping_a_trial_is_one_line_naming_the_database(
             except OperationalError:
                 raise UnboundLocalError("updated_state") from None  # as Optuna's tell does
 
-        monkeypatch.setattr("autotask.search.workers.count_budget_trials", lambda _study: 0)
+        monkeypatch.setattr("autotask.search.backend.workers.count_budget_trials", lambda _study: 0)
         monkeypatch.setattr(optuna.Study, "ask", server_gone)
         with pytest.raises(StorageError) as info:
             run_gated(

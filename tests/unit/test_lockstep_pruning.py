@@ -8,13 +8,13 @@ import optuna
 import pytest
 import torch
 
+from autotask.engine.runtime import RuntimeSpec
 from autotask.errors import TrialDiverged
 from autotask.search.pruning import EPOCHS_ATTR, dominating_trials, value_at_epoch
 from autotask.search.scoring import TrainingContext
 from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
-from autotask.train.runtime import RuntimeSpec
 from tests.conftest import make_context, make_tiny_suite
 
 OPT = OptimizerSpec(lr=0.01, epochs=6, batch_size=32, patience=2)

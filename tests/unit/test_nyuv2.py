@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from autotask.engine.result import NetworkResult
 from autotask.errors import ConfigError, DataError, UnknownNameError
 from autotask.search.study import build_suite, validate_space
 from autotask.search.study_config import load_study_config
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite, list_suites
 from autotask.suites.base import TaskSuite
-from autotask.train.result import NetworkResult
 from tests.conftest import REPO, make_context
 from tests.nyuv2_data import write_nyuv2
 

@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from autotask.affinity import NetworkPool, higher_order_approximation, read_standley
-from autotask.affinity import select_networks as select
+from autotask.select import NetworkPool, higher_order_approximation, read_standley
+from autotask.select import select_networks as select
 from tests.data import PAPERS, STANDLEY
 
 BUDGETS = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from autotask.affinity import group_pool, group_tasks, read_affinity
-from autotask.affinity.grouping import group_name
 from autotask.errors import ConfigError, DataError, UnknownNameError
+from autotask.select import group_pool, group_tasks, read_affinity
+from autotask.select.grouping import group_name
 from tests.data import TAG_MATRICES as MATRICES
 
 KEYS = ["celeba_TAG", "celeba_CS", "celeba_HOA", "taskonomy_TAG", "taskonomy_CS", "taskonomy_HOA"]

@@ -8,8 +8,8 @@ from typing import Any
 import optuna
 import pytest
 
-from autotask.search.objectives import build_sampler, sampler_seed
-from autotask.search.proposals import (
+from autotask.search.backend.objectives import build_sampler, sampler_seed
+from autotask.search.backend.proposals import (
     PROPOSAL_ATTR,
     DistinctSampler,
     UnboundedSpace,

@@ -10,10 +10,10 @@ import numpy as np
 import optuna
 import pytest
 
-from autotask.affinity.candidates import rank_partitions
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.search.refinement import GroupModel, measured_groups, propose_partition
 from autotask.search.scoring import relative_change
+from autotask.select.candidates import rank_partitions
+from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec, TaskTree
 from tests.unit.test_candidates import all_partitions, block_matrix
 

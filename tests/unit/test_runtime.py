@@ -15,19 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from autotask.errors import ConfigError
-from autotask.models import interface_for
-from autotask.models.tree import TreeNetwork
-from autotask.search.evaluate import runtime_settings
-from autotask.search.scoring import TrainingContext
-from autotask.search.study_config import load_study_config
-from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, load_spec
-from autotask.store.cache import MemoryCache, NetworkJob
-from autotask.suites.base import Split, Task, TaskSuite
-from autotask.train.loop import train_network
-from autotask.train.observer import StepObserver, TrainStep
-from autotask.train.result import NetworkResult
-from autotask.train.runtime import (
+from autotask.engine.job import NetworkJob
+from autotask.engine.loop import train_network
+from autotask.engine.observer import StepObserver, TrainStep
+from autotask.engine.result import NetworkResult
+from autotask.engine.runtime import (
     DATA_BUDGET_ENV,
     HostSplit,
     Runtime,
@@ -36,6 +28,15 @@ from autotask.train.runtime import (
     place_splits,
     split_nbytes,
 )
+from autotask.errors import ConfigError
+from autotask.models import interface_for
+from autotask.models.tree import TreeNetwork
+from autotask.search.evaluate import runtime_settings
+from autotask.search.scoring import TrainingContext
+from autotask.search.study_config import load_study_config
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, load_spec
+from autotask.store.cache import MemoryCache
+from autotask.suites.base import Split, Task, TaskSuite
 from tests.conftest import make_tiny_suite
 
 OPT = OptimizerSpec(lr=0.01, epochs=4, batch_size=32, patience=4)
@@ -495,8 +496,8 @@ trials: 1
 def test_study_pool_keeps_to_the_numerics_of_its_baselines(tmp_path: Path) -> None:
     """fp32 and bf16 results of one study sit in one cache: the pool takes those trained
     like the recorded baselines, and never compares one precision with the other."""
-    from autotask.affinity.study_pool import study_pool
     from autotask.search.study import BASELINES_ATTR, SearchSession, set_study_record
+    from autotask.search.study_pool import study_pool
 
     (tmp_path / "pool.yaml").write_text(POOL_STUDY)
     url = f"sqlite:///{tmp_path / 'pool.db'}"

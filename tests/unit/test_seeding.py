@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.search.seeding import rsa_depth_params
 from autotask.search.space import parse_search_space
+from autotask.select.matrix import AffinityMatrix
 
 
 def rsa_matrix() -> AffinityMatrix:

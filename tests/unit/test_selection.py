@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from autotask.affinity import (
+from autotask.errors import ConfigError, DataError
+from autotask.select import (
     Network,
     NetworkPool,
     higher_order_approximation,
@@ -20,8 +21,7 @@ from autotask.affinity import (
     select_networks,
     sweep_budgets,
 )
-from autotask.affinity.selection import EXACT_MAX_TASKS, cost_step
-from autotask.errors import ConfigError, DataError
+from autotask.select.selection import EXACT_MAX_TASKS, cost_step
 
 # --------------------------------------------------------------------------- brute force
 

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from autotask.engine.job import NetworkJob
+from autotask.engine.result import NetworkResult
 from autotask.errors import StorageError
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store import Database, DatabaseCache, NetworkJob
+from autotask.store import Database, DatabaseCache
 from autotask.store.models import SCHEMA_VERSION
-from autotask.train.result import NetworkResult
 
 
 def job(seed: int = 0, lr: float = 0.001) -> NetworkJob:
@@ -82,7 +83,7 @@ def test_an_older_schema_is_migrated_forward(tmp_path: Path) -> None:
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM autotask_schema")).scalar() == SCHEMA_VERSION
         assert inspect(conn).has_table("autotask_claims")
-        assert inspect(conn).has_table("autotask_affinity")
+        assert inspect(conn).has_table("autotask.select")
 
 
 def test_a_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> None:

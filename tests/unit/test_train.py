@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autotask.engine.loop import train_network
+from autotask.engine.losses import masked_loss
+from autotask.engine.metrics import task_metric
 from autotask.models import interface_for
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites.base import TaskSuite
-from autotask.train.loop import train_network
-from autotask.train.losses import masked_loss
-from autotask.train.metrics import task_metric
 
 
 def run(suite: TaskSuite, device: torch.device, **opt: object) -> object:
@@ -84,8 +84,8 @@ def test_unmasked_path_equals_masked_path_with_all_rows() -> None:
 
 
 def test_thread_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotask.engine.device import configure_threads
     from autotask.errors import ConfigError
-    from autotask.train.device import configure_threads
 
     before = torch.get_num_threads()
     try:

@@ -11,15 +11,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from autotask.engine.result import NetworkResult
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.spec import BalancerSpec, TaskTree
-from autotask.train.result import NetworkResult
 
 if TYPE_CHECKING:
     from autotask.affinity.estimators.base import ProgressCallback
+    from autotask.engine.observer import StepObserver
     from autotask.models.tree import TreeNetwork
     from autotask.search.scoring import TrainingContext
-    from autotask.train.observer import StepObserver
 
 __all__ = ["MeanMatrix", "labelled", "train_joint"]
 

@@ -2,7 +2,7 @@
 
 Estimators take a :class:`~autotask.search.scoring.TrainingContext` (the suite's splits on
 their device, the group-result cache, the seed and the study's baseline optimizer and
-backbone) and return an :class:`~autotask.affinity.matrix.AffinityMatrix` over the
+backbone) and return an :class:`~autotask.select.matrix.AffinityMatrix` over the
 suite's tasks, higher meaning "training these together helps". Settings are validated
 here like balancer hyperparameters: unknown names fail with the known ones.
 """
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from autotask.errors import ConfigError
 
 if TYPE_CHECKING:
-    from autotask.affinity.matrix import AffinityMatrix
     from autotask.search.scoring import TrainingContext
+    from autotask.select.matrix import AffinityMatrix
 
 __all__ = ["AffinityEstimator", "ProgressCallback"]
 

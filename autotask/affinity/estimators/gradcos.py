@@ -27,9 +27,9 @@ from torch import nn
 from autotask.affinity.estimators._joint import MeanMatrix, labelled, train_joint
 from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
 from autotask.affinity.estimators.lookahead import cosine_from_gramian
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.balancing._gradients import BatchedGrads, gramian
-from autotask.train.observer import TrainStep
+from autotask.engine.observer import TrainStep
+from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork

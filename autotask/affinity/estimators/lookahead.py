@@ -45,11 +45,11 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from autotask.affinity.estimators._joint import MeanMatrix, labelled, train_joint
 from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.affinity.optimizer_step import lookahead_parameters
 from autotask.balancing._gradients import BatchedGrads, gramian
-from autotask.train.losses import masked_loss
-from autotask.train.observer import TrainStep
+from autotask.engine.losses import masked_loss
+from autotask.engine.observer import TrainStep
+from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork
@@ -71,7 +71,7 @@ def cosine_from_gramian(gram: torch.Tensor) -> torch.Tensor:
 
 class LookaheadProbe:
     """The step observer behind :class:`Lookahead` (usable on its own with
-    :func:`~autotask.train.loop.train_network`'s ``observer_factory``)."""
+    :func:`~autotask.engine.loop.train_network`'s ``observer_factory``)."""
 
     def __init__(self, net: TreeNetwork, *, every: int, reference: str = "drift") -> None:
         self.every, self.reference = every, reference

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
-from autotask.affinity.matrix import AffinityMatrix
-from autotask.affinity.selection import Network, NetworkPool
+from autotask.engine.result import NetworkResult
 from autotask.errors import ConfigError, DataError
 from autotask.search.scoring import relative_change
+from autotask.select.matrix import AffinityMatrix
+from autotask.select.selection import Network, NetworkPool
 from autotask.spec import BalancerSpec, TaskTree
-from autotask.train.result import NetworkResult
 
 if TYPE_CHECKING:
     from autotask.search.scoring import TrainingContext
@@ -83,11 +83,11 @@ class PairwiseTransfer(AffinityEstimator):
 def pairwise_pool(context: TrainingContext, split: str = "val") -> NetworkPool:
     """Every single-task and pair network as a pool (to maximise; diverged pairs left out).
 
-    As in :mod:`autotask.affinity.study_pool`, a network's metric for task ``t`` is ``t``'s
+    As in :mod:`autotask.search.study_pool`, a network's metric for task ``t`` is ``t``'s
     contribution to Δm (its signed relative change in percent against ``t``'s single-task
     network on ``split``; 0 for the single-task network itself) and its cost is its MACs
     over the mean MACs of the single-task networks. Add the larger groups and apply
-    :func:`~autotask.affinity.selection.higher_order_approximation` to estimate them from
+    :func:`~autotask.select.selection.higher_order_approximation` to estimate them from
     these pairs.
     """
     _check_split(split)

@@ -22,9 +22,9 @@ import torch
 from scipy.stats import spearmanr
 
 from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.backbones import build_backbone
 from autotask.errors import ConfigError, TrialDiverged
+from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork

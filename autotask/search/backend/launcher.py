@@ -1,7 +1,7 @@
 """``autotask search --workers K`` / ``--gpus``: local worker processes with one progress bar.
 
 Each worker is an ``autotask worker`` process joined to the same study through the same
-storage URL, so they share the study's budget exactly (see :mod:`autotask.search.workers`)
+storage URL, so they share the study's budget exactly (see :mod:`autotask.search.backend.workers`)
 and train every network once. With ``--gpus 0,1`` there is one worker per GPU, each with
 ``CUDA_VISIBLE_DEVICES`` set to its GPU. The storage URL reaches the workers through their
 environment (``AUTOTASK_STORAGE``), never their command line, which ``ps`` shows to every

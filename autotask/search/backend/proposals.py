@@ -1,7 +1,7 @@
 """Proposing only parameter sets that no trial holds yet.
 
 :class:`DistinctSampler` wraps the study's sampler. When a trial is created — under the
-study's gate (:mod:`autotask.search.workers`), so one process at a time — it draws the
+study's gate (:mod:`autotask.search.backend.workers`), so one process at a time — it draws the
 trial's whole parameter set ahead of time: it runs the sampling procedure
 (:func:`autotask.search.sampling.sample_architecture`) on a draft trial that asks the
 wrapped sampler exactly as the real trial would, in the same order, but writes nothing.
@@ -14,7 +14,7 @@ these values. When no set is ever taken, the draft asks the sampler what the tri
 have asked, so the trials are the ones the bare sampler gives.
 
 A set is *taken* by every trial that counts against the budget
-(:func:`autotask.search.workers.count_budget_trials`: COMPLETE, PRUNED, RUNNING, and
+(:func:`autotask.search.backend.workers.count_budget_trials`: COMPLETE, PRUNED, RUNNING, and
 FAIL unless it was retried) and by waiting trials. So no parameter set is trained twice,
 the budget counts distinct sets only, and a space with fewer sets than the budget is
 exhausted after exactly that many trials (:func:`count_parameter_sets`; the search stops
@@ -45,7 +45,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from autotask.search.workers import COUNTED, retried_trial_numbers
+from autotask.search.backend.workers import COUNTED, retried_trial_numbers
 
 __all__ = [
     "MAX_DRAWS",
@@ -282,7 +282,7 @@ class DistinctSampler(optuna.samplers.BaseSampler):
     the module's docstring); ``propose`` is the sampling procedure the objective runs.
 
     ``seed`` and ``session`` (this process's sampler seed and sampling-session number, see
-    :func:`autotask.search.objectives.sampler_seed`) are written on each trial as the user
+    :func:`autotask.search.backend.objectives.sampler_seed`) are written on each trial as the user
     attributes ``sampler_seed`` and ``sampler_session``: a session replays from them.
     """
 

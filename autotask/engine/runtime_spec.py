@@ -2,7 +2,7 @@
 
 Study and architecture files are read by commands that train nothing (``autotask
 status``); :meth:`RuntimeSpec.resolve` imports torch when a device is chosen. See
-:mod:`autotask.train.runtime` for the settings.
+:mod:`autotask.engine.runtime` for the settings.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from autotask.validation import format_validation_error
 if TYPE_CHECKING:
     import torch
 
-    from autotask.train.runtime import Runtime
+    from autotask.engine.runtime import Runtime
 
 __all__ = ["DATA_BUDGET_ENV", "Precision", "RuntimeSpec", "parse_runtime"]
 
@@ -29,7 +29,7 @@ DATA_BUDGET_ENV = "AUTOTASK_DATA_BUDGET_MB"
 
 
 class RuntimeSpec(BaseModel):
-    """Training-runtime settings (see :mod:`autotask.train.runtime`)."""
+    """Training-runtime settings (see :mod:`autotask.engine.runtime`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,7 +44,7 @@ class RuntimeSpec(BaseModel):
         """Every ``auto`` decided for ``device``; impossible combinations are ConfigErrors."""
         import torch
 
-        from autotask.train.runtime import Runtime
+        from autotask.engine.runtime import Runtime
 
         device = torch.device(device)
         cuda = device.type == "cuda"

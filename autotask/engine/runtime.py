@@ -30,9 +30,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from autotask.engine.runtime_spec import DATA_BUDGET_ENV, Precision, RuntimeSpec, parse_runtime
 from autotask.errors import ConfigError
 from autotask.suites.base import Split
-from autotask.train.runtime_spec import DATA_BUDGET_ENV, Precision, RuntimeSpec, parse_runtime
 
 __all__ = [
     "DATA_BUDGET_ENV",

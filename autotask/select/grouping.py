@@ -3,7 +3,7 @@
 Every group ``G`` of tasks is a candidate network. For ``|G| >= 2`` the score of task
 ``t`` in ``G`` is the mean of ``R[t][u]`` over the other members ``u`` (``R[t][u]``: the
 affinity onto ``t`` from ``u``, the layout of the TAG authors' selection notebooks; an
-:class:`~autotask.affinity.matrix.AffinityMatrix` holds the transpose). A singleton
+:class:`~autotask.select.matrix.AffinityMatrix` holds the transpose). A singleton
 ``{t}`` scores
 
 - ``singleton="exclude"``: never chosen (the TAG/CS notebooks give it -1e6);
@@ -13,9 +13,9 @@ affinity onto ``t`` from ``u``, the layout of the TAG authors' selection noteboo
 A selection is at most ``max_groups`` groups (possibly overlapping) covering every
 task; its value is the mean over tasks of each task's best score among the chosen
 groups containing it (``direction="minimize"`` for losses/errors, e.g. HOA matrices).
-This is the overlap network selection of :mod:`autotask.affinity.selection` over the
+This is the overlap network selection of :mod:`autotask.select.selection` over the
 pool of all ``2^n - 1`` groups, each of cost 1, so it is exact up to
-:data:`~autotask.affinity.selection.EXACT_MAX_TASKS` tasks. Beyond, the candidate groups
+:data:`~autotask.select.selection.EXACT_MAX_TASKS` tasks. Beyond, the candidate groups
 are all pairs and triples plus the merges of average-linkage clustering, searched by the
 selection heuristic (labelled ``exact=False``).
 
@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from autotask.affinity.selection import (
+from autotask.errors import ConfigError, DataError, UnknownNameError
+from autotask.select.selection import (
     EXACT_MAX_TASKS,
     Direction,
     Method,
@@ -43,7 +44,6 @@ from autotask.affinity.selection import (
     Selection,
     select_networks,
 )
-from autotask.errors import ConfigError, DataError, UnknownNameError
 
 __all__ = [
     "AffinityFile",
@@ -102,7 +102,7 @@ def read_affinity(path: str | Path, key: str | None = None) -> AffinityFile:
       mapping ``row -> {column -> value}``, ``R[t][u]`` onto ``t`` from ``u``), or an
       object of several such entries (like the TAG notebooks' matrices), chosen by ``key``;
     - what ``autotask affinity --json`` prints: the matrix sits under ``"matrix"``;
-    - an :meth:`~autotask.affinity.matrix.AffinityMatrix.to_dict` object (``tasks``,
+    - an :meth:`~autotask.select.matrix.AffinityMatrix.to_dict` object (``tasks``,
       ``values``, ``estimator``), whose ``values[s][t]`` (from ``s`` onto ``t``) is
       transposed; its diagonal, not an affinity, reads as 0.
     """

@@ -8,7 +8,7 @@ excluded as in TAG's released code). Missing affinities count as 0.
 
 Up to :data:`ENUMERATE_MAX_UNITS` units (tasks, or blocks that must share a network) every
 partition is scored, so the ranking is exact. Beyond, the candidates are the partitions
-found by community detection and spectral clustering (:mod:`autotask.affinity.clustering`)
+found by community detection and spectral clustering (:mod:`autotask.select.clustering`)
 at every group count, ranked by the same score: a stated heuristic.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from autotask.affinity.clustering import cluster_tasks
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.errors import ConfigError
+from autotask.select.clustering import cluster_tasks
+from autotask.select.matrix import AffinityMatrix
 
 __all__ = ["ENUMERATE_MAX_UNITS", "Candidate", "partition_score", "rank_partitions"]
 

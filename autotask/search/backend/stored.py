@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from autotask.errors import StorageError
-from autotask.search.storage import open_storage, sqlite_file_missing
+from autotask.search.backend.storage import open_storage, sqlite_file_missing
 from autotask.search.study_config import StudyConfig
 from autotask.store.db import Database
 

@@ -18,8 +18,8 @@ import numpy as np
 from scipy.cluster.vq import kmeans2
 from scipy.sparse.csgraph import laplacian
 
-from autotask.affinity.matrix import AffinityMatrix, FloatArray
 from autotask.errors import ConfigError, UnknownNameError
+from autotask.select.matrix import AffinityMatrix, FloatArray
 
 __all__ = ["CLUSTER_METHODS", "cluster_tasks", "nonnegative_graph"]
 

@@ -8,7 +8,7 @@ worker`` — goes through one gate per study: a cross-process lock
         acquire the study lock
         fail stale trials (RUNNING trials whose worker stopped sending heartbeats): each
             gets fail_reason "worker died (no heartbeat)", turns FAIL and is re-queued as
-            a WAITING copy with the same params (see autotask.search.storage); the dead
+            a WAITING copy with the same params (see autotask.search.backend.storage); the dead
             worker's network claims are released at once
         re-queue the same way the trials that ended FAIL "interrupted" (Ctrl-C, SIGTERM)
             and were not re-queued yet
@@ -65,7 +65,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from autotask.errors import StorageError
-from autotask.search.storage import STALE_REASON, RetryStaleTrial
+from autotask.search.backend.storage import STALE_REASON, RetryStaleTrial
 from autotask.store.locks import StudyLock
 
 __all__ = [

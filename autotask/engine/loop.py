@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 import torch
 
 from autotask.balancing import Balancer, build_balancer
+from autotask.engine.device import seed_everything
+from autotask.engine.losses import loss_and_weight, masked_loss
+from autotask.engine.metrics import metric_accumulator, primary_metric
+from autotask.engine.observer import StepObserver, TrainStep
+from autotask.engine.result import NetworkResult, Status
+from autotask.engine.runtime import HostSplit, Runtime
 from autotask.errors import TrialDiverged
 from autotask.models import build_network
 from autotask.models.cost import count_parameters, network_macs
 from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import Split
-from autotask.train.device import seed_everything
-from autotask.train.losses import loss_and_weight, masked_loss
-from autotask.train.metrics import metric_accumulator, primary_metric
-from autotask.train.observer import StepObserver, TrainStep
-from autotask.train.result import NetworkResult, Status
-from autotask.train.runtime import HostSplit, Runtime
 
 __all__ = [
     "EVAL_BATCH",
@@ -325,7 +325,7 @@ def train_epochs(
     runtime: Runtime | None = None,
 ) -> TrainingRun:
     """Train ``tree`` on ``data`` (splits on ``runtime.device``, or on the host for splits
-    too large for it: see :func:`autotask.train.runtime.place_splits`), yielding an
+    too large for it: see :func:`autotask.engine.runtime.place_splits`), yielding an
     :class:`EpochReport` after every epoch; the generator returns ``(net, result)``.
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the

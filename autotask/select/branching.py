@@ -17,8 +17,8 @@ import networkx as nx
 import numpy as np
 import numpy.typing as npt
 
-from autotask.affinity.matrix import AffinityMatrix
 from autotask.errors import DataError
+from autotask.select.matrix import AffinityMatrix
 from autotask.spec import TaskTree
 
 __all__ = ["propose_tree", "propose_trees", "stage_similarities"]

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autotask.affinity.grouping import group_name
-from autotask.affinity.selection import Network, NetworkPool, Selection
 from autotask.errors import DataError
+from autotask.select.grouping import group_name
+from autotask.select.selection import Network, NetworkPool, Selection
 
 __all__ = [
     "RESERVED_COLUMNS",

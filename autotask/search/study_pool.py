@@ -24,16 +24,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autotask.affinity.selection import Network, NetworkPool, Selection
+from autotask.engine.job import NetworkJob
+from autotask.engine.result import NetworkResult
+from autotask.engine.runtime import Runtime
 from autotask.errors import StorageError
 from autotask.search.params import Choice, Range
 from autotask.search.scoring import relative_change
 from autotask.search.study import BASELINES_ATTR, load_study, study_record, study_suite
+from autotask.select.selection import Network, NetworkPool, Selection
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import DatabaseCache, NetworkJob
+from autotask.store.cache import DatabaseCache
 from autotask.store.models import GroupResultRow
-from autotask.train.result import NetworkResult
-from autotask.train.runtime import Runtime
 
 __all__ = ["StudyPool", "network_names", "pool_from_results", "study_pool"]
 

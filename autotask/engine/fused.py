@@ -1,19 +1,19 @@
 """Training several networks at once: networks of one structure run as one grouped model.
 
 :func:`train_networks` trains a list of jobs and returns, for each, what
-:func:`~autotask.train.loop.train_network` returns for it alone, within float tolerance:
+:func:`~autotask.engine.loop.train_network` returns for it alone, within float tolerance:
 each network is seeded and built as there, sees the same batches in the same order, gets
 its own optimizer state (the stacked optimizer is elementwise, gradient clipping is per
 network), its own balancer, early stopping, divergence handling, history and heartbeat.
 Jobs whose structure, backbone, optimizer and seed agree form a group
 (:func:`group_signature`) and are trained together with
-:class:`~autotask.train.grouped.GroupedTrees`; a network that stops leaves its group, the
+:class:`~autotask.engine.grouped.GroupedTrees`; a network that stops leaves its group, the
 others go on. A group of one, a balancer that needs the network's gradients
 (:func:`balancer_blocker`) and modules that cannot be grouped
-(:func:`~autotask.train.grouped.grouping_blocker`) train one after another, as before.
+(:func:`~autotask.engine.grouped.grouping_blocker`) train one after another, as before.
 ``AUTOTASK_FUSED=0`` turns grouping off (see :func:`fused_enabled`).
 
-Under a :class:`~autotask.train.runtime.Runtime` the grouped model trains as
+Under a :class:`~autotask.engine.runtime.Runtime` the grouped model trains as
 ``train_network`` does: bf16 autocast around the forward pass and the losses (reduced in
 float32), in training, validation and the final metrics, and the TF32 flags. Under bf16
 results agree within its rounding rather than float32's: a batched product may round a value
@@ -40,24 +40,24 @@ from autotask.balancing import BALANCERS, Balancer, build_balancer
 from autotask.balancing._loss import ScalarizedBalancer
 from autotask.balancing.equal import Equal
 from autotask.balancing.static import StaticWeights
-from autotask.errors import ConfigError, TrialDiverged
-from autotask.models import build_network
-from autotask.models.cost import count_parameters, network_macs
-from autotask.models.tree import TreeNetwork
-from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
-from autotask.suites.base import Split
-from autotask.train.device import seed_everything
-from autotask.train.grouped import GroupedTrees, grouping_blocker
-from autotask.train.loop import (
+from autotask.engine.device import seed_everything
+from autotask.engine.grouped import GroupedTrees, grouping_blocker
+from autotask.engine.loop import (
     EVAL_BATCH,
     EpochCallback,
     evaluate_network,
     make_optimizer,
     train_network,
 )
-from autotask.train.losses import PIXEL_KINDS, row_losses
-from autotask.train.result import NetworkResult, Status
-from autotask.train.runtime import HostSplit, Runtime
+from autotask.engine.losses import PIXEL_KINDS, row_losses
+from autotask.engine.result import NetworkResult, Status
+from autotask.engine.runtime import HostSplit, Runtime
+from autotask.errors import ConfigError, TrialDiverged
+from autotask.models import build_network
+from autotask.models.cost import count_parameters, network_macs
+from autotask.models.tree import TreeNetwork
+from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
+from autotask.suites.base import Split
 
 __all__ = [
     "FUSED_ENV",
@@ -97,7 +97,7 @@ def fused_enabled() -> bool:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One network to train: what :func:`~autotask.train.loop.train_network` takes."""
+    """One network to train: what :func:`~autotask.engine.loop.train_network` takes."""
 
     tree: TaskTree
     backbone: BackboneSpec
@@ -296,7 +296,7 @@ class _Member:
 def _group_optimizer(
     spec: OptimizerSpec, params: Sequence[torch.Tensor], device: torch.device
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """:func:`~autotask.train.loop.make_optimizer` with the fused (one-kernel) implementation
+    """:func:`~autotask.engine.loop.make_optimizer` with the fused (one-kernel) implementation
     where torch has it: few large stacked tensors make the per-tensor loop the bottleneck."""
     options: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}
     opt: torch.optim.Optimizer
