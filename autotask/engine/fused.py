@@ -29,8 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +50,7 @@ from autotask.engine.loop import (
 )
 from autotask.engine.losses import PIXEL_KINDS, row_losses
 from autotask.engine.result import NetworkResult, Status
+from autotask.engine.rng import RngState, RngStream
 from autotask.engine.runtime import HostSplit, Runtime
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import build_network
@@ -243,20 +243,6 @@ def _note(reasons: set[str], reason: str) -> None:
         logger.debug("training networks one after another: %s", reason)
 
 
-RngState = tuple[torch.Tensor, torch.Tensor | None]
-
-
-def _rng_state(device: torch.device) -> RngState:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: RngState, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 @dataclass(eq=False)
 class _Member:
     """One network of a group and everything that is its own."""
@@ -270,7 +256,7 @@ class _Member:
     perm: torch.Tensor  # its tasks' positions, in the order of ``tasks``
     params: int
     macs: int
-    rng: RngState
+    rng: RngStream
     extra: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None] | None
     seconds: float
     best: list[torch.Tensor] = field(default_factory=list)
@@ -365,18 +351,6 @@ def _clip_per_network(params: Sequence[torch.Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
 
 
-@contextmanager
-def _own_rng(member: _Member, device: torch.device) -> Iterator[None]:
-    """The member's own global RNG stream (for balancers that draw random numbers)."""
-    outside = _rng_state(device)
-    _set_rng_state(member.rng, device)
-    try:
-        yield
-    finally:
-        member.rng = _rng_state(device)
-        _set_rng_state(outside, device)
-
-
 def _build_member(
     index: int, slot: int, job: TrainJob, interface: ModelInterface, device: torch.device
 ) -> _Member:
@@ -387,7 +361,7 @@ def _build_member(
     params = count_parameters(net)
     macs = network_macs(job.tree, job.backbone, interface, lambda: net)
     net.to(device)
-    rng = _rng_state(device)
+    rng = RngStream(RngState.capture())
     tasks = list(net.tasks)
     bal = build_balancer(job.balancer.name, tasks, **job.balancer.params)
     bal.attach(net)
@@ -515,7 +489,7 @@ def _train_group(
                         if type(m.balancer).deterministic:
                             m.balancer.backward(leaf, m.net)
                         else:
-                            with _own_rng(m, device):
+                            with m.rng.active():
                                 m.balancer.backward(leaf, m.net)
                     except TrialDiverged as exc:
                         failed.append((m, f"{exc} at epoch {epoch}"))

@@ -20,6 +20,7 @@ from autotask.engine.job import NetworkJob
 from autotask.engine.loop import EpochCallback, EpochReport, TrainingRun, run_to_end, train_epochs
 from autotask.engine.observer import StepObserver
 from autotask.engine.result import NetworkResult
+from autotask.engine.rng import RngStream
 from autotask.engine.runtime import (
     Runtime,
     RuntimeSpec,
@@ -500,26 +501,21 @@ class _LockstepRun:
 
     def __init__(self, run: TrainingRun) -> None:
         self.run = run
-        self.rng: list[torch.Tensor] | None = None  # None: not started (it seeds itself)
+        self.rng = RngStream()  # starts where the run seeds itself
         self.report: EpochReport | None = None
         self.epochs = 0
 
     def advance(self) -> NetworkResult | None:
         """Train one more epoch; the final result once the run has ended."""
-        outer = _rng_state()
-        if self.rng is not None:
-            _set_rng_state(self.rng)
-        try:
-            self.report = next(self.run)
-            self.epochs = self.report.epoch
-            return None
-        except StopIteration as done:
-            _, result = done.value
-            self.epochs = result.epochs_run
-            return result  # type: ignore[no-any-return]
-        finally:
-            self.rng = _rng_state()
-            _set_rng_state(outer)
+        with self.rng.active():
+            try:
+                self.report = next(self.run)
+                self.epochs = self.report.epoch
+                return None
+            except StopIteration as done:
+                _, result = done.value
+                self.epochs = result.epochs_run
+                return result  # type: ignore[no-any-return]
 
     def partial(self, job: NetworkJob) -> NetworkResult:
         """The network's result if it stopped now (validation metrics of its best epoch)."""
@@ -528,19 +524,6 @@ class _LockstepRun:
 
     def close(self) -> None:
         self.run.close()
-
-
-def _rng_state() -> list[torch.Tensor]:
-    states = [torch.random.get_rng_state()]
-    if torch.cuda.is_available():
-        states += torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_state(states: list[torch.Tensor]) -> None:
-    torch.random.set_rng_state(states[0])
-    if len(states) > 1:
-        torch.cuda.set_rng_state_all(states[1:])
 
 
 def _partial_delta_m(
