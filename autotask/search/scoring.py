@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from autotask.engine.fused import TrainJob, fused_enabled, runtime_blocker, train_networks
+from autotask.engine.fused import fused_enabled, runtime_blocker, train_networks
 from autotask.engine.job import NetworkJob
 from autotask.engine.loop import EpochCallback, EpochReport, TrainingRun, run_to_end, train_epochs
 from autotask.engine.observer import StepObserver
@@ -209,13 +209,9 @@ class TrainingContext:
     ) -> TrainingRun:
         """``job``'s training on this context, epoch by epoch (see :func:`train_epochs`)."""
         return train_epochs(
-            job.tree,
+            job,
             self.data,
             self.interface,
-            backbone=job.backbone,
-            optimizer=job.optimizer,
-            balancer=job.balancer,
-            seed=job.seed,
             on_epoch=on_epoch,
             observer_factory=observer_factory,
             epoch_metrics=epoch_metrics,
@@ -276,12 +272,10 @@ class TrainingContext:
                 self._trained(job)
 
             train_networks(
-                [
-                    TrainJob(job.tree, job.backbone, job.optimizer, job.balancer, job.seed, beat)
-                    for job, beat in mine
-                ],
+                [job for job, _ in mine],
                 self.data,
                 self.interface,
+                on_epoch=[beat for _, beat in mine],
                 fused=True,
                 on_result=store,
                 runtime=self.runtime,

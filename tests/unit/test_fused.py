@@ -13,7 +13,6 @@ import torch
 from autotask.balancing.scalarized import UncertaintyWeighting
 from autotask.engine.fused import (
     FUSED_ENV,
-    TrainJob,
     fused_enabled,
     plan_groups,
     runtime_blocker,
@@ -71,9 +70,10 @@ def _data(suite: TaskSuite, device: torch.device) -> dict[str, Split]:
     return {name: split.to(device) for name, split in suite.splits.items()}
 
 
-def _job(tasks: tuple[str, ...], **kw: Any) -> TrainJob:
+def _job(tasks: tuple[str, ...], **kw: Any) -> NetworkJob:
     tree = kw.pop("tree", None) or TaskTree(tasks=tasks)
-    return TrainJob(
+    return NetworkJob(
+        "test",
         tree,
         kw.pop("backbone", MLP),
         kw.pop("optimizer", OPT),
@@ -103,12 +103,21 @@ def _same(a: NetworkResult, b: NetworkResult, tol: float = 1e-4) -> None:
     for split_a, split_b in ((a.val_metrics, b.val_metrics), (a.test_metrics, b.test_metrics)):
         for task, value in split_a.items():
             assert value == pytest.approx(split_b[task], rel=tol, abs=tol)
+    for more_a, more_b in (
+        (a.val_secondary, b.val_secondary),
+        (a.test_secondary, b.test_secondary),
+    ):
+        assert more_a.keys() == more_b.keys()
+        for task, values in more_a.items():
+            assert values.keys() == more_b[task].keys()
+            for name, value in values.items():
+                assert value == pytest.approx(more_b[task][name], rel=tol, abs=tol)
     if a.val_loss is not None:
         assert a.val_loss == pytest.approx(b.val_loss, rel=tol, abs=tol)
 
 
 def _compare(
-    jobs: list[TrainJob], suite: TaskSuite, device: torch.device
+    jobs: list[NetworkJob], suite: TaskSuite, device: torch.device
 ) -> tuple[list[NetworkResult], list[NetworkResult]]:
     interface, data = interface_for(suite), _data(suite, device)
     alone = train_networks(jobs, data, interface, fused=False)
@@ -267,15 +276,16 @@ def test_heartbeats_and_seconds_per_network(device: torch.device) -> None:
     suite = _suite()
     beats: dict[str, list[tuple[int, float]]] = {"a": [], "b": []}
     fast = OPT.model_copy(update={"patience": 1, "epochs": 30, "lr": 0.05})
-    jobs = [
-        _job(("bin",), optimizer=fast, on_epoch=lambda e, v: beats["a"].append((e, v))),
-        _job(("bin2",), on_epoch=lambda e, v: beats["b"].append((e, v))),
-    ]
+    jobs = [_job(("bin",), optimizer=fast), _job(("bin2",))]
     seen: list[int] = []
     results = train_networks(
         jobs,
         _data(suite, device),
         interface_for(suite),
+        on_epoch=[
+            lambda e, v: beats["a"].append((e, v)),
+            lambda e, v: beats["b"].append((e, v)),
+        ],
         fused=True,
         on_result=lambda i, _n, _r: seen.append(i),
     )
@@ -382,7 +392,7 @@ def test_per_pixel_tasks_train_alone() -> None:
     )
     backbone = BackboneSpec(name="cnn", params={"channels": [4, 6]})
     jobs = [
-        TrainJob(TaskTree(tasks=(t,)), backbone, OptimizerSpec(), BalancerSpec(), 0)
+        NetworkJob("test", TaskTree(tasks=(t,)), backbone, OptimizerSpec(), BalancerSpec(), 0)
         for t in ("seg", "seg2")
     ]
     assert plan_groups(jobs, interface, fused=True) == [[0], [1]]
@@ -418,13 +428,15 @@ def _same_bf16(a: NetworkResult, b: NetworkResult) -> None:
     for split_a, split_b in ((a.val_metrics, b.val_metrics), (a.test_metrics, b.test_metrics)):
         assert split_a.keys() == split_b.keys()
         assert all(_close(v, split_b[t]) for t, v in split_a.items())
+    assert a.val_secondary.keys() == b.val_secondary.keys()
+    assert a.test_secondary.keys() == b.test_secondary.keys()
 
 
 def _gap(a: NetworkResult, b: NetworkResult) -> float:
     return max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a.history, b.history, strict=True))
 
 
-def _compare_bf16(jobs: list[TrainJob], suite: TaskSuite, device: torch.device) -> None:
+def _compare_bf16(jobs: list[NetworkJob], suite: TaskSuite, device: torch.device) -> None:
     interface, data = interface_for(suite), _data(suite, device)
     bf16 = Runtime(device, precision="bf16")
     assert plan_groups(jobs, interface, fused=True, runtime=bf16, data=data) == plan_groups(

@@ -84,16 +84,9 @@ def train(
     observer: Any = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
     data = {k: v.to(runtime.device) for k, v in suite.splits.items()}
+    job = NetworkJob(suite.key(), tree, BackboneSpec(**suite.default_backbone), OPT, balancer, 0)
     return train_network(
-        tree,
-        data,
-        interface_for(suite),
-        backbone=BackboneSpec(**suite.default_backbone),
-        optimizer=OPT,
-        balancer=balancer,
-        seed=0,
-        runtime=runtime,
-        observer_factory=observer,
+        job, data, interface_for(suite), runtime=runtime, observer_factory=observer
     )
 
 
