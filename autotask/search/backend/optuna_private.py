@@ -2,10 +2,11 @@
 
 Optuna has no public API for what these do (a study's storage and ids, the heartbeat
 bookkeeping behind ``Study.optimize``, a trial sampled without being stored, ...). Each
-docstring names the private names it relies on and the Optuna version they were last
-checked against (5.1.0); ``tests/unit/test_optuna_private.py`` has one contract test per
-name, so an Optuna upgrade that changes one fails a named test, and a static scan there
-keeps every other autotask module off Optuna's private names.
+docstring names the private names it relies on and the Optuna version it was checked
+against: 5.1.0, the installed one (autotask requires ``optuna>=5.0,<6``).
+``tests/unit/test_optuna_private.py`` has one contract test per name, so an Optuna upgrade
+that changes one fails a named test; a static scan there keeps every other autotask
+module off Optuna's private names.
 """
 
 from __future__ import annotations
