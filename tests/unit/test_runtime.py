@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from autotask.engine.cache import MemoryCache
 from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.engine.observer import StepObserver, TrainStep
@@ -35,7 +36,6 @@ from autotask.search.evaluate import runtime_settings
 from autotask.search.scoring import TrainingContext
 from autotask.search.study_config import load_study_config
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, load_spec
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
 from tests.conftest import make_tiny_suite
 
@@ -506,13 +506,15 @@ def test_study_pool_keeps_to_the_numerics_of_its_baselines(tmp_path: Path) -> No
     pair = TaskTree(tasks=("digit", "parity"))
 
     def fill(runtime: Runtime, base: dict[str, float], joint: float) -> None:
-        ctx.runtime = runtime
+        ctx.runner.runtime = runtime
         for task, job in ctx.baseline_jobs().items():
             result = NetworkResult([task], "ok", {task: base[task]}, {task: base[task]}, macs=100)
-            ctx.cache.put(job, result, "pool")
+            ctx.runner.cache.put(job, result, "pool")
         job = ctx.job(pair, ctx.baseline_backbone, ctx.baseline_optimizer, BalancerSpec())
         metrics = {"digit": joint, "parity": joint}
-        ctx.cache.put(job, NetworkResult(["digit", "parity"], "ok", metrics, metrics, macs=100), "")
+        ctx.runner.cache.put(
+            job, NetworkResult(["digit", "parity"], "ok", metrics, metrics, macs=100), ""
+        )
 
     cpu = torch.device("cpu")
     fill(Runtime(cpu), {"digit": 0.8, "parity": 0.9}, joint=0.85)
