@@ -378,6 +378,27 @@ def test_context_never_trains_a_job_another_worker_stored() -> None:
     assert job.key in cache.claims
 
 
+@pytest.mark.parametrize("strategy", ["sequential", "fused", "lockstep"])
+def test_every_strategy_claims_in_the_order_of_cache_keys(strategy: str) -> None:
+    """Two workers never hold one claim each while waiting for the other's; a job listed
+    twice trains once (its second use is a reuse)."""
+    context = make_context(_suite(), OPT)
+    jobs = list(reversed(context.network_jobs(_spec())))
+    jobs.append(jobs[0])
+    cache = _RecordingCache()
+    context.runner.cache = cache
+    context.runner.fused = strategy == "fused"
+    if strategy == "lockstep":
+        rounds: list[int] = []
+        runs = context.runner.run_lockstep(jobs, lambda epoch, _results: rounds.append(epoch))
+        assert rounds == list(range(1, len(rounds) + 1)) and rounds
+    else:
+        runs = context.runner.run_many(jobs)
+    assert cache.claims == sorted({job.key for job in jobs})
+    assert [trained for _, trained in runs] == [True, True, True, False]
+    assert runs[0][0] == runs[-1][0]
+
+
 def test_per_pixel_tasks_train_alone() -> None:
     interface = ModelInterface(
         input_shape=(3, 8, 8), heads={"seg": ("segmentation", 3), "seg2": ("segmentation", 3)}

@@ -389,13 +389,13 @@ def test_streaming_gives_the_same_results_as_the_device_path(
     suite = make_tiny_suite()
     resident = _context(suite, device, RuntimeSpec(precision="fp32", data_budget_mb=64))
     streamed = _context(suite, device, RuntimeSpec(precision="fp32", data_budget_mb=0))
-    assert all(isinstance(s, HostSplit) for s in streamed.data.values())
-    assert not any(isinstance(s, HostSplit) for s in resident.data.values())
+    assert all(isinstance(s, HostSplit) for s in streamed.runner.data.values())
+    assert not any(isinstance(s, HostSplit) for s in resident.runner.data.values())
     if device.type == "cuda":
-        assert all(s.x.is_pinned() for s in streamed.data.values())
+        assert all(s.x.is_pinned() for s in streamed.runner.data.values())
     job = resident.job(BRANCHED, resident.baseline_backbone, OPT, BalancerSpec(name=balancer))
-    _, a = resident.train(job)
-    _, b = streamed.train(job)
+    _, a = resident.runner.train(job)
+    _, b = streamed.runner.train(job)
     assert a.status == b.status == "ok"
     if device.type == "cpu":  # the same rows, batches and kernels: bit for bit
         assert (a.history, a.val_metrics, a.test_metrics) == (
