@@ -16,6 +16,7 @@ from PIL import Image
 
 import autotask.suites.celeba as celeba_module
 from autotask.affinity.estimators import build_estimator
+from autotask.engine.cache import MemoryCache
 from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.errors import ConfigError, DataError, UnknownNameError
@@ -24,7 +25,6 @@ from autotask.search.scoring import TrainingContext
 from autotask.search.study import build_suite, validate_space
 from autotask.search.study_config import load_study_config
 from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites import get_suite
 from autotask.suites.base import SPLITS, TaskSuite
 from autotask.suites.celeba import ATTRIBUTES, TAG_TASKS, decode_image

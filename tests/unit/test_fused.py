@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from autotask.balancing.scalarized import UncertaintyWeighting
+from autotask.engine import runner
+from autotask.engine.cache import Claim, MemoryCache
 from autotask.engine.fused import (
     FUSED_ENV,
     fused_enabled,
@@ -32,7 +34,6 @@ from autotask.spec import (
     OptimizerSpec,
     TaskTree,
 )
-from autotask.store.cache import Claim, MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
 from tests.conftest import make_context, make_tiny_suite
 
@@ -355,11 +356,11 @@ def test_context_stores_the_same_results_with_and_without_fusion() -> None:
     stored = []
     for fused in (False, True):
         context = make_context(suite, OPT)
-        context.cache = _RecordingCache()
-        context.fused = fused
+        context.runner.cache = _RecordingCache()
+        context.runner.fused = fused
         score = context.score(_spec())
         assert (score.trained, score.reused) == (2, 1)  # [cls] is the baseline of cls
-        cache = context.cache
+        cache = context.runner.cache
         stored.append(cache._results)
         assert sorted(cache.claims) == sorted(set(cache.claims))  # each job claimed once
     alone, together = stored
@@ -371,19 +372,41 @@ def test_context_stores_the_same_results_with_and_without_fusion() -> None:
 def test_context_never_trains_a_job_another_worker_stored() -> None:
     suite = _suite()
     first = make_context(suite, OPT)
-    first.fused = False
+    first.runner.fused = False
     first.score(_spec())
-    done = first.cache._results  # type: ignore[attr-defined]
+    done = first.runner.cache._results  # type: ignore[attr-defined]
     context = make_context(suite, OPT)
     job = context.job(TaskTree(tasks=("bin2", "reg2")), MLP, OPT, BalancerSpec())
-    context.cache = _RecordingCache(elsewhere={job.key: done[job.key]})
-    context.fused = True
+    cache = _RecordingCache(elsewhere={job.key: done[job.key]})
+    context.runner.cache = cache
+    context.runner.fused = True
     trained: list[str] = []
-    context.on_network = trained.append
+    context.runner.events.subscribe(on_network=trained.append)
     score = context.score(_spec())
     assert "[bin2,reg2]" not in trained and "[bin,reg]" in trained
     assert (score.trained, score.reused) == (1, 2)
-    assert job.key in context.cache.claims
+    assert job.key in cache.claims
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "fused", "lockstep"])
+def test_every_strategy_claims_in_the_order_of_cache_keys(strategy: str) -> None:
+    """Two workers never hold one claim each while waiting for the other's; a job listed
+    twice trains once (its second use is a reuse)."""
+    context = make_context(_suite(), OPT)
+    jobs = list(reversed(context.network_jobs(_spec())))
+    jobs.append(jobs[0])
+    cache = _RecordingCache()
+    context.runner.cache = cache
+    context.runner.fused = strategy == "fused"
+    if strategy == "lockstep":
+        rounds: list[int] = []
+        runs = context.runner.run_lockstep(jobs, lambda epoch, _results: rounds.append(epoch))
+        assert rounds == list(range(1, len(rounds) + 1)) and rounds
+    else:
+        runs = context.runner.run_many(jobs)
+    assert cache.claims == sorted({job.key for job in jobs})
+    assert [trained for _, trained in runs] == [True, True, True, False]
+    assert runs[0][0] == runs[-1][0]
 
 
 def test_per_pixel_tasks_train_alone() -> None:
@@ -516,15 +539,15 @@ def test_runtimes_grouping_cannot_follow_train_alone(
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Runtime | None]:
-    """The runtimes :meth:`TrainingContext.run_many` passes to ``train_networks``."""
+    """The runtimes :meth:`Runner.run_many` passes to ``train_networks``."""
     seen: list[Runtime | None] = []
-    original = scoring.train_networks
+    original = runner.train_networks
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs.get("runtime"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "train_networks", spy)
+    monkeypatch.setattr(runner, "train_networks", spy)
     return seen
 
 
@@ -544,10 +567,10 @@ def test_context_fuses_under_bf16_with_the_keys_of_sequential_bf16(
             baseline_backbone=MLP,
             runtime=RuntimeSpec(precision="bf16"),
         )
-        context.fused = fused
+        context.runner.fused = fused
         score = context.score(_spec())
         assert (score.trained, score.reused) == (2, 1)
-        stored.append(context.cache._results)  # type: ignore[attr-defined]
+        stored.append(context.runner.cache._results)  # type: ignore[attr-defined]
         keys.append(score.network_keys)
     assert seen and all(r is not None and r.precision == "bf16" for r in seen)
     alone, together = stored
@@ -571,6 +594,6 @@ def test_context_trains_fp16_one_network_at_a_time(monkeypatch: pytest.MonkeyPat
         baseline_backbone=MLP,
         runtime=RuntimeSpec(precision="fp16"),
     )
-    context.fused = True
+    context.runner.fused = True
     score = context.score(_spec())
     assert seen == [] and score.trained == 2
