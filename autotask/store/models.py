@@ -89,7 +89,7 @@ class AffinityRow(Base):
     """One affinity estimate (an :class:`~autotask.select.matrix.AffinityMatrix`) of a
     study's tasks: estimator, settings, split, cost and the matrix itself."""
 
-    __tablename__ = "autotask.select"
+    __tablename__ = "autotask_affinity"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_name: Mapped[str | None] = mapped_column(String(512), index=True, nullable=True)

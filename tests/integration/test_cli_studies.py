@@ -89,7 +89,7 @@ def test_delete_removes_the_study_and_its_rows_and_keeps_the_others(shared_db: P
     db = shared_db / "studies" / "alpha.db"
     before = rows(db, "autotask_group_results")
     assert before["alpha"] >= 3 and before["beta"] >= 3  # gamma reused alpha's networks
-    assert rows(db, "autotask.select") == {"alpha": 1}
+    assert rows(db, "autotask_affinity") == {"alpha": 1}
 
     run = run_cli("studies", "--delete", "alpha", "--yes", "--json", cwd=shared_db)
     assert run.returncode == 0, run.stderr
@@ -99,7 +99,7 @@ def test_delete_removes_the_study_and_its_rows_and_keeps_the_others(shared_db: P
     assert deleted["group_results"] == 0  # gamma is on the same data: they stay for it
     assert deleted["group_results_kept"] == before["alpha"]
     assert deleted["shared_with"] == ["gamma"]
-    assert rows(db, "autotask.select") == {}
+    assert rows(db, "autotask_affinity") == {}
     after = rows(db, "autotask_group_results")
     assert after == {"beta": before["beta"], "gamma": before["alpha"] + before.get("gamma", 0)}
 

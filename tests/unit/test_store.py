@@ -84,7 +84,7 @@ def test_an_older_schema_is_migrated_forward(tmp_path: Path) -> None:
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM autotask_schema")).scalar() == SCHEMA_VERSION
         assert inspect(conn).has_table("autotask_claims")
-        assert inspect(conn).has_table("autotask.select")
+        assert inspect(conn).has_table("autotask_affinity")
 
 
 def test_a_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> None:
