@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start withou
     from autotask.search.backend.launcher import WorkerPool
     from autotask.search.scoring import ArchitectureScore
     from autotask.search.study import SearchSession
-    from autotask.search.study_config import StudyConfig
     from autotask.select.matrix import AffinityMatrix
 
 logger = logging.getLogger("autotask")
@@ -46,12 +45,14 @@ def print_runtime(session: SearchSession) -> None:
 
 def _best_line(study: optuna.Study) -> str:
     from autotask.search.backend.objectives import best_trial
+    from autotask.search.record import TrialRecord
 
     try:
         trial = best_trial(study)
     except StorageError:
         return "no completed trial yet"
-    return f"best Δm {trial.user_attrs['delta_m_val']:+.2f}% (trial {trial.number})"
+    record = TrialRecord.from_trial(trial)
+    return f"best Δm {_num(record.delta_m_val):+.2f}% (trial {trial.number})"
 
 
 @app.command()
@@ -128,6 +129,8 @@ def search(
     publish_quality_vs_cost(session)
     publish_summary(session)
     if json_out:
+        from autotask.report.summary import study_summary
+
         out.print_json(json.dumps(study_summary(study, config), default=str))
         return
     _print_best(study, all_in_one, session.storage_url)
@@ -204,22 +207,24 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
     from autotask.search.backend.objectives import best_trial, is_multi_objective
     from autotask.search.backend.stored import TAG_ATTR, study_record
     from autotask.search.pareto import pareto_trials
+    from autotask.search.record import TrialRecord
     from autotask.search.study import best_spec
 
     spec = best_spec(study)
     best = best_trial(study)
     out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
     out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
-    attrs = best.user_attrs
+    record = TrialRecord.from_trial(best)
+    delta_m_val = _num(record.delta_m_val)
     out.print(
-        f"  Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
-        f"  cost {attrs['cost']:.2f} single-task networks",
+        f"  Δm val {delta_m_val:+.2f}%  test {_num(record.delta_m_test):+.2f}%"
+        f"  cost {_num(record.cost):.2f} single-task networks",
     )
     out.print(
         f"  all-in-one network: Δm val {all_in_one.delta_m_val:+.2f}%  "
         f"test {all_in_one.delta_m_test:+.2f}%"
     )
-    verdict = "beats" if attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
+    verdict = "beats" if delta_m_val > all_in_one.delta_m_val else "does NOT beat"
     out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
     tag = study_record(study, TAG_ATTR)
     if tag:
@@ -228,13 +233,18 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
             f"{tag['delta_m_val']:+.2f}%  test {tag['delta_m_test']:+.2f}%  cost {tag['cost']:.2f}"
         )
     if is_multi_objective(study):
-        front = pareto_trials(study)
+        front = [TrialRecord.from_trial(t) for t in pareto_trials(study)]
         out.print(
             f"  Pareto front (Δm vs cost): {len(front)} architectures, cost "
-            f"{front[0].user_attrs['cost']:.2f} to {front[-1].user_attrs['cost']:.2f}; "
+            f"{_num(front[0].cost):.2f} to {_num(front[-1].cost):.2f}; "
             f"autotask export {study.study_name} --pareto writes them all"
         )
     out.print(f"Export it with: {export_command(study.study_name, storage_url)}")
+
+
+def _num(value: float | None) -> float:
+    """A stored number, NaN where the trial has none (printed ``nan``)."""
+    return float("nan") if value is None else value
 
 
 def export_command(study_name: str, storage_url: str) -> str:
@@ -274,7 +284,7 @@ def status(
 
     The best architecture's per-task metrics are shown beside the single-task baselines."""
     from autotask.labels import METRIC_LEGEND, metric_label
-    from autotask.search.backend.objectives import best_trial
+    from autotask.report.summary import find_best, study_summary
     from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
 
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
@@ -284,10 +294,7 @@ def status(
     trained, reused = summary["networks_trained"], summary["networks_reused"]
     baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
     all_in_one: dict[str, Any] = summary["all_in_one"]
-    try:
-        best = best_trial(study)
-    except StorageError:
-        best = None
+    record = find_best(study)
     if json_out:
         out.print_json(json.dumps(summary, default=str))
         return
@@ -310,11 +317,11 @@ def status(
         err.print(f"trial {number} failed: {reason}")
     for failed, retry in summary["retried"].items():
         out.print(f"trial {failed} was retried as trial {retry} ({states_by_number[retry]})")
-    if best is None:
+    if record is None:
         out.print("no completed trial yet")
         return
     out.print(
-        f"Best trial {best.number} ({_proposer(best)}): {best.user_attrs['architecture']}",
+        f"Best trial {record.number} ({record.proposed_by}): {record.architecture}",
         style="bold",
     )
     rows = []
@@ -324,9 +331,9 @@ def status(
             (
                 task,
                 metric_label(base.get("metric"), base.get("higher_is_better")),
-                best.user_attrs.get(f"val.{task}"),
+                record.val_metrics.get(task),
                 base["val"],
-                best.user_attrs.get(f"test.{task}"),
+                record.test_metrics.get(task),
                 base["test"],
             )
         )
@@ -338,8 +345,7 @@ def status(
         )
     )
     out.print(METRIC_LEGEND)
-    attrs = best.user_attrs
-    secondary = attrs.get("secondary") or {}
+    secondary = record.secondary or {}
     extra = [
         (task, metric, value, secondary.get("test", {}).get(task, {}).get(metric))
         for task, metrics in sorted(secondary.get("val", {}).items())
@@ -348,8 +354,8 @@ def status(
     if extra:
         out.print(table("Secondary metrics (best)", ["task", "metric", "val", "test"], extra))
     out.print(
-        f"Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
-        f"  cost {attrs['cost']:.2f};  all-in-one Δm val "
+        f"Δm val {_num(record.delta_m_val):+.2f}%  test {_num(record.delta_m_test):+.2f}%"
+        f"  cost {_num(record.cost):.2f};  all-in-one Δm val "
         f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
     )
     tag = summary["tag_grouping"]
@@ -363,76 +369,6 @@ def status(
             (p["trial"], p["cost"], p["delta_m_val"], p["architecture"]) for p in summary["pareto"]
         ]
         out.print(table("Pareto front (Δm vs cost)", ["trial", "cost", "Δm val", "arch"], front))
-
-
-def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
-    """Trials by state, networks trained and reused, baselines, failures and the best trial
-    (``autotask status --json`` and ``autotask search --json``)."""
-    from autotask.search.backend.objectives import best_trial, is_multi_objective
-    from autotask.search.backend.stored import (
-        ALL_IN_ONE_ATTR,
-        BASELINES_ATTR,
-        TAG_ATTR,
-        study_record,
-    )
-    from autotask.search.pareto import pareto_trials
-
-    trials = study.get_trials(deepcopy=False)
-    summary: dict[str, Any] = {
-        "study": study.study_name,
-        "suite": config.suite.name,
-        "objectives": list(config.objectives),
-        "cost_budget": config.cost_budget,
-        "trials": dict(Counter(t.state.name for t in trials)),
-        "networks_trained": sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials),
-        "networks_reused": sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials),
-        "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
-        "all_in_one": study_record(study, ALL_IN_ONE_ATTR, {}),
-        "task_metrics": {
-            task: {"metric": base.get("metric"), "higher_is_better": base.get("higher_is_better")}
-            for task, base in study_record(study, BASELINES_ATTR, {}).items()
-        },
-        "tag_grouping": study_record(study, TAG_ATTR),
-        "proposed_by": dict(Counter(_proposer(t) for t in trials)),
-        "failed": {
-            t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
-        },
-        "retried": _retries(trials),
-    }
-    keys = ("architecture", "delta_m_val", "delta_m_test", "cost")
-    try:
-        best = best_trial(study)
-    except StorageError:
-        return summary
-    summary["best"] = {
-        "trial": best.number,
-        **{k: best.user_attrs.get(k) for k in keys},
-        "proposed_by": _proposer(best),
-    }
-    if "secondary" in best.user_attrs:
-        summary["best"]["secondary"] = best.user_attrs["secondary"]
-    if is_multi_objective(study):
-        summary["pareto"] = [
-            {"trial": t.number, **{k: t.user_attrs.get(k) for k in keys}}
-            for t in pareto_trials(study)
-        ]
-    return summary
-
-
-def _proposer(trial: optuna.trial.FrozenTrial) -> str:
-    """Who chose the trial's architecture: ``affinity:<estimator>`` (seeded),
-    ``refinement:<estimator>``, or ``sampler``."""
-    return str(trial.user_attrs.get("seeded_by", "sampler"))
-
-
-def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
-    """Failed trial number -> the number of the trial that re-ran it (heartbeat retries)."""
-    retried = {}
-    for trial in trials:
-        source = trial.system_attrs.get("failed_trial")  # set by Optuna's retry callback
-        if source is not None:
-            retried[source] = trial.number
-    return retried
 
 
 @app.command()
@@ -457,6 +393,7 @@ def export(
     from autotask.search.backend.stored import load_study
     from autotask.search.export import export_best
     from autotask.search.pareto import best_within_budget, pareto_trials
+    from autotask.search.record import TrialRecord
 
     if pareto and budget is not None:
         raise ConfigError("--pareto and --budget exclude each other")
@@ -474,8 +411,8 @@ def export(
         for trial in front:
             path = folder / f"trial-{trial.number}.yaml"
             spec = export_best(study, config, path, trial)
-            attrs = trial.user_attrs
-            rows.append((str(path), attrs["cost"], attrs["delta_m_val"], spec.describe()))
+            record = TrialRecord.from_trial(trial)
+            rows.append((str(path), record.cost, record.delta_m_val, spec.describe()))
         out.print(table("Pareto-optimal architectures", ["file", "cost", "Δm val", "arch"], rows))
         return
     chosen = None if budget is None else best_within_budget(study, budget)
