@@ -7,7 +7,7 @@ import logging
 import re
 import shlex
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,15 +16,13 @@ import typer
 
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
-from autotask.cli.stages import affinity_stage, network_stage, train_baselines, trials_bar
-from autotask.errors import AutotaskError, ConfigError, StorageError
-from autotask.interrupts import interrupt_signal
+from autotask.cli.stages import ProgressEvents
+from autotask.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start without torch
     import optuna
     from rich.progress import Progress
 
-    from autotask.search.backend.launcher import WorkerPool
     from autotask.search.scoring import ArchitectureScore
     from autotask.search.study import SearchSession
     from autotask.select.matrix import AffinityMatrix
@@ -74,16 +72,9 @@ def search(
     """Search task groupings, branch depths and balancers.
 
     Resumes the study of the same name if the database has it."""
-    from autotask.search.backend.launcher import WorkerPool, parse_gpus
+    from autotask.search.backend.launcher import parse_gpus
     from autotask.search.backend.storage import resolve_storage_url
-    from autotask.search.refinement import AffinityRefinement
-    from autotask.search.seeding import (
-        latest_matrix,
-        publish_best_architecture,
-        publish_quality_vs_cost,
-        publish_summary,
-    )
-    from autotask.search.study import SearchSession, best_spec
+    from autotask.search.run import SEARCH, PoolSettings, run_study
     from autotask.search.study_config import load_study_config
     from autotask.store.db import is_sqlite
 
@@ -98,109 +89,70 @@ def search(
             "workers (--storage postgresql+psycopg://...)",
             pool_size,
         )
-    session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
-    print_runtime(session)
-    budget = trials or config.trials
-    study = session.study
-    with progress_bar(quiet or json_out) as progress:
-        all_in_one = train_baselines(progress, session)
-        matrix = None
-        if config.affinity is not None:
-            matrix = _seed_with_affinity(session, progress)
-            if matrix is not None:
-                session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
-        _train_tag_baseline(session, matrix or latest_matrix(session), progress)
-        update = trials_bar(
-            progress, session.context, budget, session.finished_trials(), _best_line(study)
+    pool = PoolSettings(study_file, workers, gpu_list) if pool_size > 1 or gpu_list else None
+    with ExitStack() as shown:
+        run = run_study(
+            config,
+            CliEvents(progress_bar(quiet or json_out), shown, best_line=True),
+            plan=SEARCH,
+            storage=url,
+            study_name=name,
+            seed=seed,
+            device=device,
+            trials=trials,
+            timeout=timeout,
+            pool=pool,
         )
-
-        def refresh(*_: object) -> None:
-            update(session.finished_trials(), _best_line(study))
-
-        limit = timeout or config.timeout
-        if pool_size > 1 or gpu_list:
-            _run_pool(
-                WorkerPool(study_file, url, name, budget, workers, limit, seed, gpu_list), refresh
-            )
-            session.storage_check()  # the workers' trials were kept
-        else:
-            session.run(budget, timeout=limit, callbacks=[refresh])
-    publish_best_architecture(session, best_spec(study))
-    publish_quality_vs_cost(session)
-    publish_summary(session)
+    study = run.session.study
     if json_out:
         from autotask.report.summary import study_summary
 
         out.print_json(json.dumps(study_summary(study, config), default=str))
         return
-    _print_best(study, all_in_one, session.storage_url)
+    _print_best(study, run.all_in_one, run.session.storage_url)
 
 
-def _train_tag_baseline(
-    session: SearchSession, matrix: AffinityMatrix | None, progress: Progress
-) -> None:
-    """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
-    from autotask.search.seeding import tag_baseline
+class CliEvents(ProgressEvents):
+    """How ``search`` and ``worker`` show a running study: the device, then progress bars
+    (shown from the study's opening until ``shown`` closes; the trials bar names the best
+    trial when ``best_line``), worker failures, and the study's figures published to its
+    dashboard page."""
 
-    if matrix is None:
-        return
-    with ExitStack() as stage:
+    def __init__(self, progress: Progress, shown: ExitStack, *, best_line: bool) -> None:
+        super().__init__(progress, self._status)
+        self.shown, self.best_line = shown, best_line
+        self.session: SearchSession | None = None
 
-        def on_start(pending: int) -> None:
-            if pending:
-                stage.enter_context(
-                    network_stage(progress, session.context, "TAG grouping", pending)
-                )
+    def _status(self) -> str:
+        if not self.best_line or self.session is None:
+            return ""
+        return _best_line(self.session.study)
 
-        try:
-            tag_baseline(session, matrix, on_start)
-        except AutotaskError as exc:  # e.g. a network of the grouping diverged
-            logger.warning("TAG-selected grouping not trained: %s", exc)
+    def opened(self, session: SearchSession) -> None:
+        self.session = session
+        print_runtime(session)
+        self.shown.enter_context(self.progress)
 
+    def worker_failed(self, line: str) -> None:
+        err.print(f"worker failed: {line}", style="red")
 
-def _seed_with_affinity(session: SearchSession, progress: Progress) -> AffinityMatrix | None:
-    """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
-    from autotask.search.seeding import estimate_affinity, publish_affinity, seed_with_affinity
-
-    seeding = session.config.affinity
-    assert seeding is not None
-    report, finish = affinity_stage(progress, seeding.estimator)
-    try:
-        matrix, fresh = estimate_affinity(
-            session, seeding.estimator, seeding.settings, progress=report
-        )
-    except AutotaskError as exc:  # e.g. the jointly trained network diverged
-        logger.warning("affinity seeding skipped: %s", exc)
-        return None
-    finish(matrix, fresh)
-    seeded = seed_with_affinity(session, matrix, seeding.candidates)
-    best = seeded[0].groups if seeded else None
-    publish_affinity(session, matrix, best)
-    if seeded:
-        logger.info(
-            "enqueued %d partitions from %s affinity, best: %s",
-            len(seeded),
-            matrix.estimator,
-            seeded[0].describe(),
-        )
-    return matrix
-
-
-def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
-    """Run the worker processes; Ctrl-C or SIGTERM is passed on to them (running trials end
-    FAIL: interrupted)."""
-    pool.start()
-    try:
-        pool.wait(refresh)
-        for line in pool.errors():
-            err.print(f"worker failed: {line}", style="red")
-    except KeyboardInterrupt as exc:
+    def stopping_workers(self) -> None:
         err.print("interrupted: stopping the workers (running trials end FAIL: interrupted)")
-        pool.interrupt(interrupt_signal(exc))
-        refresh()
-        raise
-    finally:
-        pool.close()
+
+    def publish_affinity(
+        self,
+        session: SearchSession,
+        matrix: AffinityMatrix,
+        groups: Sequence[Sequence[str]] | None,
+    ) -> None:
+        from autotask.report.dashboard import publish_affinity
+
+        publish_affinity(session, matrix, groups)
+
+    def publish_results(self, session: SearchSession) -> None:
+        from autotask.report.dashboard import publish_results
+
+        publish_results(session)
 
 
 def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
