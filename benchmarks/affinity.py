@@ -28,12 +28,12 @@ from scipy.stats import spearmanr
 from autotask.affinity.estimators import build_estimator
 from autotask.affinity.estimators.gradcos import GradientCosineProbe
 from autotask.affinity.estimators.lookahead import LookaheadProbe
+from autotask.engine.cache import MemoryCache
 from autotask.engine.observer import StepObserver
 from autotask.models.tree import TreeNetwork
 from autotask.search.scoring import TrainingContext
 from autotask.select.matrix import pair_scores
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites import TaskSuite, get_suite
 
 Factory = Callable[[TreeNetwork], StepObserver] | None
@@ -67,7 +67,7 @@ def timing(suite: TaskSuite, epochs: int, repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         for name, factory in VARIANTS.items():
             started = time.perf_counter()
-            ctx.train(job, observer_factory=factory)
+            ctx.runner.train(job, observer_factory=factory)
             times[name].append(time.perf_counter() - started)
     return {k: statistics.median(v) for k, v in times.items()}
 

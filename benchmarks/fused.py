@@ -35,7 +35,8 @@ import time
 
 import torch
 
-from autotask.engine.fused import TrainJob, train_networks
+from autotask.engine.fused import train_networks
+from autotask.engine.job import NetworkJob
 from autotask.engine.result import NetworkResult
 from autotask.engine.runtime import Runtime
 from autotask.models import interface_for
@@ -49,15 +50,17 @@ BALANCERS = (BalancerSpec(), BalancerSpec(name="equal", params={"reduction": "me
 TOLERANCE = {"fp32": 1e-4, "bf16": 2 * 2**-8}
 
 
-def _jobs(k: int, backbone: BackboneSpec, optimizer: OptimizerSpec) -> list[TrainJob]:
+def _jobs(k: int, backbone: BackboneSpec, optimizer: OptimizerSpec) -> list[NetworkJob]:
     return [
-        TrainJob(TaskTree(tasks=(TASKS[i % 4],)), backbone, optimizer, BALANCERS[i // 4], 0)
+        NetworkJob(
+            "digits", TaskTree(tasks=(TASKS[i % 4],)), backbone, optimizer, BALANCERS[i // 4], 0
+        )
         for i in range(k)
     ]
 
 
 def _run(
-    jobs: list[TrainJob],
+    jobs: list[NetworkJob],
     data: dict[str, Split],
     interface: ModelInterface,
     fused: bool,

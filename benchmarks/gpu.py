@@ -29,6 +29,7 @@ import torch
 
 from autotask.backbones import list_backbones
 from autotask.engine.device import pick_device
+from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.engine.runtime import Runtime
 from autotask.models import build_network, interface_for
@@ -137,16 +138,8 @@ def measure(
 
     def run() -> float:
         start = time.perf_counter()
-        _, result = train_network(
-            tree,
-            data,
-            interface_for(suite),
-            backbone=backbone,
-            optimizer=optimizer,
-            balancer=BalancerSpec(),
-            seed=0,
-            runtime=runtime,
-        )
+        job = NetworkJob(suite.key(), tree, backbone, optimizer, BalancerSpec(), 0)
+        _, result = train_network(job, data, interface_for(suite), runtime=runtime)
         elapsed = time.perf_counter() - start  # the loop ends in host reads: synchronised
         if result.status != "ok":
             raise RuntimeError(f"training failed: {result.reason}")

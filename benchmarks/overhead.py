@@ -17,6 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.models import build_network, interface_for
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
@@ -71,15 +72,9 @@ def autotask_loop(
 ) -> float:
     interface = interface_for(suite)
     start = time.perf_counter()
-    _, result = train_network(
-        TaskTree(tasks=tuple(suite.task_names)),
-        suite.splits,
-        interface,
-        backbone=backbone,
-        optimizer=optimizer,
-        balancer=BalancerSpec(),
-        seed=seed,
-    )
+    tree = TaskTree(tasks=tuple(suite.task_names))
+    job = NetworkJob(suite.key(), tree, backbone, optimizer, BalancerSpec(), seed)
+    _, result = train_network(job, suite.splits, interface)
     elapsed = time.perf_counter() - start
     assert result.epochs_run == optimizer.epochs, "early stopping must be off for a fair comparison"
     return elapsed

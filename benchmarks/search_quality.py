@@ -65,6 +65,7 @@ import torch
 
 from autotask.affinity.estimators import build_estimator
 from autotask.affinity.estimators.pairwise import pairwise_pool
+from autotask.engine.cache import Claim, MemoryCache, ResultCache, WaitHook
 from autotask.engine.job import NetworkJob
 from autotask.engine.result import NetworkResult
 from autotask.search.record import TrialRecord
@@ -84,7 +85,7 @@ from autotask.select.selection import (
     select_networks,
 )
 from autotask.spec import BalancerSpec, TaskTree
-from autotask.store.cache import Claim, DatabaseCache, MemoryCache, ResultCache
+from autotask.store.cache import DatabaseCache
 from autotask.store.db import Database
 
 #: Partitions ``study+tag`` enqueues (the ``candidates`` of a study's ``affinity:``).
@@ -171,7 +172,7 @@ def ground_truth(context: TrainingContext, max_groups: int, log: Callable[[str],
             context.baseline_optimizer,
             BalancerSpec(),
         )
-        result, was_trained = context.run(job)
+        result, was_trained = context.runner.run(job)
         trained += was_trained
         if not result.ok:
             raise SystemExit(f"network {'+'.join(subset)} diverged: {result.reason}")
@@ -260,6 +261,12 @@ class ChargingCache:
     def claim(self, job: NetworkJob) -> AbstractContextManager[Claim]:
         raise RuntimeError("the charging cache never trains")
 
+    def set_wait_hook(self, hook: WaitHook | None) -> None:
+        """Never waits."""
+
+    def release_claims_of(self, owner: str) -> int:
+        return 0
+
 
 @dataclass
 class Outcome:
@@ -315,7 +322,7 @@ def run_study(
     candidates: int = SEEDED_CANDIDATES,
 ) -> None:
     session = SearchSession.open(config, storage=db, study_name=name, seed=seed)
-    session.context.cache = method.cache
+    session.context.runner.cache = method.cache
     if sampler is not None:
         session.study.sampler = sampler
     if matrix is not None:
@@ -354,7 +361,7 @@ def run_tag(truth: Truth, method: Method, matrix: AffinityMatrix, units: list[li
 
 
 def run_hoa(truth: Truth, method: Method, context: TrainingContext) -> None:
-    context.cache = method.cache
+    context.runner.cache = method.cache
     try:
         pool = pairwise_pool(context)  # charges singles and pairs
     except BudgetExhausted:
@@ -404,9 +411,9 @@ def lookahead(context: TrainingContext) -> tuple[AffinityMatrix, float]:
     )
     timings = []
     for _ in range(2):
-        plain.cache = MemoryCache()
+        plain.runner.cache = MemoryCache()
         started = time.perf_counter()
-        plain.run(job)
+        plain.runner.run(job)
         timings.append(time.perf_counter() - started)
     matrix = build_estimator("lookahead", every=10).estimate(context)
     return matrix, matrix.seconds / min(timings)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from autotask.engine.cache import MemoryCache
 from autotask.search.scoring import TrainingContext
 from autotask.spec import BackboneSpec, OptimizerSpec
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
 from tests.repository_paths import OpenAudit
 

@@ -51,6 +51,7 @@ class ScalarizedBalancer(WatchedLossBalancer):
     """
 
     source: ClassVar[str] = "torchjd"
+    fusable = True
     #: the scalarizer (an ``nn.Module``); set by subclasses
     scalarizer: torch.nn.Module
 

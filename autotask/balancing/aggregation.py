@@ -102,6 +102,7 @@ class GradientAggregation(Balancer):
 
     family: ClassVar[Family] = "gradient"
     source: ClassVar[str] = "torchjd"
+    needs_per_task_grads = True
     #: step time relative to ``equal`` in ``parameters`` / ``representation`` mode, measured by
     #: ``benchmarks/balancers.py`` (6 tasks, 214k shared parameters, CPU); the weighting's
     #: own time per step (a solver) does not shrink with the network

@@ -65,6 +65,15 @@ class Balancer(ABC):
     #: False where the weights are random by design (the property tests then check them
     #: in expectation rather than call by call).
     deterministic: ClassVar[bool] = True
+    #: What the training loops may rely on (``tests/unit/test_balancers.py`` checks that the
+    #: declarations agree). ``fusable``: the update is ``losses.backward(weights)`` with
+    #: weights computed from the losses alone (and the method's own parameters), so the
+    #: method can run on a detached copy of the losses and networks can train grouped.
+    fusable: ClassVar[bool] = False
+    #: The weights never change (implies ``fusable``): one backward pass gives them for good.
+    constant_weights: ClassVar[bool] = False
+    #: Reads each task's gradient on the network's shared parameters (or shared features).
+    needs_per_task_grads: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str], **params: Any) -> None:
         if not tasks:

@@ -27,6 +27,8 @@ class Equal(Balancer):
     name = "equal"
     family: ClassVar[Family] = "loss"
     relative_cost = "1.0x"
+    fusable = True
+    constant_weights = True
     hparams: ClassVar[dict[str, Any]] = {"reduction": "sum"}
     description = (
         "Equal weights: sum of task losses (reduction=sum, weights 1) or their mean "

@@ -70,6 +70,7 @@ class GradNorm(WatchedLossBalancer):
     name = "gradnorm"
     source = "autotask"
     relative_cost = "1.6x (layer) / 1.2x (features)"
+    needs_per_task_grads = True
     hparams: ClassVar[dict[str, Any]] = {
         "alpha": 1.5,
         "lr": 0.025,

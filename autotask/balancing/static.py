@@ -37,6 +37,8 @@ class StaticWeights(Balancer):
     name = "static"
     family: ClassVar[Family] = "loss"
     relative_cost = "1.0x"
+    fusable = True
+    constant_weights = True
     hparams: ClassVar[dict[str, Any]] = {"weight.<task>": 1.0, "weights": None, "normalize": True}
     description = (
         "Static per-task weights (weight.<task>=w, searchable; or weights={task: w}); "

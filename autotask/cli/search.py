@@ -36,9 +36,7 @@ STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies
 
 def print_runtime(session: SearchSession) -> None:
     """The device and resolved runtime (precision, TF32, ...), once per process."""
-    runtime = session.context.runtime
-    if runtime is not None:
-        err.print(f"device: {runtime.describe()}")
+    err.print(f"device: {session.context.runner.runtime.describe()}")
 
 
 def _best_line(study: optuna.Study) -> str:

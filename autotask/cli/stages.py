@@ -31,12 +31,11 @@ def network_stage(
     """A bar counting the networks trained while the block runs (``total`` expected); the
     status names the network in training."""
     bar = progress.add_task(description, total=total, status="")
-    context.on_network = lambda net: progress.update(bar, status=f"training {net}")
-    context.on_trained = lambda _net: progress.advance(bar)
-    try:
+    with context.runner.events.subscribed(
+        on_network=lambda net: progress.update(bar, status=f"training {net}"),
+        on_trained=lambda _net: progress.advance(bar),
+    ):
         yield bar
-    finally:
-        context.on_network = context.on_trained = None
     progress.update(bar, completed=total, status="done")
 
 

@@ -4,13 +4,15 @@
 :func:`~autotask.engine.loop.train_network` returns for it alone, within float tolerance:
 each network is seeded and built as there, sees the same batches in the same order, gets
 its own optimizer state (the stacked optimizer is elementwise, gradient clipping is per
-network), its own balancer, early stopping, divergence handling, history and heartbeat.
-Jobs whose structure, backbone, optimizer and seed agree form a group
+network), its own balancer, and its own :class:`~autotask.engine.state.NetworkState` (early
+stopping, divergence, history, heartbeat and final metrics, by the rules the plain loop
+follows). Jobs whose structure, backbone, optimizer and seed agree form a group
 (:func:`group_signature`) and are trained together with
 :class:`~autotask.engine.grouped.GroupedTrees`; a network that stops leaves its group, the
-others go on. A group of one, a balancer that needs the network's gradients
-(:func:`balancer_blocker`) and modules that cannot be grouped
-(:func:`~autotask.engine.grouped.grouping_blocker`) train one after another, as before.
+others go on. A group of one, a balancer that is not
+:attr:`~autotask.balancing.Balancer.fusable` (:func:`balancer_blocker`) and modules that
+cannot be grouped (:func:`~autotask.engine.grouped.grouping_blocker`) train one after
+another, as before.
 ``AUTOTASK_FUSED=0`` turns grouping off (see :func:`fused_enabled`).
 
 Under a :class:`~autotask.engine.runtime.Runtime` the grouped model trains as
@@ -26,43 +28,35 @@ networks, splits streamed from the host, and channels-last convolutional network
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
 from autotask.balancing import BALANCERS, Balancer, build_balancer
-from autotask.balancing._loss import ScalarizedBalancer
-from autotask.balancing.equal import Equal
-from autotask.balancing.static import StaticWeights
 from autotask.engine.device import seed_everything
+from autotask.engine.evaluation import EVAL_BATCH
 from autotask.engine.grouped import GroupedTrees, grouping_blocker
-from autotask.engine.loop import (
-    EVAL_BATCH,
-    EpochCallback,
-    evaluate_network,
-    make_optimizer,
-    train_network,
-)
+from autotask.engine.job import NetworkJob
+from autotask.engine.loop import make_optimizer, train_network
 from autotask.engine.losses import PIXEL_KINDS, row_losses
-from autotask.engine.result import NetworkResult, Status
+from autotask.engine.result import NetworkResult
 from autotask.engine.rng import RngState, RngStream
 from autotask.engine.runtime import HostSplit, Runtime
+from autotask.engine.state import EpochCallback, NetworkState
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import build_network
-from autotask.models.cost import count_parameters, network_macs
 from autotask.models.tree import TreeNetwork
-from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
+from autotask.spec import BalancerSpec, ModelInterface, TaskTree
 from autotask.suites.base import Split
 
 __all__ = [
     "FUSED_ENV",
     "ResultCallback",
-    "TrainJob",
     "balancer_blocker",
     "fused_enabled",
     "group_signature",
@@ -79,11 +73,6 @@ FUSED_ENV = "AUTOTASK_FUSED"
 #: Called with (index of the job, its network, its result) as soon as a network finishes.
 ResultCallback = Callable[[int, TreeNetwork, NetworkResult], None]
 
-#: Balancers whose update is a weighting of the losses computed from the losses alone.
-_LOSS_ONLY: tuple[type[Balancer], ...] = (Equal, StaticWeights, ScalarizedBalancer)
-#: ... and those among them whose weights never change.
-_CONSTANT: tuple[type[Balancer], ...] = (Equal, StaticWeights)
-
 
 def fused_enabled() -> bool:
     """False when ``$AUTOTASK_FUSED`` is ``0`` (or ``false``/``no``/``off``)."""
@@ -95,24 +84,15 @@ def fused_enabled() -> bool:
     raise ConfigError(f"{FUSED_ENV} must be 0 or 1, got {value!r}")
 
 
-@dataclass(frozen=True)
-class TrainJob:
-    """One network to train: what :func:`~autotask.engine.loop.train_network` takes."""
-
-    tree: TaskTree
-    backbone: BackboneSpec
-    optimizer: OptimizerSpec
-    balancer: BalancerSpec
-    seed: int
-    on_epoch: EpochCallback | None = None
-
-
 def balancer_blocker(spec: BalancerSpec) -> str | None:
-    """Why a network with this balancer must train on its own (None when it can be grouped)."""
+    """Why a network with this balancer must train on its own (None when it can be grouped:
+    the balancer is :attr:`~autotask.balancing.Balancer.fusable`)."""
     cls = BALANCERS.get(spec.name)
-    if issubclass(cls, _LOSS_ONLY):
+    if cls.fusable:
         return None
-    return f"balancer {spec.name!r} needs the gradients of its own network"
+    if cls.needs_per_task_grads:
+        return f"balancer {spec.name!r} needs the gradients of its own network"
+    return f"balancer {spec.name!r} needs its own network"
 
 
 def runtime_blocker(runtime: Runtime | None, data: Mapping[str, Split] | None = None) -> str | None:
@@ -128,7 +108,7 @@ def runtime_blocker(runtime: Runtime | None, data: Mapping[str, Split] | None = 
     return None
 
 
-def group_signature(job: TrainJob, interface: ModelInterface) -> tuple[Any, ...]:
+def group_signature(job: NetworkJob, interface: ModelInterface) -> tuple[Any, ...]:
     """Jobs with equal signatures build networks of identical structure and train alike."""
 
     def shape(tree: TaskTree) -> tuple[Any, ...]:
@@ -145,7 +125,7 @@ def group_signature(job: TrainJob, interface: ModelInterface) -> tuple[Any, ...]
 
 
 def plan_groups(
-    jobs: Sequence[TrainJob],
+    jobs: Sequence[NetworkJob],
     interface: ModelInterface,
     *,
     fused: bool | None = None,
@@ -180,14 +160,14 @@ def plan_groups(
     return sorted(planned + alone)
 
 
-def _kind_blocker(job: TrainJob, interface: ModelInterface) -> str | None:
+def _kind_blocker(job: NetworkJob, interface: ModelInterface) -> str | None:
     """Per-pixel losses average over valid pixels, not rows: those networks train alone."""
     pixel = sorted(t for t in job.tree.tasks if interface.heads[t][0] in PIXEL_KINDS)
     return f"per-pixel task kinds ({', '.join(pixel)})" if pixel else None
 
 
 def _module_blocker(
-    job: TrainJob, interface: ModelInterface, runtime: Runtime | None
+    job: NetworkJob, interface: ModelInterface, runtime: Runtime | None
 ) -> str | None:
     with torch.random.fork_rng(devices=[]):  # building draws from the global RNG
         net = build_network(job.tree, job.backbone, interface)
@@ -197,10 +177,11 @@ def _module_blocker(
 
 
 def train_networks(
-    jobs: Sequence[TrainJob],
+    jobs: Sequence[NetworkJob],
     data: Mapping[str, Split],
     interface: ModelInterface,
     *,
+    on_epoch: Sequence[EpochCallback | None] | None = None,
     fused: bool | None = None,
     on_result: ResultCallback | None = None,
     runtime: Runtime | None = None,
@@ -208,8 +189,12 @@ def train_networks(
     """Train every job; networks of one structure together (:func:`plan_groups`; none when
     ``fused`` is False or, by default, ``$AUTOTASK_FUSED`` is 0). Returns
     ``(network, result)`` per job, in order; ``on_result`` sees each as soon as it finishes.
+    ``on_epoch[i]`` is job ``i``'s heartbeat (see :func:`~autotask.engine.loop.train_epochs`).
     ``runtime`` (default: plain fp32 on the training split's device) applies to grouped and
     lone networks alike (see the module docstring)."""
+    beats = list(on_epoch) if on_epoch is not None else [None] * len(jobs)
+    if len(beats) != len(jobs):
+        raise ValueError(f"{len(jobs)} jobs but {len(beats)} heartbeats")
     out: dict[int, tuple[TreeNetwork, NetworkResult]] = {}
 
     def done(index: int, net: TreeNetwork, result: NetworkResult) -> None:
@@ -219,21 +204,13 @@ def train_networks(
 
     for group in plan_groups(jobs, interface, fused=fused, runtime=runtime, data=data):
         if len(group) > 1:
-            _train_group([(i, jobs[i]) for i in group], data, interface, done, runtime)
+            _train_group([(i, jobs[i], beats[i]) for i in group], data, interface, done, runtime)
             continue
-        job = jobs[group[0]]
+        index = group[0]
         net, result = train_network(
-            job.tree,
-            data,
-            interface,
-            backbone=job.backbone,
-            optimizer=job.optimizer,
-            balancer=job.balancer,
-            seed=job.seed,
-            on_epoch=job.on_epoch,
-            runtime=runtime,
+            jobs[index], data, interface, on_epoch=beats[index], runtime=runtime
         )
-        done(group[0], net, result)
+        done(index, net, result)
     return [out[i] for i in range(len(jobs))]
 
 
@@ -243,63 +220,23 @@ def _note(reasons: set[str], reason: str) -> None:
         logger.debug("training networks one after another: %s", reason)
 
 
+#: A row of a grouped model: what the grouped loop keeps of a network's best epoch.
+GroupedWeights = list[torch.Tensor]
+
+
 @dataclass(eq=False)
 class _Member:
     """One network of a group and everything that is its own."""
 
     index: int  # the job's index in train_networks
     slot: int  # its index in the group as built (GroupedTrees.store.sources)
-    job: TrainJob
+    job: NetworkJob
     net: TreeNetwork
-    tasks: list[str]
+    state: NetworkState[GroupedWeights]
     balancer: Balancer
-    perm: torch.Tensor  # its tasks' positions, in the order of ``tasks``
-    params: int
-    macs: int
+    perm: torch.Tensor  # its tasks' positions, in the order of ``state.tasks``
     rng: RngStream
     extra: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None] | None
-    seconds: float
-    best: list[torch.Tensor] = field(default_factory=list)
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    stale: int = 0
-    history: list[float] = field(default_factory=list)
-
-    def result(self, status: Status, epoch: int, reason: str | None = None) -> NetworkResult:
-        return NetworkResult(
-            tasks=self.tasks,
-            status=status,
-            reason=reason,
-            best_epoch=self.best_epoch,
-            epochs_run=epoch,
-            params=self.params,
-            macs=self.macs,
-            history=self.history,
-            train_seconds=self.seconds,
-        )
-
-
-def _group_optimizer(
-    spec: OptimizerSpec, params: Sequence[torch.Tensor], device: torch.device
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """:func:`~autotask.engine.loop.make_optimizer` with the fused (one-kernel) implementation
-    where torch has it: few large stacked tensors make the per-tensor loop the bottleneck."""
-    options: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}
-    opt: torch.optim.Optimizer
-    if spec.name == "sgd":
-        opt = torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, **options
-        )
-    elif spec.name == "adamw":
-        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, **options)
-    else:
-        opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, **options)
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs)
-        if spec.schedule == "cosine"
-        else None
-    )
-    return opt, sched
 
 
 def _stack(
@@ -352,29 +289,30 @@ def _clip_per_network(params: Sequence[torch.Tensor], max_norm: float) -> None:
 
 
 def _build_member(
-    index: int, slot: int, job: TrainJob, interface: ModelInterface, device: torch.device
+    index: int,
+    slot: int,
+    job: NetworkJob,
+    on_epoch: EpochCallback | None,
+    interface: ModelInterface,
+    device: torch.device,
 ) -> _Member:
     """The network seeded and built exactly as ``train_network`` builds it."""
     started = time.perf_counter()
     seed_everything(job.seed)
     net = build_network(job.tree, job.backbone, interface)
-    params = count_parameters(net)
-    macs = network_macs(job.tree, job.backbone, interface, lambda: net)
+    state = NetworkState[GroupedWeights].of(job, net, interface, on_epoch)
     net.to(device)
     rng = RngStream(RngState.capture())
-    tasks = list(net.tasks)
-    bal = build_balancer(job.balancer.name, tasks, **job.balancer.params)
+    bal = build_balancer(job.balancer.name, state.tasks, **job.balancer.params)
     bal.attach(net)
     own = bal.parameters()
     extra = make_optimizer(job.optimizer, own) if own else None
-    return _Member(
-        index, slot, job, net, tasks, bal, torch.empty(0), params, macs, rng, extra,
-        time.perf_counter() - started,
-    )  # fmt: skip
+    state.charge(time.perf_counter() - started)
+    return _Member(index, slot, job, net, state, bal, torch.empty(0), rng, extra)
 
 
 def _train_group(
-    jobs: Sequence[tuple[int, TrainJob]],
+    jobs: Sequence[tuple[int, NetworkJob, EpochCallback | None]],
     data: Mapping[str, Split],
     interface: ModelInterface,
     done: ResultCallback,
@@ -383,11 +321,14 @@ def _train_group(
     """Train ``jobs`` (one signature, see :func:`plan_groups`) as one grouped model."""
     train, val = data["train"], data["val"]
     rt = runtime if runtime is not None else Runtime(train.x.device)
-    for _, job in jobs:
+    for _, job, _ in jobs:
         rt.check_balancer(job.balancer.name)
     rt.apply_backend_flags()
     device = rt.device
-    members = [_build_member(i, slot, job, interface, device) for slot, (i, job) in enumerate(jobs)]
+    members = [
+        _build_member(i, slot, job, beat, interface, device)
+        for slot, (i, job, beat) in enumerate(jobs)
+    ]
     first = members[0]
     started = time.perf_counter()
     spec = first.job.optimizer
@@ -395,14 +336,13 @@ def _train_group(
     positions = group.positions
     kinds = [interface.heads[t][0] for t in positions[0]]
     for m in members:
-        m.perm = torch.tensor([positions[m.slot].index(t) for t in m.tasks], device=device)
-        m.best = group.snapshot(m.slot)
-    opt, sched = _group_optimizer(spec, group.parameters(), device)
+        m.perm = torch.tensor([positions[m.slot].index(t) for t in m.state.tasks], device=device)
+    opt, sched = make_optimizer(spec, group.parameters(), fused_kernels=True)
     constant = torch.zeros(len(members), len(kinds), device=device)
     dynamic: list[_Member] = []
     for row, m in enumerate(members):
-        if isinstance(m.balancer, _CONSTANT):
-            probe = torch.ones(len(m.tasks), device=device, requires_grad=True)
+        if m.balancer.constant_weights:
+            probe = torch.ones(len(m.state.tasks), device=device, requires_grad=True)
             m.balancer.backward(probe, m.net)
             assert probe.grad is not None
             constant[row, m.perm] = probe.grad
@@ -413,21 +353,16 @@ def _train_group(
     generator = seed_everything(first.job.seed)
     n, bs = len(train), spec.batch_size
     for m in members:  # the shared set-up, split evenly
-        m.seconds += (time.perf_counter() - started) / len(members)
-    epoch = 0
+        m.state.charge((time.perf_counter() - started) / len(members))
 
-    def finish(m: _Member, status: Status, reason: str | None = None) -> None:
-        row = members.index(m)
-        if status == "ok":
-            group.load_into(m.slot, m.best)
-            result = m.result("ok", epoch)
-            own = {t: interface.heads[t][0] for t in m.tasks}
-            result.val_metrics = evaluate_network(m.net, val, own, rt)
-            result.test_metrics = evaluate_network(m.net, data["test"], own, rt)
-            result.val_loss = m.best_loss
+    def finish(m: _Member, reason: str | None) -> None:
+        """End ``m``: diverged with ``reason``, else completed at its best epoch."""
+        if reason is None:
+            group.load_into(m.slot, m.state.best)
+            result = m.state.completed(m.net, data, rt)
         else:
-            group.load_into(m.slot, group.snapshot(row))
-            result = m.result(status, epoch, reason)
+            group.load_into(m.slot, group.snapshot(members.index(m)))
+            result = m.state.diverged(reason)
         done(m.index, m.net, result)
 
     def drop(gone: Sequence[_Member]) -> torch.Tensor | None:
@@ -453,11 +388,13 @@ def _train_group(
     def charge(since: float) -> None:
         share = (time.perf_counter() - since) / max(len(members), 1)
         for m in members:
-            m.seconds += share
+            m.state.charge(share)
 
-    for epoch in range(1, spec.epochs + 1):  # finish() reads it
+    for epoch in range(1, spec.epochs + 1):
         if not members:
             break
+        for m in members:
+            m.state.begin_epoch(epoch)
         tick = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         x = train.x[order]
@@ -492,7 +429,7 @@ def _train_group(
                             with m.rng.active():
                                 m.balancer.backward(leaf, m.net)
                     except TrialDiverged as exc:
-                        failed.append((m, f"{exc} at epoch {epoch}"))
+                        failed.append((m, m.state.balancer_failure(exc)))
                         continue
                     assert leaf.grad is not None
                     weights[row, m.perm] = leaf.grad.to(weights.dtype)
@@ -502,7 +439,7 @@ def _train_group(
             for m, reason in failed:  # before the step, as train_network returns there
                 charge(tick)
                 tick = time.perf_counter()
-                finish(m, "diverged", reason)
+                finish(m, reason)
             opt.step()
             for m in members:
                 if m.extra is not None and all(m is not f for f, _ in failed):
@@ -524,48 +461,26 @@ def _train_group(
                 m.extra[1].step()
         gone: list[tuple[_Member, str]] = []
         for row, m in enumerate(members):
-            own = epoch_loss[row, m.perm]
-            if not bool(torch.isfinite(own).all()):
-                bad = [
-                    t for t, v in zip(m.tasks, own.tolist(), strict=True) if not math.isfinite(v)
-                ]
-                gone.append((m, f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"))
-                continue
-            try:
-                m.balancer.end_epoch(own * (bs / n))
-            except TrialDiverged as exc:
-                gone.append((m, f"{exc} at epoch {epoch}"))
+            why = m.state.end_training(m.balancer, epoch_loss[row, m.perm], bs / n)
+            if why is not None:
+                gone.append((m, why))
         charge(tick)
         tick = time.perf_counter()
         for m, why in gone:
-            finish(m, "diverged", why)
+            finish(m, why)
         drop([m for m, _ in gone])
         if not members:
             break
         val_losses = _validation(group, val.x, val_t, val_m, kinds, rt).sum(dim=1).tolist()
-        stopped: list[tuple[_Member, Status, str | None]] = []
+        stopped: list[tuple[_Member, str | None]] = []
         for row, m in enumerate(members):
-            val_loss = float(val_losses[row])
-            m.history.append(val_loss)
-            if not math.isfinite(val_loss):
-                stopped.append((m, "diverged", f"non-finite validation loss at epoch {epoch}"))
-                continue
-            if m.job.on_epoch is not None:
-                m.job.on_epoch(epoch, val_loss)
-            if val_loss < m.best_loss:
-                m.best_loss, m.best_epoch, m.stale = val_loss, epoch, 0
-                m.best = group.snapshot(row)
-            else:
-                m.stale += 1
-                if m.stale >= m.job.optimizer.patience:
-                    stopped.append((m, "ok", None))
-                    continue
-            if epoch == spec.epochs:
-                stopped.append((m, "ok", None))
+            why = m.state.validated(float(val_losses[row]), partial(group.snapshot, row))
+            if why is not None or m.state.done:
+                stopped.append((m, why))
         charge(tick)
-        for m, status, note in stopped:
-            finish(m, status, note)
-        drop([m for m, _, _ in stopped])
+        for m, why in stopped:
+            finish(m, why)
+        drop([m for m, _ in stopped])
 
 
 @torch.no_grad()

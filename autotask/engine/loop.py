@@ -1,47 +1,54 @@
-"""Training one network (a task tree) with a balancer, early stopping and metrics."""
+"""Training one network (a task tree) with a balancer, early stopping and metrics.
+
+When the network improves, stops or diverges, and what its result holds, is
+:class:`~autotask.engine.state.NetworkState`'s to decide (shared with grouped training).
+"""
 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from autotask.balancing import Balancer, build_balancer
 from autotask.engine.device import seed_everything
-from autotask.engine.losses import loss_and_weight, masked_loss
-from autotask.engine.metrics import metric_accumulator, primary_metric
+from autotask.engine.evaluation import (
+    MaskMap,
+    evaluate_network,
+    runtime_of,
+    validation_losses,
+)
+from autotask.engine.job import NetworkJob
+from autotask.engine.losses import masked_loss
 from autotask.engine.observer import StepObserver, TrainStep
-from autotask.engine.result import NetworkResult, Status
+from autotask.engine.result import NetworkResult
 from autotask.engine.runtime import HostSplit, Runtime
+from autotask.engine.state import EpochCallback, NetworkState
 from autotask.errors import TrialDiverged
 from autotask.models import build_network
-from autotask.models.cost import count_parameters, network_macs
 from autotask.models.tree import TreeNetwork
-from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
+from autotask.spec import ModelInterface, OptimizerSpec
 from autotask.suites.base import Split
 
 __all__ = [
-    "EVAL_BATCH",
-    "EVAL_ELEMENTS",
+    "EpochCallback",
     "EpochReport",
-    "evaluate_metrics",
-    "evaluate_network",
+    "ObserverFactory",
+    "TrainingRun",
     "make_optimizer",
     "run_to_end",
     "train_epochs",
     "train_network",
-    "validation_losses",
 ]
 
-#: Most rows per forward pass when evaluating.
-EVAL_BATCH = 4096
-#: Most input elements per forward pass when evaluating (images get fewer rows per chunk).
-EVAL_ELEMENTS = 2**21
-EpochCallback = Callable[[int, float], None]
+#: Makes the observer of a network's training steps, once the network is built.
+ObserverFactory = Callable[[TreeNetwork], StepObserver]
+#: A network's state dict: what the plain loop keeps of its best epoch.
+StateDict = dict[str, Any]
 
 
 @dataclass
@@ -59,54 +66,32 @@ class EpochReport:
 
 
 def make_optimizer(
-    spec: OptimizerSpec, params: Sequence[torch.nn.Parameter]
+    spec: OptimizerSpec, params: Sequence[torch.Tensor], *, fused_kernels: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """The optimizer (and schedule) described by ``spec``."""
+    """The optimizer (and schedule) described by ``spec``.
+
+    ``fused_kernels`` asks for torch's fused (one-kernel) implementation where it has one
+    (parameters on the CPU or CUDA): for few large stacked tensors, as grouped training
+    has, the per-tensor loop is the bottleneck.
+    """
+    device = params[0].device if params else None
+    fused = fused_kernels and device is not None and device.type in ("cpu", "cuda")
+    options: dict[str, Any] = {"fused": True} if fused else {}
     opt: torch.optim.Optimizer
     if spec.name == "sgd":
         opt = torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, **options
         )
     elif spec.name == "adamw":
-        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, **options)
     else:
-        opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, **options)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs)
         if spec.schedule == "cosine"
         else None
     )
     return opt, sched
-
-
-def _runtime_of(x: torch.Tensor, runtime: Runtime | None) -> Runtime:
-    """``runtime``, or plain fp32 on the device ``x`` lives on."""
-    return runtime if runtime is not None else Runtime(x.device)
-
-
-def eval_rows(x: torch.Tensor) -> int:
-    """Rows per evaluation chunk: ``EVAL_BATCH``, fewer for large inputs (at least 1)."""
-    per_row = max(1, x[:1].numel())
-    return max(1, min(EVAL_BATCH, EVAL_ELEMENTS // per_row))
-
-
-@torch.no_grad()
-def _chunks(
-    net: TreeNetwork, x: torch.Tensor, runtime: Runtime | None = None
-) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
-    """The network's outputs chunk by chunk (float32, on the device ``x`` lives on: a split
-    kept on the host gets its outputs there too), with the rows of each chunk."""
-    rt = _runtime_of(x, runtime)
-    channels_last = rt.uses_channels_last(net, tuple(x.shape[1:]))
-    rows = eval_rows(x)
-    for start in range(0, x.shape[0], rows):
-        chunk = slice(start, start + rows)
-        with rt.autocast():
-            outputs = net(rt.batch(x[chunk], channels_last))
-        yield chunk, {t: out.float().to(x.device) for t, out in outputs.items()}
-
-
-MaskMap = Mapping[str, torch.Tensor | None]
 
 
 def _sparse_masks(split: Split, tasks: Sequence[str]) -> dict[str, torch.Tensor | None]:
@@ -176,80 +161,6 @@ def _batches(
         )
 
 
-def validation_losses(
-    net: TreeNetwork,
-    split: Split,
-    kinds: Mapping[str, str],
-    masks: MaskMap,
-    runtime: Runtime | None = None,
-) -> torch.Tensor:
-    """Per-task losses of ``net`` on ``split`` in eval mode, accumulated over chunks.
-
-    Each chunk's loss is weighted by what it averages over (labelled rows or valid pixels),
-    so the result is the loss of the whole split; one chunk gives exactly its loss.
-    """
-    was_training = net.training
-    net.eval()
-    tasks = list(net.tasks)
-    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for chunk, outputs in _chunks(net, split.x, runtime):
-        terms = []
-        for t in tasks:
-            mask = masks[t]
-            terms.append(
-                loss_and_weight(
-                    kinds[t],
-                    outputs[t],
-                    split.targets[t][chunk],
-                    None if mask is None else mask[chunk],
-                )
-            )
-        parts.append((torch.stack([v for v, _ in terms]), torch.stack([w for _, w in terms])))
-    net.train(was_training)
-    if len(parts) == 1:
-        return parts[0][0]
-    total = sum((v * w for v, w in parts), torch.zeros(len(tasks), device=split.x.device))
-    weight = sum((w for _, w in parts), torch.zeros(len(tasks), device=split.x.device))
-    return total / weight.clamp_min(1.0)
-
-
-def evaluate_metrics(
-    net: TreeNetwork, split: Split, kinds: Mapping[str, str], runtime: Runtime | None = None
-) -> dict[str, dict[str, float]]:
-    """Every metric of every task of ``net`` on ``split`` (eval mode), primary first.
-
-    Metrics accumulate statistics chunk by chunk; outputs are never all held at once.
-    """
-    was_training = net.training
-    net.eval()
-    accumulators = {t: metric_accumulator(kinds[t]) for t in net.tasks}
-    for chunk, outputs in _chunks(net, split.x, runtime):
-        for t, acc in accumulators.items():
-            acc.update(outputs[t], split.targets[t][chunk], split.masks[t][chunk])
-    net.train(was_training)
-    return {t: acc.compute() for t, acc in accumulators.items()}
-
-
-def evaluate_network(
-    net: TreeNetwork, split: Split, kinds: Mapping[str, str], runtime: Runtime | None = None
-) -> dict[str, float]:
-    """Per-task primary metrics of ``net`` on ``split`` (eval mode)."""
-    every = evaluate_metrics(net, split, kinds, runtime)
-    return {t: every[t][primary_metric(kinds[t])] for t in net.tasks}
-
-
-def _split_metrics(
-    every: Mapping[str, Mapping[str, float]], kinds: Mapping[str, str]
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Primary metric per task, and the secondary ones of tasks that have any."""
-    primary = {t: values[primary_metric(kinds[t])] for t, values in every.items()}
-    secondary = {
-        t: {m: v for m, v in values.items() if m != primary_metric(kinds[t])}
-        for t, values in every.items()
-    }
-    return primary, {t: v for t, v in secondary.items() if v}
-
-
 def _optimizer_step(
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
@@ -269,33 +180,25 @@ def _optimizer_step(
 
 
 def train_network(
-    tree: TaskTree,
+    job: NetworkJob,
     data: Mapping[str, Split],
     interface: ModelInterface,
     *,
-    backbone: BackboneSpec,
-    optimizer: OptimizerSpec,
-    balancer: BalancerSpec,
-    seed: int,
     on_epoch: EpochCallback | None = None,
-    observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+    observer_factory: ObserverFactory | None = None,
     runtime: Runtime | None = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
-    """Train ``tree`` on ``data`` (splits already on the target device); see
+    """Train ``job``'s network on ``data`` (splits already on the target device); see
     :func:`train_epochs`, which this runs to the end."""
-    epochs = train_epochs(
-        tree,
+    run = train_epochs(
+        job,
         data,
         interface,
-        backbone=backbone,
-        optimizer=optimizer,
-        balancer=balancer,
-        seed=seed,
         on_epoch=on_epoch,
         observer_factory=observer_factory,
         runtime=runtime,
     )
-    return run_to_end(epochs)
+    return run_to_end(run)
 
 
 TrainingRun = Generator[EpochReport, None, tuple[TreeNetwork, NetworkResult]]
@@ -311,28 +214,26 @@ def run_to_end(run: TrainingRun) -> tuple[TreeNetwork, NetworkResult]:
 
 
 def train_epochs(
-    tree: TaskTree,
+    job: NetworkJob,
     data: Mapping[str, Split],
     interface: ModelInterface,
     *,
-    backbone: BackboneSpec,
-    optimizer: OptimizerSpec,
-    balancer: BalancerSpec,
-    seed: int,
     on_epoch: EpochCallback | None = None,
-    observer_factory: Callable[[TreeNetwork], StepObserver] | None = None,
+    observer_factory: ObserverFactory | None = None,
     epoch_metrics: bool = False,
     runtime: Runtime | None = None,
 ) -> TrainingRun:
-    """Train ``tree`` on ``data`` (splits on ``runtime.device``, or on the host for splits
-    too large for it: see :func:`autotask.engine.runtime.place_splits`), yielding an
+    """Train ``job``'s network on ``data`` (splits on ``runtime.device``, or on the host for
+    splits too large for it: see :func:`autotask.engine.runtime.place_splits`), yielding an
     :class:`EpochReport` after every epoch; the generator returns ``(net, result)``.
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the
     network's tasks), stops after ``optimizer.patience`` epochs without improvement,
     and reports metrics on val and test at that epoch. A non-finite loss, or a balancer
     that cannot produce a finite update (:class:`TrialDiverged` from its ``backward`` or
-    ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising.
+    ``end_epoch``), stops the network and returns a ``diverged`` result instead of raising
+    (the rules of :class:`~autotask.engine.state.NetworkState`). ``on_epoch`` is the
+    heartbeat, ``(epoch, validation loss)`` after every epoch.
     ``observer_factory(net)``, once the network is built, gives an observer that sees every
     training step before and after its backward pass (the affinity estimators measure there).
     With ``epoch_metrics`` every epoch that improves the validation loss also computes the
@@ -346,20 +247,20 @@ def train_epochs(
     torch.compile.
     """
     started = time.perf_counter()
-    generator = seed_everything(seed)
-    rt = _runtime_of(data["train"].x, runtime)
-    rt.check_balancer(balancer.name)
+    optimizer = job.optimizer
+    generator = seed_everything(job.seed)
+    rt = runtime_of(data["train"].x, runtime)
+    rt.check_balancer(job.balancer.name)
     rt.apply_backend_flags()
     device = rt.device
-    net = build_network(tree, backbone, interface)
-    params, macs = count_parameters(net), network_macs(tree, backbone, interface, lambda: net)
+    net = build_network(job.tree, job.backbone, interface)
+    state = NetworkState[StateDict].of(job, net, interface, on_epoch)
     net.to(device)
     channels_last = rt.uses_channels_last(net, interface.input_shape)
     if channels_last:
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    tasks = list(net.tasks)
-    kinds = {t: interface.heads[t][0] for t in tasks}
-    bal: Balancer = build_balancer(balancer.name, tasks, **balancer.params)
+    tasks, kinds = state.tasks, state.kinds
+    bal: Balancer = build_balancer(job.balancer.name, tasks, **job.balancer.params)
     bal.attach(net)
     opt, sched = make_optimizer(optimizer, [*net.parameters(), *bal.parameters()])
     scaler = rt.grad_scaler()
@@ -369,27 +270,17 @@ def train_epochs(
     train, val = data["train"], data["val"]
     train_masks, val_masks = _sparse_masks(train, tasks), _sparse_masks(val, tasks)
     n, bs = len(train), optimizer.batch_size
-    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
     best_metrics: dict[str, float] = {}
-    history: list[float] = []
-    stale, epoch, step = 0, 0, 0
+    step = 0
 
-    def result(status: Status, reason: str | None = None) -> NetworkResult:
+    def diverged(reason: str) -> tuple[TreeNetwork, NetworkResult]:
         restore_forward()  # training ends here: the network is returned with plain forwards
-        return NetworkResult(
-            tasks=tasks,
-            status=status,
-            reason=reason,
-            best_epoch=best_epoch,
-            epochs_run=epoch,
-            params=params,
-            macs=macs,
-            history=history,
-            train_seconds=time.perf_counter() - started,
-        )
+        state.charge(time.perf_counter() - started)
+        return net, state.diverged(reason)
 
     net.train()
     for epoch in range(1, optimizer.epochs + 1):
+        state.begin_epoch(epoch)
         order = torch.randperm(n, generator=generator)
         epoch_loss = torch.zeros(len(tasks), device=device)
         try:
@@ -409,45 +300,23 @@ def train_epochs(
                 _optimizer_step(opt, scaler, net, optimizer.grad_clip)
                 epoch_loss += losses.detach()
         except TrialDiverged as exc:  # the balancer could not produce a finite update
-            return net, result("diverged", f"{exc} at epoch {epoch}")
+            return diverged(state.balancer_failure(exc))
         if sched is not None:
             sched.step()
-        if not bool(torch.isfinite(epoch_loss).all()):
-            bad = [
-                t for t, v in zip(tasks, epoch_loss.tolist(), strict=True) if not math.isfinite(v)
-            ]
-            return net, result(
-                "diverged", f"non-finite training loss at epoch {epoch} ({', '.join(bad)})"
-            )
-        try:
-            bal.end_epoch(epoch_loss * (bs / n))
-        except TrialDiverged as exc:
-            return net, result("diverged", f"{exc} at epoch {epoch}")
+        reason = state.end_training(bal, epoch_loss, bs / n)
+        if reason is not None:
+            return diverged(reason)
         val_loss = float(validation_losses(net, val, kinds, val_masks, rt).sum())
-        history.append(val_loss)
-        if not math.isfinite(val_loss):
-            return net, result("diverged", f"non-finite validation loss at epoch {epoch}")
-        if on_epoch is not None:
-            on_epoch(epoch, val_loss)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
-            if epoch_metrics:
-                best_metrics = evaluate_network(net, val, kinds, rt)
-        else:
-            stale += 1
-        yield EpochReport(epoch, val_loss, best_epoch, best_metrics)
-        if not improved and stale >= optimizer.patience:
+        reason = state.validated(val_loss, lambda: copy.deepcopy(net.state_dict()))
+        if reason is not None:
+            return diverged(reason)
+        if state.improved and epoch_metrics:
+            best_metrics = evaluate_network(net, val, kinds, rt)
+        yield EpochReport(epoch, val_loss, state.best_epoch, best_metrics)
+        if state.done:
             break
 
-    net.load_state_dict(best_state)
-    final = result("ok")
-    final.val_metrics, final.val_secondary = _split_metrics(
-        evaluate_metrics(net, val, kinds, rt), kinds
-    )
-    final.test_metrics, final.test_secondary = _split_metrics(
-        evaluate_metrics(net, data["test"], kinds, rt), kinds
-    )
-    final.val_loss = best_loss
-    return net, final
+    net.load_state_dict(state.best)
+    restore_forward()
+    state.charge(time.perf_counter() - started)
+    return net, state.completed(net, data, rt)

@@ -59,7 +59,9 @@ def publish_best_architecture(session: SearchSession, spec: ArchitectureSpec) ->
     """Draw ``spec``'s task trees (which tasks share which backbone stages) on the study's
     dashboard page and in its artifact store; returns the figure name."""
     chosen = spec.backbone or BackboneSpec(**session.context.suite.default_backbone)
-    backbone = build_backbone(chosen.name, session.context.interface.input_shape, **chosen.params)
+    backbone = build_backbone(
+        chosen.name, session.context.runner.interface.input_shape, **chosen.params
+    )
     names = [f"stage {i}" for i in range(backbone.num_stages)]
     name = "best-architecture"
     publish_figure(

@@ -25,11 +25,15 @@ from typing import Any
 import optuna
 import plotly.graph_objects as go
 from optuna.artifacts import upload_artifact
-from optuna.artifacts._protocol import ArtifactStore
 from optuna_dashboard import save_note, save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from autotask.errors import ConfigError
+from autotask.search.backend.optuna_private import (
+    ARTIFACTS_ATTR_PREFIX,
+    ArtifactStore,
+    study_system_attrs,
+)
 from autotask.search.record import TrialRecord
 
 __all__ = [
@@ -43,8 +47,6 @@ __all__ = [
 
 #: Figure names: letters, digits, '-', '_' and '.'; no ':' (the dashboard's key separator).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-#: Optuna's key prefix for artifact metadata in system attributes.
-_ARTIFACT_PREFIX = "artifacts:"
 
 
 def artifact_filename(name: str) -> str:
@@ -146,7 +148,7 @@ def _artifact_id(study: optuna.Study, filename: str) -> str | None:
     the ``null`` entries the dashboard leaves when an artifact is deleted in its UI.
     """
     for key, value in _system_attrs(study).items():
-        if not key.startswith(_ARTIFACT_PREFIX):
+        if not key.startswith(ARTIFACTS_ATTR_PREFIX):
             continue
         meta = json.loads(value)
         if isinstance(meta, dict) and meta.get("filename") == filename:
@@ -155,7 +157,7 @@ def _artifact_id(study: optuna.Study, filename: str) -> str | None:
 
 
 def _system_attrs(study: optuna.Study) -> dict[str, Any]:
-    return study._storage.get_study_system_attrs(study._study_id)
+    return study_system_attrs(study)
 
 
 def _pct(value: Any) -> str:

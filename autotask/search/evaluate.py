@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
+from autotask.engine.cache import MemoryCache
 from autotask.engine.device import pick_device
+from autotask.engine.runner import RunnerEvents
 from autotask.engine.runtime import Runtime, RuntimeSpec, parse_runtime
 from autotask.errors import ConfigError
 from autotask.models import build_model
@@ -18,7 +20,6 @@ from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.study import build_suite
 from autotask.search.study_config import SuiteConfig
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
 from autotask.validation import read_yaml_mapping
 
@@ -149,6 +150,8 @@ def evaluate_architecture(
         raise ConfigError("give at least one seed")
     cache = MemoryCache()
     torch_device = pick_device(device)
+    events = RunnerEvents()
+    events.subscribe(on_network=on_network, on_trained=on_trained)
     scores = {}
     for seed in seeds:
         context = TrainingContext.create(
@@ -159,19 +162,19 @@ def evaluate_architecture(
             baseline_optimizer=baseline_optimizer,
             baseline_backbone=backbone,
             runtime=settings,
+            events=events,
         )
-        assert context.runtime is not None
+        resolved = context.runner.runtime
         if seed == seeds[0]:
-            context.runtime.check_balancer(spec.balancer.name)
+            resolved.check_balancer(spec.balancer.name)
             for tree in spec.networks:
                 if tree.balancer is not None:
-                    context.runtime.check_balancer(tree.balancer.name)
+                    resolved.check_balancer(tree.balancer.name)
             if on_runtime is not None:
-                on_runtime(context.runtime)
-        context.on_network, context.on_trained = on_network, on_trained
+                on_runtime(resolved)
         if on_seed is not None:
             jobs = [*context.baseline_jobs().values(), *context.network_jobs(spec)]
-            on_seed(seed, context.pending(jobs))
+            on_seed(seed, context.runner.pending(jobs))
         scores[seed] = context.score(spec)
     metrics = {t: (suite.task(t).metric, suite.task(t).higher_is_better) for t in spec.tasks}
     return Evaluation(spec, scores, metrics)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import optuna
 
+from autotask.engine.runner import EpochTally
 from autotask.search.record import EPOCHS_ATTR, TrialRecord
 from autotask.search.scoring import EpochScoreCallback
 from autotask.search.study_config import PrunerConfig
@@ -46,7 +47,8 @@ def dominating_trials(
 
 
 class EpochPruning:
-    """The per-epoch callback of one trial (pass :meth:`callback` to ``score``)."""
+    """The per-epoch callback of one trial (pass :meth:`callback` and :attr:`tally` to
+    ``score``; the tally then holds the epochs trained, also after a prune)."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class EpochPruning:
         self.trial, self.config = trial, config
         self.multi_objective, self.cost = multi_objective, cost
         self.values: list[float] = []
+        self.tally = EpochTally()
 
     @property
     def callback(self) -> EpochScoreCallback | None:

@@ -96,35 +96,36 @@ def run_study(
     name = study_name or config.name
     url = resolve_storage_url(storage, config.storage, name)
     session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
-    context = session.context
-    context.on_network, context.on_trained = events.network_started, events.network_trained
-    events.opened(session)
-    budget = trials or config.trials
-    limit = timeout or config.timeout
-    all_in_one = _train_baselines(session, events)
-    matrix = _affinity(session, plan, events)
-    if plan.tag_baseline:
-        _train_tag_baseline(session, matrix or latest_matrix(session), events)
-    events.trials_started(budget, count_budget_trials(session.study))
+    with session.context.runner.events.subscribed(
+        on_network=events.network_started, on_trained=events.network_trained
+    ):
+        events.opened(session)
+        budget = trials or config.trials
+        limit = timeout or config.timeout
+        all_in_one = _train_baselines(session, events)
+        matrix = _affinity(session, plan, events)
+        if plan.tag_baseline:
+            _train_tag_baseline(session, matrix or latest_matrix(session), events)
+        events.trials_started(budget, count_budget_trials(session.study))
 
-    def progressed(*_: object) -> None:
-        events.trials_progressed(count_budget_trials(session.study))
+        def progressed(*_: object) -> None:
+            events.trials_progressed(count_budget_trials(session.study))
 
-    started = 0
-    if pool is not None:
-        _run_pool(
-            WorkerPool(
-                pool.study_file, url, name, budget, pool.workers, limit, seed, list(pool.gpus)
-            ),
-            progressed,
-            events,
-        )
-        session.storage_check()  # the workers' trials were kept
-    else:
-        started = session.run(budget, timeout=limit, callbacks=[progressed])
-    if plan.publish:
-        events.publish_results(session)
-    return StudyRun(session, all_in_one, budget, started)
+        started = 0
+        if pool is not None:
+            _run_pool(
+                WorkerPool(
+                    pool.study_file, url, name, budget, pool.workers, limit, seed, list(pool.gpus)
+                ),
+                progressed,
+                events,
+            )
+            session.storage_check()  # the workers' trials were kept
+        else:
+            started = session.run(budget, timeout=limit, callbacks=[progressed])
+        if plan.publish:
+            events.publish_results(session)
+        return StudyRun(session, all_in_one, budget, started)
 
 
 def _train_baselines(session: SearchSession, events: StudyEvents) -> ArchitectureScore:

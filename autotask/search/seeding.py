@@ -20,7 +20,6 @@ from autotask.select.branching import propose_tree, stage_similarities
 from autotask.select.candidates import Candidate, rank_partitions
 from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec, TaskTree
-from autotask.store.cache import DatabaseCache
 
 if TYPE_CHECKING:
     from autotask.search.study import SearchSession
@@ -59,29 +58,28 @@ def estimate_affinity(
     settings and seed when ``reuse``, else estimated now and stored. Returns the matrix and
     whether it was estimated now."""
     est = build_estimator(estimator, **dict(settings or {}))
-    cache = session.context.cache
-    if not isinstance(cache, DatabaseCache):
+    db = session.db
+    if db is None:
         raise StorageError("affinity matrices are stored in a study database")
     name = session.study.study_name
     suite_key, seed = session.context.suite.key(), session.context.seed
     if reuse:
         for stored in load_matrices(
-            cache.db, study_name=name, suite_key=suite_key, estimator=estimator, seed=seed
+            db, study_name=name, suite_key=suite_key, estimator=estimator, seed=seed
         ):
             if _same_settings(stored.settings, est.settings):
                 return stored, False
     matrix = est.estimate(session.context, progress)
-    save_matrix(cache.db, matrix, study_name=name, suite_key=suite_key, seed=seed)
+    save_matrix(db, matrix, study_name=name, suite_key=suite_key, seed=seed)
     return matrix, True
 
 
 def latest_matrix(session: SearchSession, prefer: str = "lookahead") -> AffinityMatrix | None:
     """The newest matrix stored for this study (suite and seed), ``prefer``'s if any."""
-    cache = session.context.cache
-    if not isinstance(cache, DatabaseCache):
+    if session.db is None:
         return None
     matrices = load_matrices(
-        cache.db,
+        session.db,
         study_name=session.study.study_name,
         suite_key=session.context.suite.key(),
         seed=session.context.seed,
@@ -112,7 +110,7 @@ def tag_baseline(
         backbone=context.baseline_backbone,
     )
     if on_start is not None:
-        on_start(context.pending(context.network_jobs(spec)))
+        on_start(context.runner.pending(context.network_jobs(spec)))
     score = context.score(spec)
     summary = {
         **score.summary(),

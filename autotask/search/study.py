@@ -55,8 +55,8 @@ from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
 from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
-from autotask.store.claims import ClaimStore, default_owner
-from autotask.store.db import parse_url, redact, safe_url, without_password
+from autotask.store.claims import default_owner
+from autotask.store.db import Database, parse_url, redact, safe_url, without_password
 from autotask.store.locks import SETUP_LOCK, LocalLock, StudyLock, study_lock
 from autotask.suites import TaskSuite, get_suite_for_tasks, list_suites
 
@@ -214,16 +214,18 @@ class SearchSession:
     configured_sampler: optuna.samplers.BaseSampler | None = None
     #: This process's sampling-session number, taken by its first ``run``.
     sampler_session: int | None = None
+    #: The study database (its result cache, affinity matrices).
+    db: Database | None = None
 
     #: Whether the study database is still there (checked before each trial).
     storage_check: StorageCheck = field(init=False)
 
     def __post_init__(self) -> None:
         self.storage_check = StorageCheck(self.storage_url)
-        cache = self.context.cache
-        if isinstance(cache, DatabaseCache) and self.gate is not None:
+        if self.gate is not None:
             # waiting for a network whose holder died mid-trial ends once its trial is stale
-            cache.claims.on_wait = StaleTrialWatch(self.study, self.gate, self._release_dead_worker)
+            watch = StaleTrialWatch(self.study, self.gate, self._release_dead_worker)
+            self.context.runner.cache.set_wait_hook(watch)
 
     @classmethod
     def open(
@@ -281,11 +283,10 @@ class SearchSession:
             study_name=name,
             runtime=config.runtime,
         )
-        assert context.runtime is not None
         for option in space.balancers:
-            context.runtime.check_balancer(option.name)
+            context.runner.runtime.check_balancer(option.name)
         gate = study_lock(url, f"study:{name}")
-        return cls(config, study, context, db.safe_url, gate, configured_sampler=sampler)
+        return cls(config, study, context, db.safe_url, gate, configured_sampler=sampler, db=db)
 
     def finished_trials(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=FINISHED))
@@ -294,7 +295,7 @@ class SearchSession:
         """Networks :meth:`prepare_baselines` will train (those not cached yet)."""
         context = self.context
         jobs = [*context.baseline_jobs().values(), *context.network_jobs(context.all_in_one())]
-        return context.pending(jobs)
+        return context.runner.pending(jobs)
 
     def prepare_baselines(self) -> ArchitectureScore:
         """Train the single-task baselines and the all-in-one network; store their scores."""
@@ -348,14 +349,14 @@ class SearchSession:
                 multi_objective=self.config.multi_objective,
                 cost=cost,
             )
-            score = self.context.score(spec, on_epoch_score=pruning.callback)
+            score = self.context.score(spec, on_epoch_score=pruning.callback, tally=pruning.tally)
             pruning.record()
             for key, value in score_record(trial.number, score).to_attrs().items():
                 trial.set_user_attr(key, value)
         except optuna.TrialPruned:
             if pruning is not None:  # stopped during training, not for its cost
                 pruning.record()
-                _store(trial, epochs_trained=self.context.stopped_epochs)
+                _store(trial, epochs_trained=pruning.tally.epochs)
             raise
         except Exception as exc:
             if isinstance(exc, torch.OutOfMemoryError):
@@ -467,9 +468,8 @@ class SearchSession:
         """``trial``'s worker died: drop its network claims now, so that the retry (or
         anyone needing those networks) need not wait for the claims' own grace period."""
         owner = TrialRecord.from_trial(trial).worker
-        cache = self.context.cache
-        if isinstance(owner, str) and isinstance(cache, DatabaseCache):
-            released = ClaimStore(cache.db, owner=owner).release_all()
+        if owner is not None:
+            released = self.context.runner.cache.release_claims_of(owner)
             if released:
                 logger.warning("released %d network claim(s) of dead worker %s", released, owner)
 

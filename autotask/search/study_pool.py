@@ -26,7 +26,6 @@ from typing import Any
 
 from autotask.engine.job import NetworkJob
 from autotask.engine.result import NetworkResult
-from autotask.engine.runtime import Runtime
 from autotask.errors import StorageError
 from autotask.search.params import Choice, Range
 from autotask.search.scoring import relative_change
@@ -132,7 +131,7 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
 
     rows = DatabaseCache(db).rows(suite_key)
     by_key = {row.key: row for row in rows}
-    numerics = _baseline_numerics(by_key, baselines, baseline_keys_under)
+    numerics = _baseline_numerics(rows, by_key, baselines, baseline_keys_under)
     baseline_keys = baseline_keys_under(numerics)
     baseline_macs: dict[str, int] = {}
     for task, key in baseline_keys.items():
@@ -145,7 +144,7 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
     usable = [
         row
         for row in rows
-        if _usable(row, set(tasks), config.seed, fixed_epochs) and _row_numerics(row) == numerics
+        if _usable(row, set(tasks), config.seed, fixed_epochs) and row.numerics == numerics
     ]
     baseline_optimizer = space.optimizer.default()
     baseline_backbone = space.backbone.default(suite.default_backbone)
@@ -176,41 +175,32 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
 
 
 def _baseline_numerics(
+    rows: Sequence[GroupResultRow],
     by_key: Mapping[str, GroupResultRow],
     recorded: Mapping[str, Any],
     keys_under: Callable[[dict[str, Any]], dict[str, str]],
 ) -> dict[str, Any]:
-    """The numerics of the study's baselines: those whose cached single-task networks have
-    the recorded baseline metrics (a study resumed under other numerics records the
-    latest); plain fp32 where none matches."""
+    """The numerics of the study's baselines: of the numerics the cache holds networks
+    under (plain fp32 first, then in the order of the cache), those whose cached
+    single-task networks have the recorded baseline metrics (a study resumed under other
+    numerics records the latest); else the first under which every baseline is cached;
+    plain fp32 where none is."""
+    held: list[dict[str, Any]] = [{}]
+    for row in rows:
+        if row.numerics is not None and row.numerics not in held:
+            held.append(row.numerics)
     complete = []
-    for numerics in Runtime.all_numerics():
-        rows = {t: by_key.get(k) for t, k in keys_under(numerics).items()}
-        if all(row is not None for row in rows.values()):
+    for numerics in held:
+        found = {t: by_key.get(k) for t, k in keys_under(numerics).items()}
+        if all(row is not None for row in found.values()):
             complete.append(numerics)
             if all(
                 row is not None
                 and row.result.get("val_metrics", {}).get(t) == recorded.get(t, {}).get("val")
-                for t, row in rows.items()
+                for t, row in found.items()
             ):
                 return numerics
     return complete[0] if complete else {}
-
-
-def _row_numerics(row: GroupResultRow) -> dict[str, Any] | None:
-    """The numerics a cached network was trained under (its key is recomputed for each)."""
-    job = (
-        row.suite_key,
-        TaskTree.model_validate(row.tree),
-        BackboneSpec.model_validate(row.backbone),
-        OptimizerSpec.model_validate(row.optimizer),
-        BalancerSpec.model_validate(row.balancer),
-        row.seed,
-    )
-    for numerics in Runtime.all_numerics():
-        if NetworkJob(*job, numerics).key == row.key:
-            return numerics
-    return None
 
 
 def _usable(row: GroupResultRow, tasks: set[str], seed: int, epochs: Any) -> bool:

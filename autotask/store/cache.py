@@ -1,51 +1,21 @@
-"""The group-result cache: every trained network, keyed by what determined its training."""
+"""The group-result cache in the study database: every trained network, keyed by what
+determined its training (implements :class:`~autotask.engine.cache.ResultCache`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Protocol
+from contextlib import AbstractContextManager
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from autotask.engine.cache import Claim, WaitHook
 from autotask.engine.job import NetworkJob
 from autotask.engine.result import NetworkResult
-from autotask.store.claims import DEFAULT_GRACE_S, DEFAULT_POLL_S, Claim, ClaimStore
+from autotask.store.claims import DEFAULT_GRACE_S, DEFAULT_POLL_S, ClaimStore
 from autotask.store.db import Database
 from autotask.store.models import GroupResultRow
 
-__all__ = ["Claim", "DatabaseCache", "MemoryCache", "NetworkJob", "ResultCache"]
-
-
-class ResultCache(Protocol):
-    def get(self, job: NetworkJob) -> NetworkResult | None: ...
-
-    def put(
-        self, job: NetworkJob, result: NetworkResult, study_name: str | None
-    ) -> NetworkResult: ...
-
-    def claim(self, job: NetworkJob) -> AbstractContextManager[Claim]:
-        """Held while ``job`` trains; yields another process's result if one appeared."""
-        ...
-
-
-class MemoryCache:
-    """A process-local cache (for ``autotask evaluate`` and tests)."""
-
-    def __init__(self) -> None:
-        self._results: dict[str, NetworkResult] = {}
-
-    def get(self, job: NetworkJob) -> NetworkResult | None:
-        return self._results.get(job.key)
-
-    def put(self, job: NetworkJob, result: NetworkResult, study_name: str | None) -> NetworkResult:
-        return self._results.setdefault(job.key, result)
-
-    @contextmanager
-    def claim(self, job: NetworkJob) -> Iterator[Claim]:
-        """Nothing to coordinate within one process."""
-        yield Claim()
+__all__ = ["DatabaseCache"]
 
 
 class DatabaseCache:
@@ -71,6 +41,14 @@ class DatabaseCache:
         the process that holds it and yield its stored result."""
         return self.claims.hold(job.key, lambda: self.get(job))
 
+    def set_wait_hook(self, hook: WaitHook | None) -> None:
+        """Call ``hook`` on every look while waiting for another process's network."""
+        self.claims.on_wait = hook
+
+    def release_claims_of(self, owner: str) -> int:
+        """Delete every claim held by ``owner`` (a worker known to be dead)."""
+        return ClaimStore(self.db, owner=owner).release_all()
+
     def get(self, job: NetworkJob) -> NetworkResult | None:
         with self.db.session() as session:
             row = session.scalars(
@@ -88,6 +66,7 @@ class DatabaseCache:
             optimizer=job.optimizer.model_dump(mode="json"),
             backbone=job.backbone.model_dump(mode="json"),
             seed=job.seed,
+            numerics=dict(job.numerics),
             epochs=job.optimizer.epochs,
             status=result.status,
             reason=result.reason,

@@ -24,13 +24,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from autotask.engine.cache import Claim, WaitHook
 from autotask.engine.result import NetworkResult
 from autotask.store.db import Database
 from autotask.store.models import ClaimRow
@@ -38,7 +38,6 @@ from autotask.store.models import ClaimRow
 __all__ = [
     "DEFAULT_GRACE_S",
     "DEFAULT_POLL_S",
-    "Claim",
     "ClaimStore",
     "default_owner",
 ]
@@ -68,23 +67,6 @@ def _line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _no_heartbeat(_epoch: int, _val_loss: float) -> None:
-    return None
-
-
-@dataclass
-class Claim:
-    """What a cache's ``claim(job)`` yields.
-
-    ``result`` is the network's result when another process stored it meanwhile (nothing
-    to train); otherwise this process holds the claim and passes ``heartbeat`` as the
-    training loop's ``on_epoch`` callback.
-    """
-
-    result: NetworkResult | None = None
-    heartbeat: Callable[[int, float], None] = field(default=_no_heartbeat)
-
-
 class ClaimStore:
     """Rows of ``autotask_claims`` held by ``owner``."""
 
@@ -107,7 +89,7 @@ class ClaimStore:
         #: Keys this store holds now (kept alive while it waits for another key).
         self.held: set[str] = set()
         #: Called on every look while waiting for another process's network.
-        self.on_wait: Callable[[], None] | None = None
+        self.on_wait: WaitHook | None = None
         self._last_wait_beat = time.monotonic()
 
     # -- single statements -------------------------------------------------------------

@@ -10,11 +10,15 @@ entry here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Connection
+from pydantic import ValidationError
+from sqlalchemy import Connection, inspect, select, text, update
 
+from autotask.engine.job import NetworkJob
 from autotask.errors import StorageError
-from autotask.store.models import SCHEMA_VERSION, AffinityRow, Base, ClaimRow
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
+from autotask.store.models import SCHEMA_VERSION, AffinityRow, Base, ClaimRow, GroupResultRow
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -31,7 +35,67 @@ def _add_affinity(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=[Base.metadata.tables[AffinityRow.__tablename__]])
 
 
-MIGRATIONS: dict[int, Migration] = {2: _add_claims, 3: _add_affinity}
+#: Every value ``Runtime.numerics()`` could take when version 4 was written (plain fp32
+#: first): a row's numerics are those under which its job hashes to its key.
+_NUMERICS_V4: tuple[dict[str, Any], ...] = (
+    {},
+    {"tf32": True},
+    {"precision": "bf16"},
+    {"precision": "bf16", "tf32": True},
+    {"precision": "fp16"},
+    {"precision": "fp16", "tf32": True},
+)
+
+
+def _add_numerics(conn: Connection) -> None:
+    """Version 4: each cached network's numerics as a column, filled from the stored
+    identity of the rows already there (rows from before numerics existed are fp32: ``{}``;
+    a row whose key matches none is left empty, NULL)."""
+    table = Base.metadata.tables[GroupResultRow.__tablename__]
+    column = table.c.numerics
+    if column.name not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+        preparer = conn.dialect.identifier_preparer
+        conn.execute(
+            text(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
+            )
+        )
+    rows = conn.execute(
+        select(
+            table.c.id,
+            table.c.key,
+            table.c.suite_key,
+            table.c.tree,
+            table.c.backbone,
+            table.c.optimizer,
+            table.c.balancer,
+            table.c.seed,
+        ).where(column.is_(None))
+    ).all()
+    for row in rows:
+        numerics = _numerics_of(row)
+        if numerics is not None:
+            conn.execute(update(table).where(table.c.id == row.id).values(numerics=numerics))
+
+
+def _numerics_of(row: Any) -> dict[str, Any] | None:
+    """The numerics under which the row's stored job has the row's key."""
+    try:
+        fields = (
+            row.suite_key,
+            TaskTree.model_validate(row.tree),
+            BackboneSpec.model_validate(row.backbone),
+            OptimizerSpec.model_validate(row.optimizer),
+            BalancerSpec.model_validate(row.balancer),
+            row.seed,
+        )
+    except ValidationError:
+        return None
+    return next((n for n in _NUMERICS_V4 if NetworkJob(*fields, n).key == row.key), None)
+
+
+MIGRATIONS: dict[int, Migration] = {2: _add_claims, 3: _add_affinity, 4: _add_numerics}
 
 
 def migrate(conn: Connection, from_version: int) -> list[int]:

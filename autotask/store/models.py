@@ -17,8 +17,8 @@ __all__ = [
     "SchemaVersionRow",
 ]
 
-#: Version of autotask's tables; bumped with every migration in ``autotask.store.db``.
-SCHEMA_VERSION = 3
+#: Version of autotask's tables; bumped with every migration in ``autotask.store.migrations``.
+SCHEMA_VERSION = 4
 
 
 def _utcnow() -> datetime:
@@ -56,6 +56,9 @@ class GroupResultRow(Base):
     optimizer: Mapped[dict[str, Any]] = mapped_column(JSON)
     backbone: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(Integer)
+    #: the job's resolved numerics (``{}``: plain fp32); None where unknown (a row from
+    #: before the column whose key matches no numerics)
+    numerics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     epochs: Mapped[int] = mapped_column(Integer)  # fidelity: the epoch budget it was given
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

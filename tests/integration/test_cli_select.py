@@ -193,7 +193,9 @@ def test_select_over_a_study_cache(tmp_path: Path, capsys: pytest.CaptureFixture
     base = {"digit": (0.90, 0.88), "parity": (0.95, 0.94), "ink": (0.50, 0.52)}
     for task, job in ctx.baseline_jobs().items():
         val, test = base[task]
-        ctx.cache.put(job, NetworkResult([task], "ok", {task: val}, {task: test}, macs=100), "sel")
+        ctx.runner.cache.put(
+            job, NetworkResult([task], "ok", {task: val}, {task: test}, macs=100), "sel"
+        )
     set_study_record(
         session.study, BASELINES_ATTR, {t: {"val": v, "test": te} for t, (v, te) in base.items()}
     )
@@ -213,7 +215,7 @@ def test_select_over_a_study_cache(tmp_path: Path, capsys: pytest.CaptureFixture
             TaskTree(tasks=tasks), ctx.baseline_backbone, optimizer, balancer or BalancerSpec()
         )
         test = {t: v * 0.99 for t, v in val.items()}
-        ctx.cache.put(job, NetworkResult(list(tasks), status, val, test, macs=macs), "sel")
+        ctx.runner.cache.put(job, NetworkResult(list(tasks), status, val, test, macs=macs), "sel")
 
     put(("digit", "parity"), {"digit": 0.93, "parity": 0.96}, 110)
     put(("digit", "parity", "ink"), {"digit": 0.91, "parity": 0.90, "ink": 0.60}, 120)

@@ -119,7 +119,7 @@ def test_median_pruner_stops_trials_and_records_their_epochs(tmp_path: Path) -> 
             assert record[-1] == pytest.approx(trial.user_attrs["delta_m_val"])
     # the cache holds only networks trained to their end: every stored key belongs to a
     # completed trial or to the baselines (three single-task networks + all-in-one)
-    stored = {row.key for row in session.context.cache.rows()}  # type: ignore[attr-defined]
+    stored = {row.key for row in session.context.runner.cache.rows()}  # type: ignore[attr-defined]
     completed = {k for t in done for k in t.user_attrs["network_keys"]}
     baselines = {job.key for job in session.context.baseline_jobs().values()}
     assert len(stored - completed - baselines) <= 1  # the all-in-one network

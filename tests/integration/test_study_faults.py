@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from autotask.search import scoring
+from autotask.engine import runner
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
 
@@ -53,7 +53,7 @@ def _fail_first_trial_training(
 ) -> list[int]:
     """Make the next network a training context starts raise ``exc``; later ones train
     for real."""
-    real = getattr(scoring, "train_epochs")  # noqa: B009 - not re-exported
+    real = getattr(runner, "train_epochs")  # noqa: B009 - not re-exported
     calls: list[int] = []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -62,7 +62,7 @@ def _fail_first_trial_training(
             raise exc
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("autotask.search.scoring.train_epochs", flaky)
+    monkeypatch.setattr("autotask.engine.runner.train_epochs", flaky)
     return calls
 
 

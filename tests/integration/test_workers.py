@@ -180,7 +180,7 @@ def _context(db: Database, owner: str, trained: list[str]) -> TrainingContext:
         baseline_optimizer=OptimizerSpec(epochs=30, batch_size=32, patience=30),
         baseline_backbone=BackboneSpec(name="mlp", params={"width": 16, "depth": 3}),
     )
-    context.on_network = lambda name: trained.append(owner)
+    context.runner.events.subscribe(on_network=lambda name: trained.append(owner))
     return context
 
 
@@ -197,7 +197,7 @@ def test_two_processes_claiming_one_network_train_it_once(any_url: str) -> None:
     results: dict[int, tuple[object, bool]] = {}
 
     def run(i: int) -> None:
-        results[i] = contexts[i].run(job)
+        results[i] = contexts[i].runner.run(job)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -215,11 +215,11 @@ def test_a_claim_without_heartbeat_is_taken_over(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path}/stale.db")
     trained: list[str] = []
     context = _context(db, "host:live", trained)
-    context.cache = DatabaseCache(db, owner="host:live", claim_grace_s=0.3, poll_s=0.05)
+    context.runner.cache = DatabaseCache(db, owner="host:live", claim_grace_s=0.3, poll_s=0.05)
     job = context.baseline_jobs()["reg"]
     assert ClaimStore(db, owner="host:dead").try_insert(job.key)
     started = time.monotonic()
-    result, was_trained = context.run(job)
+    result, was_trained = context.runner.run(job)
     assert was_trained and result.ok
     assert time.monotonic() - started >= 0.3
     assert trained == ["host:live"]
@@ -227,7 +227,7 @@ def test_a_claim_without_heartbeat_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_waiting_process_reuses_the_result_of_the_live_owner(tmp_path: Path) -> None:
-    from autotask.store.cache import MemoryCache
+    from autotask.engine.cache import MemoryCache
 
     db = Database(f"sqlite:///{tmp_path}/wait.db")
     trained: list[str] = []
@@ -236,13 +236,13 @@ def test_a_waiting_process_reuses_the_result_of_the_live_owner(tmp_path: Path) -
     owner = ClaimStore(db, owner="host:owner")
     assert owner.try_insert(job.key)
     results: list[tuple[object, bool]] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.run(job)))
+    thread = threading.Thread(target=lambda: results.append(waiter.runner.run(job)))
     thread.start()
     time.sleep(0.4)
     assert thread.is_alive() and trained == []  # waiting for the owner, not training
     reference = _context(db, "host:owner", [])
-    reference.cache = MemoryCache()
-    stored, _ = reference.run(job)
+    reference.runner.cache = MemoryCache()
+    stored, _ = reference.runner.run(job)
     DatabaseCache(db).put(job, stored, None)
     owner.release(job.key)
     thread.join(timeout=30)

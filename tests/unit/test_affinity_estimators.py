@@ -16,6 +16,7 @@ from autotask.affinity.estimators import ESTIMATORS, build_estimator, list_estim
 from autotask.affinity.estimators.gradcos import GradientCosineProbe
 from autotask.affinity.estimators.lookahead import LookaheadProbe
 from autotask.affinity.optimizer_step import lookahead_parameters
+from autotask.engine.job import NetworkJob
 from autotask.engine.loop import make_optimizer, train_network
 from autotask.engine.losses import masked_loss
 from autotask.engine.observer import TrainStep
@@ -176,20 +177,14 @@ def test_probing_leaves_training_unchanged() -> None:
     suite = image_suite()
     opt = OptimizerSpec(lr=0.01, epochs=3, batch_size=32, patience=5)
     data, backbone = suite.splits, BackboneSpec(**suite.default_backbone)
-    kw = {
-        "backbone": backbone,
-        "optimizer": opt,
-        "balancer": BalancerSpec(),
-        "seed": 0,
-    }
     tree = TaskTree(tasks=tuple(suite.task_names))
-    plain_net, plain = train_network(tree, data, interface_for(suite), **kw)  # type: ignore[arg-type]
+    job = NetworkJob(suite.key(), tree, backbone, opt, BalancerSpec(), 0)
+    plain_net, plain = train_network(job, data, interface_for(suite))
     probed_net, probed = train_network(
-        tree,
+        job,
         data,
         interface_for(suite),
         observer_factory=lambda net: LookaheadProbe(net, every=1),
-        **kw,  # type: ignore[arg-type]
     )
     assert probed.val_metrics == plain.val_metrics
     for (n, a), (_, b) in zip(

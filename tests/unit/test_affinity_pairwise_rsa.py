@@ -132,7 +132,7 @@ def test_pairwise_fills_every_direction_and_reuses_the_cache(tiny: TrainingConte
 def test_diverged_pair_is_nan_both_ways(tiny: TrainingContext) -> None:
     pair = TaskTree(tasks=("t0", "t2"))
     job = tiny.job(pair, tiny.baseline_backbone, tiny.baseline_optimizer, BalancerSpec())
-    tiny.cache.put(job, NetworkResult(["t0", "t2"], "diverged", reason="loss is nan"), None)
+    tiny.runner.cache.put(job, NetworkResult(["t0", "t2"], "diverged", reason="loss is nan"), None)
     matrix = PairwiseTransfer(split="test").estimate(tiny)
     assert np.isnan(matrix.value("t0", "t2")) and np.isnan(matrix.value("t2", "t0"))
     assert np.isfinite(matrix.value("t0", "t1")) and matrix.split == "test"
@@ -144,7 +144,7 @@ def test_rsa_is_symmetric_per_stage(tiny: TrainingContext) -> None:
     matrix = RepresentationSimilarity(probe_rows=50, stage=1).estimate(tiny)
     stages = np.asarray(matrix.extra["stages"])
     assert stages.shape == (3, 3, 3)
-    assert matrix.extra["probe_rows"] == min(50, len(tiny.data["val"].x))
+    assert matrix.extra["probe_rows"] == min(50, len(tiny.runner.data["val"].x))
     np.testing.assert_allclose(stages, stages.transpose(0, 2, 1))
     np.testing.assert_array_equal(stages[:, [0, 1, 2], [0, 1, 2]], 1.0)
     np.testing.assert_array_equal(matrix.values, stages[1])

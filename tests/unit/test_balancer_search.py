@@ -7,12 +7,12 @@ import optuna
 import pytest
 import torch
 
+from autotask.engine.cache import MemoryCache
 from autotask.errors import ConfigError
 from autotask.search.sampling import partition_params, sample_architecture
 from autotask.search.scoring import TrainingContext
 from autotask.search.space import parse_search_space
 from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
 
 TASKS = ["a", "b", "c", "d"]

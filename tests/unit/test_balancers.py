@@ -23,6 +23,8 @@ from autotask.balancing import (
     build_balancer,
     list_balancers,
 )
+from autotask.engine.fused import balancer_blocker, plan_groups
+from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.models import build_network, interface_for
@@ -222,15 +224,15 @@ def test_trains_a_network_end_to_end(
             "children": [{"tasks": ["bin"]}, {"tasks": ["cls", "reg"]}],
         }
     )
-    _, result = train_network(
+    job = NetworkJob(
+        tiny_suite.key(),
         tree,
-        data,
-        interface_for(tiny_suite),
-        backbone=BackboneSpec(**tiny_suite.default_backbone),
-        optimizer=OptimizerSpec(lr=0.01, epochs=3, batch_size=48, patience=3),
-        balancer=BalancerSpec(name=name, params=params),
-        seed=0,
+        BackboneSpec(**tiny_suite.default_backbone),
+        OptimizerSpec(lr=0.01, epochs=3, batch_size=48, patience=3),
+        BalancerSpec(name=name, params=params),
+        0,
     )
+    _, result = train_network(job, data, interface_for(tiny_suite))
     assert result.status == "ok", result.reason
     assert result.epochs_run == 3 and len(result.history) == 3
 
@@ -242,6 +244,50 @@ def test_every_method_is_documented() -> None:
         assert cls.source in ("torchjd", "autotask")
         assert cls.description and cls.relative_cost and cls.__doc__
     assert len(LOSS_METHODS) >= 9 and len(GRADIENT_METHODS) >= 9
+
+
+def test_declarations_are_consistent_and_decide_grouping() -> None:
+    interface = ModelInterface(input_shape=(6,), heads={t: ("regression", 1) for t in "abcd"})
+    backbone = BackboneSpec(name="mlp", params={"width": 8, "depth": 3})
+    for name in list_balancers():
+        cls = BALANCERS.get(name)
+        assert not (cls.fusable and cls.needs_per_task_grads), name
+        assert cls.fusable or not cls.constant_weights, name
+        assert cls.family == "loss" or cls.needs_per_task_grads, name
+        spec = BalancerSpec(name=name)
+        assert (balancer_blocker(spec) is None) == cls.fusable, name
+        jobs = [
+            NetworkJob("test", TaskTree(tasks=tasks), backbone, OptimizerSpec(), spec, 0)
+            for tasks in (("a", "b"), ("c", "d"))
+        ]
+        expected = [[0, 1]] if cls.fusable else [[0], [1]]
+        assert plan_groups(jobs, interface, fused=True) == expected, name
+    assert any(BALANCERS.get(n).fusable for n in list_balancers())
+    assert any(BALANCERS.get(n).constant_weights for n in list_balancers())
+
+
+def test_fusable_balancers_weight_a_copy_of_the_losses(device: torch.device) -> None:
+    """What grouped training relies on: on a detached copy of the losses the method's weights
+    arrive as that copy's gradient and the network is left alone; constant weights do not
+    depend on the losses."""
+    net = network(device)
+    x, y = batch(device)
+    for name in list_balancers():
+        cls = BALANCERS.get(name)
+        if not cls.fusable:
+            continue
+        bal = make(name, {}, TASKS, net)
+        seen = []
+        for scale in (1.0, 3.0):
+            net.zero_grad(set_to_none=True)
+            leaf = (scale * task_losses(net, x, y, TASKS)).detach().requires_grad_(True)
+            weights = bal.backward(leaf, net)
+            assert leaf.grad is not None, name
+            torch.testing.assert_close(leaf.grad, weights.to(leaf.dtype), msg=name)
+            assert all(p.grad is None for p in net.parameters()), name
+            seen.append(weights)
+        if cls.constant_weights:
+            torch.testing.assert_close(seen[0], seen[1], msg=name)
 
 
 # -- loss weighting specifics ---------------------------------------------------------------
@@ -526,15 +572,15 @@ def test_a_solver_failure_fails_the_network_and_is_recorded(
     tiny_suite: TaskSuite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(aggregation.CAGrad, "make_weighting", lambda self, k: Exploding())
-    _, result = train_network(
+    job = NetworkJob(
+        tiny_suite.key(),
         TaskTree(tasks=("bin", "cls", "reg")),
-        tiny_suite.splits,
-        interface_for(tiny_suite),
-        backbone=BackboneSpec(**tiny_suite.default_backbone),
-        optimizer=OptimizerSpec(lr=0.01, epochs=2, batch_size=48),
-        balancer=BalancerSpec(name="cagrad"),
-        seed=0,
+        BackboneSpec(**tiny_suite.default_backbone),
+        OptimizerSpec(lr=0.01, epochs=2, batch_size=48),
+        BalancerSpec(name="cagrad"),
+        0,
     )
+    _, result = train_network(job, tiny_suite.splits, interface_for(tiny_suite))
     assert result.status == "diverged"
     assert result.reason is not None
     assert "balancer 'cagrad': weighting failed: RuntimeError: solver says no" in result.reason

@@ -16,6 +16,8 @@ from PIL import Image
 
 import autotask.suites.celeba as celeba_module
 from autotask.affinity.estimators import build_estimator
+from autotask.engine.cache import MemoryCache
+from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.errors import ConfigError, DataError, UnknownNameError
 from autotask.models import build_model, count_macs, interface_for
@@ -23,7 +25,6 @@ from autotask.search.scoring import TrainingContext
 from autotask.search.study import build_suite, validate_space
 from autotask.search.study_config import load_study_config
 from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites import get_suite
 from autotask.suites.base import SPLITS, TaskSuite
 from autotask.suites.celeba import ATTRIBUTES, TAG_TASKS, decode_image
@@ -454,15 +455,15 @@ def test_gradient_balancers_train_on_uint8_images(
         {"tasks": ["Black_Hair", "Smiling", "Male"], "branch_at": 1,
          "children": [{"tasks": ["Black_Hair", "Smiling"]}, {"tasks": ["Male"]}]}
     )  # fmt: skip
-    _, result = train_network(
+    job = NetworkJob(
+        suite.key(),
         tree,
-        data,
-        interface_for(suite),
-        backbone=BackboneSpec(name="resnet", params={"width": 4, "blocks": 1, "stages": 2}),
-        optimizer=OptimizerSpec(name="sgd", lr=0.01, epochs=2, batch_size=4),
-        balancer=BalancerSpec(name=balancer, params=params),
-        seed=0,
+        BackboneSpec(name="resnet", params={"width": 4, "blocks": 1, "stages": 2}),
+        OptimizerSpec(name="sgd", lr=0.01, epochs=2, batch_size=4),
+        BalancerSpec(name=balancer, params=params),
+        0,
     )
+    _, result = train_network(job, data, interface_for(suite))
     assert result.status == "ok", result.reason
     assert all(math.isfinite(v) for v in result.history) and len(result.history) == 2
     assert set(result.test_metrics) == {"Black_Hair", "Smiling", "Male"}

@@ -29,30 +29,30 @@ def _progress() -> tuple[Progress, io.StringIO]:
 @pytest.mark.parametrize("fused", [True, False])
 def test_network_stage_counts_the_networks_trained(tiny_suite: TaskSuite, fused: bool) -> None:
     ctx = make_context(tiny_suite, OPT)
-    ctx.fused = fused
+    ctx.runner.fused = fused
+    events = ctx.runner.events
     jobs = list(ctx.baseline_jobs().values())
-    pending = ctx.pending(jobs)
+    pending = ctx.runner.pending(jobs)
     assert pending == len(tiny_suite.tasks)
     progress, _ = _progress()
     started: list[str] = []
     with progress, network_stage(progress, ctx, "baselines", pending) as bar:
-        inner = ctx.on_network
-        assert inner is not None
-        ctx.on_network = lambda net: (started.append(net), inner(net))  # type: ignore[func-returns-value]
-        ctx.baselines()
+        assert events.listeners == 1  # the stage's bar
+        with events.subscribed(on_network=started.append):
+            ctx.baselines()
         assert progress.tasks[bar].completed == pending  # one step per network that ended
     assert sorted(started) == ["[bin]", "[cls]", "[reg]"]
-    assert ctx.on_network is None and ctx.on_trained is None
-    assert ctx.pending(jobs) == 0
+    assert events.listeners == 0
+    assert ctx.runner.pending(jobs) == 0
 
 
 def test_pending_counts_an_architecture_against_the_cache(tiny_suite: TaskSuite) -> None:
     ctx = make_context(tiny_suite, OPT)
     spec = ArchitectureSpec(networks=(TaskTree(tasks=("bin", "cls")), TaskTree(tasks=("reg",))))
     ctx.score(spec)
-    assert ctx.pending(ctx.network_jobs(spec)) == 0
+    assert ctx.runner.pending(ctx.network_jobs(spec)) == 0
     other = ArchitectureSpec(networks=(TaskTree(tasks=("bin", "cls", "reg")),))
-    assert ctx.pending([*ctx.network_jobs(spec), *ctx.network_jobs(other)]) == 1
+    assert ctx.runner.pending([*ctx.network_jobs(spec), *ctx.network_jobs(other)]) == 1
 
 
 def test_affinity_stage_reports_epochs_and_a_reused_matrix_in_one_line() -> None:

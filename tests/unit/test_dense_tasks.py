@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autotask.engine import loop
+from autotask.engine import evaluation
 from autotask.engine.losses import masked_loss
 from autotask.engine.metrics import (
     histogram_median,
@@ -217,12 +217,12 @@ def test_evaluation_is_independent_of_chunking(
     split = split.to(device)
     kinds = {t: kind for t, (kind, _) in interface.heads.items()}
     masks = {t: split.masks[t] for t in kinds}
-    whole_metrics = loop.evaluate_metrics(net, split, kinds)
-    whole_losses = loop.validation_losses(net, split, kinds, masks)
-    monkeypatch.setattr(loop, "EVAL_ELEMENTS", 3 * 8 * 8 * 2)  # chunks of 2 rows
-    assert loop.eval_rows(split.x) == 2
-    chunked_metrics = loop.evaluate_metrics(net, split, kinds)
-    chunked_losses = loop.validation_losses(net, split, kinds, masks)
+    whole_metrics = evaluation.evaluate_metrics(net, split, kinds)
+    whole_losses = evaluation.validation_losses(net, split, kinds, masks)
+    monkeypatch.setattr(evaluation, "EVAL_ELEMENTS", 3 * 8 * 8 * 2)  # chunks of 2 rows
+    assert evaluation.eval_rows(split.x) == 2
+    chunked_metrics = evaluation.evaluate_metrics(net, split, kinds)
+    chunked_losses = evaluation.validation_losses(net, split, kinds, masks)
     for task, values in whole_metrics.items():
         assert chunked_metrics[task] == pytest.approx(values, rel=1e-6)
     torch.testing.assert_close(chunked_losses, whole_losses)

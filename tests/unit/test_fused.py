@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from autotask.balancing.scalarized import UncertaintyWeighting
+from autotask.engine import runner
+from autotask.engine.cache import Claim, MemoryCache
 from autotask.engine.fused import (
     FUSED_ENV,
-    TrainJob,
     fused_enabled,
     plan_groups,
     runtime_blocker,
@@ -33,7 +34,6 @@ from autotask.spec import (
     OptimizerSpec,
     TaskTree,
 )
-from autotask.store.cache import Claim, MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
 from tests.conftest import make_context, make_tiny_suite
 
@@ -71,9 +71,10 @@ def _data(suite: TaskSuite, device: torch.device) -> dict[str, Split]:
     return {name: split.to(device) for name, split in suite.splits.items()}
 
 
-def _job(tasks: tuple[str, ...], **kw: Any) -> TrainJob:
+def _job(tasks: tuple[str, ...], **kw: Any) -> NetworkJob:
     tree = kw.pop("tree", None) or TaskTree(tasks=tasks)
-    return TrainJob(
+    return NetworkJob(
+        "test",
         tree,
         kw.pop("backbone", MLP),
         kw.pop("optimizer", OPT),
@@ -103,12 +104,21 @@ def _same(a: NetworkResult, b: NetworkResult, tol: float = 1e-4) -> None:
     for split_a, split_b in ((a.val_metrics, b.val_metrics), (a.test_metrics, b.test_metrics)):
         for task, value in split_a.items():
             assert value == pytest.approx(split_b[task], rel=tol, abs=tol)
+    for more_a, more_b in (
+        (a.val_secondary, b.val_secondary),
+        (a.test_secondary, b.test_secondary),
+    ):
+        assert more_a.keys() == more_b.keys()
+        for task, values in more_a.items():
+            assert values.keys() == more_b[task].keys()
+            for name, value in values.items():
+                assert value == pytest.approx(more_b[task][name], rel=tol, abs=tol)
     if a.val_loss is not None:
         assert a.val_loss == pytest.approx(b.val_loss, rel=tol, abs=tol)
 
 
 def _compare(
-    jobs: list[TrainJob], suite: TaskSuite, device: torch.device
+    jobs: list[NetworkJob], suite: TaskSuite, device: torch.device
 ) -> tuple[list[NetworkResult], list[NetworkResult]]:
     interface, data = interface_for(suite), _data(suite, device)
     alone = train_networks(jobs, data, interface, fused=False)
@@ -267,15 +277,16 @@ def test_heartbeats_and_seconds_per_network(device: torch.device) -> None:
     suite = _suite()
     beats: dict[str, list[tuple[int, float]]] = {"a": [], "b": []}
     fast = OPT.model_copy(update={"patience": 1, "epochs": 30, "lr": 0.05})
-    jobs = [
-        _job(("bin",), optimizer=fast, on_epoch=lambda e, v: beats["a"].append((e, v))),
-        _job(("bin2",), on_epoch=lambda e, v: beats["b"].append((e, v))),
-    ]
+    jobs = [_job(("bin",), optimizer=fast), _job(("bin2",))]
     seen: list[int] = []
     results = train_networks(
         jobs,
         _data(suite, device),
         interface_for(suite),
+        on_epoch=[
+            lambda e, v: beats["a"].append((e, v)),
+            lambda e, v: beats["b"].append((e, v)),
+        ],
         fused=True,
         on_result=lambda i, _n, _r: seen.append(i),
     )
@@ -345,11 +356,11 @@ def test_context_stores_the_same_results_with_and_without_fusion() -> None:
     stored = []
     for fused in (False, True):
         context = make_context(suite, OPT)
-        context.cache = _RecordingCache()
-        context.fused = fused
+        context.runner.cache = _RecordingCache()
+        context.runner.fused = fused
         score = context.score(_spec())
         assert (score.trained, score.reused) == (2, 1)  # [cls] is the baseline of cls
-        cache = context.cache
+        cache = context.runner.cache
         stored.append(cache._results)
         assert sorted(cache.claims) == sorted(set(cache.claims))  # each job claimed once
     alone, together = stored
@@ -361,19 +372,41 @@ def test_context_stores_the_same_results_with_and_without_fusion() -> None:
 def test_context_never_trains_a_job_another_worker_stored() -> None:
     suite = _suite()
     first = make_context(suite, OPT)
-    first.fused = False
+    first.runner.fused = False
     first.score(_spec())
-    done = first.cache._results  # type: ignore[attr-defined]
+    done = first.runner.cache._results  # type: ignore[attr-defined]
     context = make_context(suite, OPT)
     job = context.job(TaskTree(tasks=("bin2", "reg2")), MLP, OPT, BalancerSpec())
-    context.cache = _RecordingCache(elsewhere={job.key: done[job.key]})
-    context.fused = True
+    cache = _RecordingCache(elsewhere={job.key: done[job.key]})
+    context.runner.cache = cache
+    context.runner.fused = True
     trained: list[str] = []
-    context.on_network = trained.append
+    context.runner.events.subscribe(on_network=trained.append)
     score = context.score(_spec())
     assert "[bin2,reg2]" not in trained and "[bin,reg]" in trained
     assert (score.trained, score.reused) == (1, 2)
-    assert job.key in context.cache.claims
+    assert job.key in cache.claims
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "fused", "lockstep"])
+def test_every_strategy_claims_in_the_order_of_cache_keys(strategy: str) -> None:
+    """Two workers never hold one claim each while waiting for the other's; a job listed
+    twice trains once (its second use is a reuse)."""
+    context = make_context(_suite(), OPT)
+    jobs = list(reversed(context.network_jobs(_spec())))
+    jobs.append(jobs[0])
+    cache = _RecordingCache()
+    context.runner.cache = cache
+    context.runner.fused = strategy == "fused"
+    if strategy == "lockstep":
+        rounds: list[int] = []
+        runs = context.runner.run_lockstep(jobs, lambda epoch, _results: rounds.append(epoch))
+        assert rounds == list(range(1, len(rounds) + 1)) and rounds
+    else:
+        runs = context.runner.run_many(jobs)
+    assert cache.claims == sorted({job.key for job in jobs})
+    assert [trained for _, trained in runs] == [True, True, True, False]
+    assert runs[0][0] == runs[-1][0]
 
 
 def test_per_pixel_tasks_train_alone() -> None:
@@ -382,7 +415,7 @@ def test_per_pixel_tasks_train_alone() -> None:
     )
     backbone = BackboneSpec(name="cnn", params={"channels": [4, 6]})
     jobs = [
-        TrainJob(TaskTree(tasks=(t,)), backbone, OptimizerSpec(), BalancerSpec(), 0)
+        NetworkJob("test", TaskTree(tasks=(t,)), backbone, OptimizerSpec(), BalancerSpec(), 0)
         for t in ("seg", "seg2")
     ]
     assert plan_groups(jobs, interface, fused=True) == [[0], [1]]
@@ -418,13 +451,15 @@ def _same_bf16(a: NetworkResult, b: NetworkResult) -> None:
     for split_a, split_b in ((a.val_metrics, b.val_metrics), (a.test_metrics, b.test_metrics)):
         assert split_a.keys() == split_b.keys()
         assert all(_close(v, split_b[t]) for t, v in split_a.items())
+    assert a.val_secondary.keys() == b.val_secondary.keys()
+    assert a.test_secondary.keys() == b.test_secondary.keys()
 
 
 def _gap(a: NetworkResult, b: NetworkResult) -> float:
     return max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a.history, b.history, strict=True))
 
 
-def _compare_bf16(jobs: list[TrainJob], suite: TaskSuite, device: torch.device) -> None:
+def _compare_bf16(jobs: list[NetworkJob], suite: TaskSuite, device: torch.device) -> None:
     interface, data = interface_for(suite), _data(suite, device)
     bf16 = Runtime(device, precision="bf16")
     assert plan_groups(jobs, interface, fused=True, runtime=bf16, data=data) == plan_groups(
@@ -504,15 +539,15 @@ def test_runtimes_grouping_cannot_follow_train_alone(
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Runtime | None]:
-    """The runtimes :meth:`TrainingContext.run_many` passes to ``train_networks``."""
+    """The runtimes :meth:`Runner.run_many` passes to ``train_networks``."""
     seen: list[Runtime | None] = []
-    original = scoring.train_networks
+    original = runner.train_networks
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs.get("runtime"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "train_networks", spy)
+    monkeypatch.setattr(runner, "train_networks", spy)
     return seen
 
 
@@ -532,10 +567,10 @@ def test_context_fuses_under_bf16_with_the_keys_of_sequential_bf16(
             baseline_backbone=MLP,
             runtime=RuntimeSpec(precision="bf16"),
         )
-        context.fused = fused
+        context.runner.fused = fused
         score = context.score(_spec())
         assert (score.trained, score.reused) == (2, 1)
-        stored.append(context.cache._results)  # type: ignore[attr-defined]
+        stored.append(context.runner.cache._results)  # type: ignore[attr-defined]
         keys.append(score.network_keys)
     assert seen and all(r is not None and r.precision == "bf16" for r in seen)
     alone, together = stored
@@ -559,6 +594,6 @@ def test_context_trains_fp16_one_network_at_a_time(monkeypatch: pytest.MonkeyPat
         baseline_backbone=MLP,
         runtime=RuntimeSpec(precision="fp16"),
     )
-    context.fused = True
+    context.runner.fused = True
     score = context.score(_spec())
     assert seen == [] and score.trained == 2

@@ -8,12 +8,13 @@ import optuna
 import pytest
 import torch
 
+from autotask.engine.cache import MemoryCache
+from autotask.engine.runner import EpochTally
 from autotask.engine.runtime import RuntimeSpec
 from autotask.errors import TrialDiverged
 from autotask.search.pruning import EPOCHS_ATTR, dominating_trials, value_at_epoch
 from autotask.search.scoring import TrainingContext
 from autotask.spec import ArchitectureSpec, BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
 from tests.conftest import make_context, make_tiny_suite
 
@@ -90,28 +91,29 @@ def test_lockstep_training_follows_the_runtime(runtime: RuntimeSpec) -> None:
 
 def test_fused_training_for_fp32_and_bf16_on_device_runtimes() -> None:
     suite = make_tiny_suite()
-    assert context(suite)._runtime_allows_grouping()
-    assert context(suite, RuntimeSpec(precision="bf16"))._runtime_allows_grouping()
-    assert context(suite, RuntimeSpec(channels_last=True))._runtime_allows_grouping()
-    assert not context(suite, RuntimeSpec(precision="fp16"))._runtime_allows_grouping()
-    assert not context(suite, RuntimeSpec(compile="aot_eager"))._runtime_allows_grouping()
-    assert not context(suite, RuntimeSpec(data_budget_mb=0))._runtime_allows_grouping()
+    assert context(suite).runner.runtime_allows_grouping()
+    assert context(suite, RuntimeSpec(precision="bf16")).runner.runtime_allows_grouping()
+    assert context(suite, RuntimeSpec(channels_last=True)).runner.runtime_allows_grouping()
+    assert not context(suite, RuntimeSpec(precision="fp16")).runner.runtime_allows_grouping()
+    assert not context(suite, RuntimeSpec(compile="aot_eager")).runner.runtime_allows_grouping()
+    assert not context(suite, RuntimeSpec(data_budget_mb=0)).runner.runtime_allows_grouping()
 
 
 def test_stopping_a_lockstep_score_stores_no_partial_network() -> None:
     suite = make_tiny_suite()
     ctx = context(suite)
     ctx.baselines()
-    stored_before = len(ctx.cache._results)  # type: ignore[attr-defined]
+    stored_before = len(ctx.runner.cache._results)  # type: ignore[attr-defined]
 
     def stop_at_two(epoch: int, _value: float) -> None:
         if epoch == 2:
             raise optuna.TrialPruned("stop")
 
+    tally = EpochTally()
     with pytest.raises(optuna.TrialPruned):
-        ctx.score(three_networks(), on_epoch_score=stop_at_two)
-    assert len(ctx.cache._results) == stored_before  # type: ignore[attr-defined]
-    assert ctx.stopped_epochs == 3 * 2  # three networks, two epochs each
+        ctx.score(three_networks(), on_epoch_score=stop_at_two, tally=tally)
+    assert len(ctx.runner.cache._results) == stored_before  # type: ignore[attr-defined]
+    assert tally.epochs == 3 * 2  # three networks, two epochs each
     # trained in full afterwards, the networks are stored and equal a fresh context's
     again = ctx.score(three_networks())
     assert again.trained == 3

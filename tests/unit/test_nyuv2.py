@@ -206,7 +206,7 @@ def test_training_a_dense_tree_on_the_fixture(
         context.baseline_optimizer,
         BalancerSpec(name=balancer, params=params),
     )
-    net, result = context.train(job)
+    net, result = context.runner.train(job)
     assert result.ok, result.reason
     assert result.epochs_run == 2 and len(result.history) == 2
     assert all(math.isfinite(v) for v in result.history)

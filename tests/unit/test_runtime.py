@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from autotask.engine.cache import MemoryCache
 from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.engine.observer import StepObserver, TrainStep
@@ -35,7 +36,6 @@ from autotask.search.evaluate import runtime_settings
 from autotask.search.scoring import TrainingContext
 from autotask.search.study_config import load_study_config
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree, load_spec
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import Split, Task, TaskSuite
 from tests.conftest import make_tiny_suite
 
@@ -84,16 +84,9 @@ def train(
     observer: Any = None,
 ) -> tuple[TreeNetwork, NetworkResult]:
     data = {k: v.to(runtime.device) for k, v in suite.splits.items()}
+    job = NetworkJob(suite.key(), tree, BackboneSpec(**suite.default_backbone), OPT, balancer, 0)
     return train_network(
-        tree,
-        data,
-        interface_for(suite),
-        backbone=BackboneSpec(**suite.default_backbone),
-        optimizer=OPT,
-        balancer=balancer,
-        seed=0,
-        runtime=runtime,
-        observer_factory=observer,
+        job, data, interface_for(suite), runtime=runtime, observer_factory=observer
     )
 
 
@@ -389,13 +382,13 @@ def test_streaming_gives_the_same_results_as_the_device_path(
     suite = make_tiny_suite()
     resident = _context(suite, device, RuntimeSpec(precision="fp32", data_budget_mb=64))
     streamed = _context(suite, device, RuntimeSpec(precision="fp32", data_budget_mb=0))
-    assert all(isinstance(s, HostSplit) for s in streamed.data.values())
-    assert not any(isinstance(s, HostSplit) for s in resident.data.values())
+    assert all(isinstance(s, HostSplit) for s in streamed.runner.data.values())
+    assert not any(isinstance(s, HostSplit) for s in resident.runner.data.values())
     if device.type == "cuda":
-        assert all(s.x.is_pinned() for s in streamed.data.values())
+        assert all(s.x.is_pinned() for s in streamed.runner.data.values())
     job = resident.job(BRANCHED, resident.baseline_backbone, OPT, BalancerSpec(name=balancer))
-    _, a = resident.train(job)
-    _, b = streamed.train(job)
+    _, a = resident.runner.train(job)
+    _, b = streamed.runner.train(job)
     assert a.status == b.status == "ok"
     if device.type == "cpu":  # the same rows, batches and kernels: bit for bit
         assert (a.history, a.val_metrics, a.test_metrics) == (
@@ -506,13 +499,15 @@ def test_study_pool_keeps_to_the_numerics_of_its_baselines(tmp_path: Path) -> No
     pair = TaskTree(tasks=("digit", "parity"))
 
     def fill(runtime: Runtime, base: dict[str, float], joint: float) -> None:
-        ctx.runtime = runtime
+        ctx.runner.runtime = runtime
         for task, job in ctx.baseline_jobs().items():
             result = NetworkResult([task], "ok", {task: base[task]}, {task: base[task]}, macs=100)
-            ctx.cache.put(job, result, "pool")
+            ctx.runner.cache.put(job, result, "pool")
         job = ctx.job(pair, ctx.baseline_backbone, ctx.baseline_optimizer, BalancerSpec())
         metrics = {"digit": joint, "parity": joint}
-        ctx.cache.put(job, NetworkResult(["digit", "parity"], "ok", metrics, metrics, macs=100), "")
+        ctx.runner.cache.put(
+            job, NetworkResult(["digit", "parity"], "ok", metrics, metrics, macs=100), ""
+        )
 
     cpu = torch.device("cpu")
     fill(Runtime(cpu), {"digit": 0.8, "parity": 0.9}, joint=0.85)

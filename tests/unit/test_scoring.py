@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autotask.engine.cache import MemoryCache
 from autotask.errors import TrialDiverged
 from autotask.search.scoring import TrainingContext, delta_m, relative_change
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, TaskTree
-from autotask.store.cache import MemoryCache
 from autotask.suites.base import TaskSuite
 from tests.conftest import make_tiny_suite
 
@@ -82,5 +82,5 @@ def test_diverging_network_raises_trial_diverged_and_is_cached() -> None:
     spec = ArchitectureSpec(networks=(TaskTree(tasks=("bin", "cls", "reg")),), optimizer=OPT)
     with pytest.raises(TrialDiverged, match="non-finite training loss"):
         ctx.score(spec)
-    stored = [r for r in ctx.cache._results.values() if r.status == "diverged"]  # type: ignore[attr-defined]
+    stored = [r for r in ctx.runner.cache._results.values() if r.status == "diverged"]  # type: ignore[attr-defined]
     assert stored and "reg" in (stored[0].reason or "")

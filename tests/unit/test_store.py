@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,56 @@ def test_a_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) ->
         Database(url)
     with engine.connect() as conn:
         assert inspect(conn).get_table_names() == ["autotask_schema"]
+
+
+def test_numerics_are_stored_and_filled_in_by_the_migration(tmp_path: Path) -> None:
+    """Version 3 had no numerics column: migrating fills it from each row's key (rows from
+    before numerics existed are fp32, ``{}``); ``put`` writes it from then on."""
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path}/v3.db"
+    bf16 = NetworkJob(*_fields(job()), {"precision": "bf16"})
+    unknown = job(seed=7)
+    engine = create_engine(url)
+    with engine.begin() as conn:  # autotask's tables as version 3 wrote them
+        conn.execute(text("CREATE TABLE autotask_schema (id INTEGER PRIMARY KEY, version INTEGER)"))
+        conn.execute(text("INSERT INTO autotask_schema VALUES (1, 3)"))
+        conn.execute(
+            text(
+                "CREATE TABLE autotask_group_results (id INTEGER PRIMARY KEY, key VARCHAR(64) "
+                "UNIQUE, suite_key VARCHAR(64), tasks TEXT, tree JSON, balancer JSON, "
+                "optimizer JSON, backbone JSON, seed INTEGER, epochs INTEGER, status "
+                "VARCHAR(16), reason TEXT, result JSON, val_loss FLOAT, train_seconds FLOAT, "
+                "study_name VARCHAR(512), created_at DATETIME)"
+            )
+        )
+        for key, stored in ((job().key, job()), (bf16.key, bf16), ("0" * 32, unknown)):
+            conn.execute(
+                text(
+                    "INSERT INTO autotask_group_results (key, suite_key, tasks, tree, balancer, "
+                    "optimizer, backbone, seed, epochs, status, result, train_seconds) VALUES "
+                    "(:key, :suite, 'a,b', :tree, :balancer, :optimizer, :backbone, :seed, 20, "
+                    "'ok', :result, 0.0)"
+                ),
+                {
+                    "key": key,
+                    "suite": stored.suite_key,
+                    "tree": stored.tree.model_dump_json(),
+                    "balancer": stored.balancer.model_dump_json(),
+                    "optimizer": stored.optimizer.model_dump_json(),
+                    "backbone": stored.backbone.model_dump_json(),
+                    "seed": stored.seed,
+                    "result": json.dumps(result(0.5).to_dict()),
+                },
+            )
+    engine.dispose()
+    cache = DatabaseCache(Database(url))
+    assert [row.numerics for row in cache.rows()] == [{}, {"precision": "bf16"}, None]
+    assert cache.get(bf16) == result(0.5)
+    tf32 = NetworkJob(*_fields(job(seed=1)), {"tf32": True})
+    cache.put(tf32, result(0.7), "study")
+    assert cache.rows()[-1].numerics == {"tf32": True}
+
+
+def _fields(j: NetworkJob) -> tuple[str, TaskTree, BackboneSpec, OptimizerSpec, BalancerSpec, int]:
+    return j.suite_key, j.tree, j.backbone, j.optimizer, j.balancer, j.seed

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
 from autotask.engine.losses import masked_loss
 from autotask.engine.metrics import task_metric
@@ -14,15 +15,15 @@ from autotask.suites.base import TaskSuite
 def run(suite: TaskSuite, device: torch.device, **opt: object) -> object:
     data = {k: v.to(device) for k, v in suite.splits.items()}
     settings = {"lr": 0.01, "epochs": 6, "batch_size": 32, "patience": 3, **opt}
-    return train_network(
+    job = NetworkJob(
+        suite.key(),
         TaskTree(tasks=("bin", "cls", "reg")),
-        data,
-        interface_for(suite),
-        backbone=BackboneSpec(**suite.default_backbone),
-        optimizer=OptimizerSpec(**settings),  # type: ignore[arg-type]
-        balancer=BalancerSpec(),
-        seed=0,
-    )[1]
+        BackboneSpec(**suite.default_backbone),
+        OptimizerSpec(**settings),  # type: ignore[arg-type]
+        BalancerSpec(),
+        0,
+    )
+    return train_network(job, data, interface_for(suite))[1]
 
 
 def test_training_is_deterministic_and_learns(tiny_suite: TaskSuite, device: torch.device) -> None:

@@ -11,15 +11,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from autotask.affinity.estimators.base import reference_job
 from autotask.engine.result import NetworkResult
 from autotask.errors import ConfigError, TrialDiverged
-from autotask.spec import BalancerSpec, TaskTree
 
 if TYPE_CHECKING:
-    from autotask.affinity.estimators.base import ProgressCallback
+    from autotask.affinity.estimators.base import EstimationContext, ProgressCallback
     from autotask.engine.observer import StepObserver
     from autotask.models.tree import TreeNetwork
-    from autotask.search.scoring import TrainingContext
 
 __all__ = ["MeanMatrix", "labelled", "train_joint"]
 
@@ -71,7 +70,7 @@ def labelled(
 
 
 def train_joint(
-    context: TrainingContext,
+    context: EstimationContext,
     make_observer: Callable[[TreeNetwork], StepObserver],
     *,
     epochs: int | None,
@@ -84,8 +83,8 @@ def train_joint(
     optimizer = context.baseline_optimizer
     if epochs is not None:
         optimizer = optimizer.model_copy(update={"epochs": epochs})
-    tree = TaskTree(tasks=tuple(context.tasks))
-    if len(tree.tasks) < 2:
+    tasks = tuple(context.runner.tasks)
+    if len(tasks) < 2:
         raise ConfigError("affinity needs at least two tasks")
     total = optimizer.epochs
 
@@ -94,8 +93,8 @@ def train_joint(
             progress(epoch, total, what)
 
     started = time.perf_counter()
-    job = context.job(tree, context.baseline_backbone, optimizer, BalancerSpec())
-    _, result = context.train(job, on_epoch=on_epoch, observer_factory=make_observer)
+    job = reference_job(context, tasks, optimizer)
+    _, result = context.runner.train(job, on_epoch=on_epoch, observer_factory=make_observer)
     seconds = time.perf_counter() - started
     if not result.ok:
         raise TrialDiverged(f"{what}: the jointly trained network diverged: {result.reason}")

@@ -1,28 +1,63 @@
 """The :class:`AffinityEstimator` interface: a trained-signal measurement -> AffinityMatrix.
 
-Estimators take a :class:`~autotask.search.scoring.TrainingContext` (the suite's splits on
-their device, the group-result cache, the seed and the study's baseline optimizer and
-backbone) and return an :class:`~autotask.select.matrix.AffinityMatrix` over the
-suite's tasks, higher meaning "training these together helps". Settings are validated
-here like balancer hyperparameters: unknown names fail with the known ones.
+Estimators take an :class:`EstimationContext` (a :class:`~autotask.engine.runner.Runner`
+with the suite's splits on their device and the group-result cache, and the settings of
+the networks they train: the seed and a study's baseline optimizer and backbone; a
+search's ``TrainingContext`` is one) and return an
+:class:`~autotask.select.matrix.AffinityMatrix` over the suite's tasks, higher meaning
+"training these together helps". Settings are validated here like balancer
+hyperparameters: unknown names fail with the known ones.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from autotask.errors import ConfigError
+from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 
 if TYPE_CHECKING:
-    from autotask.search.scoring import TrainingContext
+    from autotask.engine.job import NetworkJob
+    from autotask.engine.runner import Runner
     from autotask.select.matrix import AffinityMatrix
 
-__all__ = ["AffinityEstimator", "ProgressCallback"]
+__all__ = ["AffinityEstimator", "EstimationContext", "ProgressCallback", "reference_job"]
 
 #: ``progress(done, total, what)``: called as an estimator makes progress.
 ProgressCallback = Callable[[int, int, str], None]
+
+
+class EstimationContext(Protocol):
+    """What an estimator trains with: a runner, and the seed, backbone and optimizer of
+    the networks it trains (equal weighting)."""
+
+    @property
+    def runner(self) -> Runner: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def baseline_optimizer(self) -> OptimizerSpec: ...
+
+    @property
+    def baseline_backbone(self) -> BackboneSpec: ...
+
+
+def reference_job(
+    context: EstimationContext, tasks: tuple[str, ...], optimizer: OptimizerSpec | None = None
+) -> NetworkJob:
+    """One fully shared network of ``tasks`` under the context's settings (``optimizer``
+    in place of its own), equal weighting: for one task, that task's single-task baseline."""
+    return context.runner.job(
+        TaskTree(tasks=tasks),
+        context.baseline_backbone,
+        optimizer or context.baseline_optimizer,
+        BalancerSpec(),
+        context.seed,
+    )
 
 
 class AffinityEstimator(ABC):
@@ -69,6 +104,6 @@ class AffinityEstimator(ABC):
 
     @abstractmethod
     def estimate(
-        self, context: TrainingContext, progress: ProgressCallback | None = None
+        self, context: EstimationContext, progress: ProgressCallback | None = None
     ) -> AffinityMatrix:
         """Measure the affinity of the context's tasks."""

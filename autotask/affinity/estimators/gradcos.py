@@ -25,7 +25,11 @@ import torch
 from torch import nn
 
 from autotask.affinity.estimators._joint import MeanMatrix, labelled, train_joint
-from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
+from autotask.affinity.estimators.base import (
+    AffinityEstimator,
+    EstimationContext,
+    ProgressCallback,
+)
 from autotask.affinity.estimators.lookahead import cosine_from_gramian
 from autotask.balancing._gradients import BatchedGrads, gramian
 from autotask.engine.observer import TrainStep
@@ -33,7 +37,6 @@ from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork
-    from autotask.search.scoring import TrainingContext
 
 __all__ = ["MODES", "GradientCosine", "GradientCosineProbe"]
 
@@ -108,7 +111,7 @@ class GradientCosine(AffinityEstimator):
         self._probe_settings()
 
     def estimate(
-        self, context: TrainingContext, progress: ProgressCallback | None = None
+        self, context: EstimationContext, progress: ProgressCallback | None = None
     ) -> AffinityMatrix:
         probes: list[GradientCosineProbe] = []
 

@@ -44,7 +44,11 @@ import torch
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from autotask.affinity.estimators._joint import MeanMatrix, labelled, train_joint
-from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
+from autotask.affinity.estimators.base import (
+    AffinityEstimator,
+    EstimationContext,
+    ProgressCallback,
+)
 from autotask.affinity.optimizer_step import lookahead_parameters
 from autotask.balancing._gradients import BatchedGrads, gramian
 from autotask.engine.losses import masked_loss
@@ -53,7 +57,6 @@ from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork
-    from autotask.search.scoring import TrainingContext
 
 __all__ = ["REFERENCES", "Lookahead", "LookaheadProbe", "cosine_from_gramian"]
 
@@ -147,7 +150,7 @@ class Lookahead(AffinityEstimator):
         self._probe_settings()
 
     def estimate(
-        self, context: TrainingContext, progress: ProgressCallback | None = None
+        self, context: EstimationContext, progress: ProgressCallback | None = None
     ) -> AffinityMatrix:
         probes: list[LookaheadProbe] = []
 

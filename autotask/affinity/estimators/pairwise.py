@@ -16,20 +16,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
+from autotask.affinity.estimators.base import (
+    AffinityEstimator,
+    EstimationContext,
+    ProgressCallback,
+    reference_job,
+)
+from autotask.engine.metrics import relative_change
 from autotask.engine.result import NetworkResult
-from autotask.errors import ConfigError, DataError
-from autotask.search.scoring import relative_change
+from autotask.errors import ConfigError, DataError, TrialDiverged
 from autotask.select.matrix import AffinityMatrix
 from autotask.select.selection import Network, NetworkPool
-from autotask.spec import BalancerSpec, TaskTree
-
-if TYPE_CHECKING:
-    from autotask.search.scoring import TrainingContext
 
 __all__ = ["SPLITS", "PairwiseTransfer", "pairwise_pool"]
 
@@ -50,13 +51,13 @@ class PairwiseTransfer(AffinityEstimator):
         _check_split(self.settings["split"])
 
     def estimate(
-        self, context: TrainingContext, progress: ProgressCallback | None = None
+        self, context: EstimationContext, progress: ProgressCallback | None = None
     ) -> AffinityMatrix:
         started = time.perf_counter()
         split = self.settings["split"]
         runs = _run_pairs(context, progress)
-        tasks = tuple(context.tasks)
-        higher = context.higher_is_better()
+        tasks = tuple(context.runner.tasks)
+        higher = context.runner.higher_is_better()
         values = np.zeros((len(tasks), len(tasks)))
         failed: dict[str, str] = {}
         for (i, j), result in runs.pairs.items():
@@ -80,7 +81,7 @@ class PairwiseTransfer(AffinityEstimator):
         )
 
 
-def pairwise_pool(context: TrainingContext, split: str = "val") -> NetworkPool:
+def pairwise_pool(context: EstimationContext, split: str = "val") -> NetworkPool:
     """Every single-task and pair network as a pool (to maximise; diverged pairs left out).
 
     As in :mod:`autotask.search.study_pool`, a network's metric for task ``t`` is ``t``'s
@@ -92,8 +93,8 @@ def pairwise_pool(context: TrainingContext, split: str = "val") -> NetworkPool:
     """
     _check_split(split)
     runs = _run_pairs(context, None)
-    tasks = context.tasks
-    higher = context.higher_is_better()
+    tasks = context.runner.tasks
+    higher = context.runner.higher_is_better()
     unit = sum(runs.singles[t].macs for t in tasks) / len(tasks)
     if unit <= 0:
         raise DataError("single-task networks have no MACs recorded")
@@ -125,22 +126,21 @@ class _Runs:
     reused: int = 0
 
 
-def _run_pairs(context: TrainingContext, progress: ProgressCallback | None) -> _Runs:
+def _run_pairs(context: EstimationContext, progress: ProgressCallback | None) -> _Runs:
     """Train (or take from the cache) every single-task and every pair network."""
-    trained = 0
-    for job in context.baseline_jobs().values():
-        trained += context.run(job)[1]
-    runs = _Runs(context.baselines(), trained=trained, reused=len(context.tasks) - trained)
-    tasks = context.tasks
+    runner = context.runner
+    tasks = runner.tasks
+    singles = {t: runner.run(reference_job(context, (t,))) for t in tasks}
+    for task, (result, _) in singles.items():
+        if not result.ok:
+            raise TrialDiverged(f"single-task baseline of {task!r} diverged: {result.reason}")
+    trained = sum(was_trained for _, was_trained in singles.values())
+    runs = _Runs(
+        {t: r for t, (r, _) in singles.items()}, trained=trained, reused=len(tasks) - trained
+    )
     pairs = list(combinations(range(len(tasks)), 2))
     for done, (i, j) in enumerate(pairs, start=1):
-        job = context.job(
-            TaskTree(tasks=(tasks[i], tasks[j])),
-            context.baseline_backbone,
-            context.baseline_optimizer,
-            BalancerSpec(),
-        )
-        result, was_trained = context.run(job)
+        result, was_trained = runner.run(reference_job(context, (tasks[i], tasks[j])))
         runs.pairs[(i, j)] = result
         runs.trained += was_trained
         runs.reused += not was_trained

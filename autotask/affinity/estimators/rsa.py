@@ -21,14 +21,18 @@ import numpy.typing as npt
 import torch
 from scipy.stats import spearmanr
 
-from autotask.affinity.estimators.base import AffinityEstimator, ProgressCallback
+from autotask.affinity.estimators.base import (
+    AffinityEstimator,
+    EstimationContext,
+    ProgressCallback,
+    reference_job,
+)
 from autotask.backbones import build_backbone
 from autotask.errors import ConfigError, TrialDiverged
 from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
     from autotask.models.tree import TreeNetwork
-    from autotask.search.scoring import TrainingContext
 
 __all__ = ["RepresentationSimilarity", "rdm_similarity", "stage_rdms"]
 
@@ -52,26 +56,25 @@ class RepresentationSimilarity(AffinityEstimator):
             raise ConfigError(f"affinity estimator 'rsa': stage must be an integer, got {stage!r}")
 
     def estimate(
-        self, context: TrainingContext, progress: ProgressCallback | None = None
+        self, context: EstimationContext, progress: ProgressCallback | None = None
     ) -> AffinityMatrix:
         started = time.perf_counter()
-        tasks = tuple(context.tasks)
+        runner = context.runner
+        tasks = tuple(runner.tasks)
         spec = context.baseline_backbone
-        n_stages = build_backbone(
-            spec.name, context.interface.input_shape, **spec.params
-        ).num_stages
+        n_stages = build_backbone(spec.name, runner.interface.input_shape, **spec.params).num_stages
         stage = self.settings["stage"]
         if not -n_stages <= stage < n_stages:
             raise ConfigError(
                 f"affinity estimator 'rsa': stage {stage} is out of range for a backbone "
                 f"with {n_stages} stages"
             )
-        probe = context.data["val"].x[: self.settings["probe_rows"]].to(context.device)
+        probe = runner.data["val"].x[: self.settings["probe_rows"]].to(runner.device)
         if probe.shape[0] < 3:
             raise ConfigError(
                 "affinity estimator 'rsa': needs at least 3 validation rows to compare "
                 f"dissimilarity matrices, got {probe.shape[0]} (probe_rows "
-                f"{self.settings['probe_rows']}, validation split {len(context.data['val'])})"
+                f"{self.settings['probe_rows']}, validation split {len(runner.data['val'])})"
             )
         rdms: list[list[FloatArray]] = []
         for done, task in enumerate(tasks, start=1):
@@ -94,14 +97,15 @@ class RepresentationSimilarity(AffinityEstimator):
         )
 
 
-def _train_single(context: TrainingContext, task: str) -> TreeNetwork:
+def _train_single(context: EstimationContext, task: str) -> TreeNetwork:
     """``task``'s single-task network with the baseline settings (result cached)."""
-    job = context.baseline_jobs()[task]
-    net, result = context.train(job)
+    runner = context.runner
+    job = reference_job(context, (task,))
+    net, result = runner.train(job)
     if not result.ok:
         raise TrialDiverged(f"single-task network of {task!r} diverged: {result.reason}")
-    if context.cache.get(job) is None:
-        context.cache.put(job, result, context.study_name)
+    if runner.cache.get(job) is None:
+        runner.cache.put(job, result, runner.study_name)
     return net
 
 

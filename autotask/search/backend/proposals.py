@@ -30,7 +30,6 @@ the budget would never be reached.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -41,10 +40,16 @@ from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
-    check_distribution_compatibility,
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from autotask.search.backend.optuna_private import (
+    DraftTrial,
+    OfflineTrial,
+    distribution_contains,
+    study_storage,
+    trial_id,
+)
 from autotask.search.backend.workers import COUNTED, retried_trial_numbers
 
 __all__ = [
@@ -115,72 +120,6 @@ def taken_parameter_sets(
     return taken
 
 
-class _OfflineTrial(optuna.Trial):
-    """An :class:`optuna.Trial` whose ``suggest_*`` calls decide values as Optuna's own
-    trial does (already suggested, fixed, single-valued, then :meth:`_draw`) but write
-    nothing to any storage."""
-
-    def __init__(self, frozen: FrozenTrial) -> None:
-        # no super().__init__(): it would call the sampler's before_trial
-        self._cached_frozen_trial = frozen
-        self._fixed_params = dict(frozen.system_attrs.get("fixed_params", {}))
-        self.relative_search_space: dict[str, BaseDistribution] | None = None
-        self._relative_params: dict[str, Any] | None = None
-
-    def _draw(self, name: str, distribution: BaseDistribution) -> Any:
-        raise NotImplementedError
-
-    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
-        trial = self._cached_frozen_trial
-        if name in trial.distributions:
-            check_distribution_compatibility(trial.distributions[name], distribution)
-            return trial.params[name]
-        if self._is_fixed_param(name, distribution):
-            value = self._fixed_params[name]
-        elif distribution.single():
-            value = optuna.distributions._get_single_value(distribution)
-        else:
-            value = self._draw(name, distribution)
-        distribution.to_internal_repr(value)  # validates, as Optuna's trial does
-        trial.distributions[name] = distribution
-        trial.params[name] = value
-        return value
-
-
-class _DraftTrial(_OfflineTrial):
-    """A trial being created, sampled by ``sampler`` exactly as Optuna's trial would sample
-    it (relative parameters first asked when the first non-fixed parameter is), without
-    writing its parameters."""
-
-    def __init__(
-        self, study: optuna.Study, frozen: FrozenTrial, sampler: optuna.samplers.BaseSampler
-    ) -> None:
-        super().__init__(copy.deepcopy(frozen))
-        self.study = study
-        self.storage = study._storage
-        self._trial_id = frozen._trial_id
-        self._sampler = sampler
-
-    @property
-    def relative_params(self) -> dict[str, Any]:
-        if self._relative_params is None:
-            trial = self._cached_frozen_trial
-            self.relative_search_space = self._sampler.infer_relative_search_space(
-                self.study, trial
-            )
-            self._relative_params = self._sampler.sample_relative(
-                self.study, trial, self.relative_search_space
-            )
-        return self._relative_params
-
-    def _draw(self, name: str, distribution: BaseDistribution) -> Any:
-        if self._is_relative_param(name, distribution):
-            return self.relative_params[name]
-        return self._sampler.sample_independent(
-            self.study, self._get_latest_trial(), name, distribution
-        )
-
-
 def _option_count(distribution: BaseDistribution) -> tuple[int, Callable[[int], Any]]:
     """How many values ``distribution`` has, and the ``i``-th of them."""
     if isinstance(distribution, CategoricalDistribution):
@@ -196,7 +135,7 @@ def _option_count(distribution: BaseDistribution) -> tuple[int, Callable[[int], 
     raise UnboundedSpace(f"continuous parameter {distribution}")
 
 
-class _PathTrial(_OfflineTrial):
+class _PathTrial(OfflineTrial):
     """A trial that takes the ``path[i]``-th value at its ``i``-th decision (0 beyond the
     path) and records each decision's index and number of values."""
 
@@ -220,7 +159,7 @@ class _PathTrial(_OfflineTrial):
         self.picks: list[int] = []
         self.sizes: list[int] = []
 
-    def _draw(self, name: str, distribution: BaseDistribution) -> Any:
+    def draw(self, name: str, distribution: BaseDistribution) -> Any:
         size, value = _option_count(distribution)
         index = len(self.picks)
         pick = self.path[index] if index < len(self.path) else 0
@@ -301,18 +240,17 @@ class DistinctSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.sampler.before_trial(study, trial)
-        storage, trial_id = study._storage, trial._trial_id
+        storage, id_ = study_storage(study), trial_id(trial)
         if self.session is not None:
-            storage.set_trial_user_attr(trial_id, "sampler_session", self.session)
+            storage.set_trial_user_attr(id_, "sampler_session", self.session)
         if self.seed is not None:
-            storage.set_trial_user_attr(trial_id, "sampler_seed", self.seed)
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        taken = taken_parameter_sets(trials, exclude=trial.number)
+            storage.set_trial_user_attr(id_, "sampler_seed", self.seed)
+        taken = taken_parameter_sets(study.get_trials(deepcopy=False), exclude=trial.number)
         params, notes = self._choose(study, trial, taken)
         for key, value in notes.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        storage.set_trial_system_attr(trial_id, PROPOSAL_ATTR, params)
-        self._chosen[trial_id] = params
+            storage.set_trial_user_attr(id_, key, value)
+        storage.set_trial_system_attr(id_, PROPOSAL_ATTR, params)
+        self._chosen[trial.number] = params
 
     def _choose(
         self, study: optuna.Study, trial: FrozenTrial, taken: Mapping[ParamKey, int]
@@ -321,7 +259,7 @@ class DistinctSampler(optuna.samplers.BaseSampler):
         params: dict[str, Any] = {}
         draws = max(1, self.max_draws)
         for draw in range(draws):
-            draft = _DraftTrial(study, trial, self.sampler)
+            draft = DraftTrial(study, trial, self.sampler)
             self.propose(draft)
             params = dict(draft.params)
             if param_key(params) not in taken:
@@ -363,10 +301,10 @@ class DistinctSampler(optuna.samplers.BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        chosen = self._chosen.get(trial._trial_id, {})
+        chosen = self._chosen.get(trial.number, {})
         if param_name in chosen:
             value = chosen[param_name]
-            if param_distribution._contains(param_distribution.to_internal_repr(value)):
+            if distribution_contains(param_distribution, value):
                 return value
         # the objective asked for something the proposal did not: sample it plainly
         return self.sampler.sample_independent(study, trial, param_name, param_distribution)
@@ -378,7 +316,7 @@ class DistinctSampler(optuna.samplers.BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._chosen.pop(trial._trial_id, None)
+        self._chosen.pop(trial.number, None)
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

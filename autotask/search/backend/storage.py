@@ -92,13 +92,17 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     ``failed_trial`` / ``retry_history`` system attributes), plus the user attribute
     ``retry_of`` (the stale trial's number) and without the stale trial's ``fail_reason``."""
 
+    def __init__(self, max_retry: int | None = None) -> None:
+        super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
+
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         system_attrs: dict[str, Any] = {
             "failed_trial": trial.number,
             **trial.system_attrs,
             "retry_history": [*trial.system_attrs.get("retry_history", []), trial.number],
         }
-        if self._max_retry is not None and self._max_retry < len(system_attrs["retry_history"]):
+        if self.max_retry is not None and self.max_retry < len(system_attrs["retry_history"]):
             return
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
         study.add_trial(

@@ -3,17 +3,15 @@ records (:func:`study_record`) and :func:`load_study`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import optuna
 
 from autotask.errors import StorageError
+from autotask.search.backend.optuna_private import set_study_system_attr, study_system_attrs
 from autotask.search.backend.storage import open_storage, sqlite_file_missing
 from autotask.search.study_config import StudyConfig
 from autotask.store.db import Database
-
-if TYPE_CHECKING:
-    from optuna.study._frozen import FrozenStudy  # what ``storage.get_all_studies()`` returns
 
 __all__ = [
     "ALL_IN_ONE_ATTR",
@@ -36,19 +34,29 @@ ALL_IN_ONE_ATTR = "autotask:all_in_one"
 TAG_ATTR = "autotask:tag_grouping"
 
 
+class StudyAttrs(Protocol):
+    """A study summary's attributes, as ``storage.get_all_studies()`` returns them."""
+
+    @property
+    def system_attrs(self) -> dict[str, Any]: ...
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+
 def study_record(study: optuna.Study, key: str, default: Any = None) -> Any:
     """One of autotask's own records of the study (``CONFIG_ATTR``, ``BASELINES_ATTR``, ...).
 
     They are kept as study system attributes, which optuna-dashboard and ``optuna studies``
     do not list; studies stored by earlier versions hold them as user attributes, read as a
     fallback."""
-    system = study._storage.get_study_system_attrs(study._study_id)
+    system = study_system_attrs(study)
     if key in system:
         return system[key]
     return study.user_attrs.get(key, default)
 
 
-def frozen_study_record(study: FrozenStudy, key: str, default: Any = None) -> Any:
+def frozen_study_record(study: StudyAttrs, key: str, default: Any = None) -> Any:
     """:func:`study_record` of a study summary (``storage.get_all_studies()``)."""
     if key in study.system_attrs:
         return study.system_attrs[key]
@@ -57,7 +65,7 @@ def frozen_study_record(study: FrozenStudy, key: str, default: Any = None) -> An
 
 def set_study_record(study: optuna.Study, key: str, value: Any) -> None:
     """Store one of autotask's records of the study (see :func:`study_record`)."""
-    study._storage.set_study_system_attr(study._study_id, key, value)
+    set_study_system_attr(study, key, value)
 
 
 def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyConfig, Database]:

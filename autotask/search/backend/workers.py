@@ -58,13 +58,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.storages._rdb import models
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from autotask.errors import StorageError
+from autotask.search.backend.optuna_private import (
+    OPTIMIZE_LOGGER,
+    heartbeat_interval,
+    heartbeat_stale_trial_callback,
+    heartbeating_running_trials,
+    stale_trial_ids,
+    stop_requested,
+    study_storage,
+    trial_id,
+)
 from autotask.search.backend.storage import STALE_REASON, RetryStaleTrial
 from autotask.store.locks import StudyLock
 
@@ -114,13 +121,13 @@ def count_budget_trials(study: optuna.Study) -> int:
     )
 
 
-def _fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
-    """FAIL a RUNNING trial with ``fail_reason``; False if it had finished meanwhile."""
-    storage = study._storage
+def _fail_trial(study: optuna.Study, id_: int, reason: str) -> bool:
+    """FAIL a RUNNING trial (by id) with ``fail_reason``; False if it had finished meanwhile."""
+    storage = study_storage(study)
     try:
         # A finished trial cannot take attributes: write the reason while RUNNING.
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-        return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+        storage.set_trial_user_attr(id_, "fail_reason", reason)
+        return bool(storage.set_trial_state_values(id_, state=TrialState.FAIL))
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another process failed (or the worker finished) it meanwhile
 
@@ -128,15 +135,11 @@ def _fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
 def _fail_stale_trials(study: optuna.Study, on_stale: StaleCallback | None = None) -> None:
     """Optuna's ``fail_stale_trials``, recording why on each stale trial first; then
     ``on_stale(trial)`` (e.g. to free what the dead worker held), then the retry."""
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
-        return
-    assert isinstance(storage, BaseHeartbeat)
-    callback = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        if not _fail_trial(study, trial_id, STALE_REASON):
+    callback = heartbeat_stale_trial_callback(study)
+    for id_ in stale_trial_ids(study):
+        if not _fail_trial(study, id_, STALE_REASON):
             continue
-        trial = storage.get_trial(trial_id)
+        trial = study_storage(study).get_trial(id_)
         logger.warning("trial %d failed: %s", trial.number, STALE_REASON)
         if on_stale is not None:
             on_stale(trial)
@@ -175,12 +178,8 @@ class StaleTrialWatch:
         self.study = study
         self.lock = lock
         self.on_stale = on_stale
-        storage = study._storage
-        self.every_s = (
-            float(storage.get_heartbeat_interval() or 1)
-            if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
-            else None
-        )
+        interval = heartbeat_interval(study)
+        self.every_s = None if interval is None else float(interval or 1)
         self._next = time.monotonic()
 
     def __call__(self) -> None:
@@ -265,32 +264,14 @@ def _running_elsewhere(study: optuna.Study) -> float | None:
     """Seconds to wait before looking again if heartbeats are on and some trial is RUNNING,
     else None: such a trial may still go stale and be retried, so the budget is not
     settled yet."""
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
+    interval = heartbeat_interval(study)
+    if interval is None:
         return None
-    assert isinstance(storage, BaseHeartbeat)
-    if not _heartbeating_running_trials(study):
+    # only trials that have sent a heartbeat can ever go stale: a trial left RUNNING from
+    # before heartbeats were enabled would be waited for forever
+    if not heartbeating_running_trials(study):
         return None
-    return min(float(storage.get_heartbeat_interval() or 1), MAX_WAIT_S)
-
-
-def _heartbeating_running_trials(study: optuna.Study) -> int:
-    """RUNNING trials that have sent a heartbeat (only those can ever go stale: a trial
-    left RUNNING from before heartbeats were enabled would be waited for forever)."""
-    storage = getattr(study._storage, "_backend", study._storage)  # behind Optuna's cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return 0
-    query = (
-        select(func.count())
-        .select_from(models.TrialModel)
-        .join(models.TrialHeartbeatModel)
-        .where(
-            models.TrialModel.study_id == study._study_id,
-            models.TrialModel.state == TrialState.RUNNING,
-        )
-    )
-    with storage.engine.connect() as connection:
-        return int(connection.scalar(query) or 0)
+    return min(float(interval or 1), MAX_WAIT_S)
 
 
 def _running_numbers(study: optuna.Study) -> set[int]:
@@ -302,7 +283,7 @@ def _fail_interrupted(study: optuna.Study, before: set[int]) -> None:
     only this process can have started them."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number not in before:
-            _fail_trial(study, trial._trial_id, INTERRUPTED_REASON)
+            _fail_trial(study, trial_id(trial), INTERRUPTED_REASON)
 
 
 def run_gated(
@@ -351,7 +332,7 @@ def _quiet_stops() -> Iterator[None]:
     """A database error that ends Optuna's heartbeat thread is one warning line, not a
     traceback (the run itself reports the lost database), and an interrupted trial is
     logged without its traceback."""
-    optuna_log = logging.getLogger("optuna.study._optimize")
+    optuna_log = logging.getLogger(OPTIMIZE_LOGGER)
     quiet = _NoInterruptTraceback()
     optuna_log.addFilter(quiet)
     previous = threading.excepthook
@@ -383,12 +364,12 @@ def _run_gated(
 ) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     started = 0
-    stop_requested = False
+    stopped = False
 
     def watch_stop(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         # each ``optimize`` call clears Optuna's stop flag: remember it across calls
-        nonlocal stop_requested
-        stop_requested = stop_requested or bool(getattr(study, "_stop_flag", False))
+        nonlocal stopped
+        stopped = stopped or stop_requested(study)
 
     while deadline is None or time.monotonic() < deadline:
         wait: float | None = None
@@ -425,7 +406,7 @@ def _run_gated(
                         _fail_interrupted(study, before)
                     raise
                 started += 1
-                if stop_requested:
+                if stopped:
                     return started
         finally:
             lock.release()  # idempotent: a no-op once ``gated`` released it
