@@ -51,7 +51,7 @@ def run_study(config: StudyConfig, seed: int, trials: int, db: str) -> Run:
         affinity_seconds = time.perf_counter() - started
     session.run(trials)
     done = session.study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-    hits = [t.number + 1 for t in done if partition(t.user_attrs["spec"]) == planted]
+    hits = [t.number + 1 for t in done if partition(t) == planted]
     values = [float(t.value) for t in sorted(done, key=lambda t: t.number) if t.value is not None]
     return Run(min(hits) if hits else None, values, affinity_seconds)
 

@@ -16,15 +16,17 @@ from pathlib import Path
 import optuna
 import torch
 
+from autotask.search.record import TrialRecord
 from autotask.search.study import SearchSession
 from autotask.search.study_config import load_study_config
-from autotask.spec import ArchitectureSpec, TaskTree
+from autotask.spec import TaskTree
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def partition(spec_dict: dict[str, object]) -> frozenset[frozenset[str]]:
-    spec = ArchitectureSpec.model_validate(spec_dict)
+def partition(trial: optuna.trial.FrozenTrial) -> frozenset[frozenset[str]]:
+    """The task groups of a trial's architecture."""
+    spec = TrialRecord.from_trial(trial).architecture_spec()
     return frozenset(frozenset(n.tasks) for n in spec.networks)
 
 
@@ -49,11 +51,11 @@ def main() -> None:
             session.prepare_baselines()
             session.run(args.trials)
             done = session.study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-            hits = [t for t in done if partition(t.user_attrs["spec"]) == planted]
+            hits = [t for t in done if partition(t) == planted]
             best = session.study.best_trial
             first = hits[0].number if hits else None
             found.append(first)
-            best_spec = ArchitectureSpec.model_validate(best.user_attrs["spec"])
+            best_spec = TrialRecord.from_trial(best).architecture_spec()
             planted_spec = best_spec.model_copy(
                 update={"networks": tuple(TaskTree(tasks=tuple(g)) for g in planted)}
             )

@@ -39,7 +39,7 @@ import optuna
 import yaml
 
 from autotask.search.backend.objectives import build_pruner
-from autotask.search.pruning import EPOCHS_ATTR
+from autotask.search.record import TrialRecord
 from autotask.search.study_config import PrunerConfig, load_study_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,27 +84,34 @@ def summary(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
         for t in trials
         if t.datetime_complete is not None and t.datetime_start is not None
     )
-    best = max(done, key=lambda t: t.user_attrs["delta_m_val"])
+    best = max((TrialRecord.from_trial(t) for t in done), key=lambda r: _number(r.delta_m_val))
     return {
         "seconds": seconds,
-        "epochs": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
+        "epochs": sum(TrialRecord.from_trial(t).epochs_trained or 0 for t in trials),
         "complete": len(done),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-        "best_val": best.user_attrs["delta_m_val"],
-        "best_test": best.user_attrs["delta_m_test"],
+        "best_val": best.delta_m_val,
+        "best_test": best.delta_m_test,
     }
+
+
+def _number(value: float | None) -> float:
+    """A stored Δm (a completed trial has one)."""
+    assert value is not None
+    return value
 
 
 def best_within(trials: list[optuna.trial.FrozenTrial], epochs: int) -> tuple[float, int]:
     """Best val Δm among the first trials whose epochs add up to at most ``epochs``."""
     spent, best, count = 0, float("-inf"), 0
     for trial in trials:
-        spent += int(trial.user_attrs.get("epochs_trained", 0))
+        record = TrialRecord.from_trial(trial)
+        spent += record.epochs_trained or 0
         if spent > epochs:
             break
         count += 1
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            best = max(best, float(trial.user_attrs["delta_m_val"]))
+            best = max(best, _number(record.delta_m_val))
     return best, count
 
 
@@ -128,9 +135,10 @@ def replay(
     for frozen in trials:
         if frozen.state != optuna.trial.TrialState.COMPLETE:
             continue
-        epochs = int(frozen.user_attrs.get("epochs_trained", 0))
-        networks = max(int(frozen.user_attrs.get("networks_trained", 0)), 1)
-        curve = frozen.user_attrs.get(EPOCHS_ATTR) or []
+        record = TrialRecord.from_trial(frozen)
+        epochs = record.epochs_trained or 0
+        networks = max(record.networks_trained or 0, 1)
+        curve = record.delta_m_epochs or ()
         full += epochs
         trial = study.ask()
         for epoch, value in enumerate(curve, start=1):
@@ -141,7 +149,7 @@ def replay(
                 stopped += 1
                 break
         else:
-            value = float(frozen.user_attrs["delta_m_val"])
+            value = _number(record.delta_m_val)
             study.tell(trial, value)
             spent += epochs
             best = max(best, value)

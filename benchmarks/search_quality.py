@@ -68,6 +68,7 @@ from autotask.affinity.estimators.pairwise import pairwise_pool
 from autotask.engine.cache import Claim, MemoryCache, ResultCache, WaitHook
 from autotask.engine.job import NetworkJob
 from autotask.engine.result import NetworkResult
+from autotask.search.record import TrialRecord
 from autotask.search.refinement import AffinityRefinement
 from autotask.search.sampling import task_units
 from autotask.search.scoring import TrainingContext, relative_change
@@ -83,7 +84,7 @@ from autotask.select.selection import (
     higher_order_approximation,
     select_networks,
 )
-from autotask.spec import ArchitectureSpec, BalancerSpec, TaskTree
+from autotask.spec import BalancerSpec, TaskTree
 from autotask.store.cache import DatabaseCache
 from autotask.store.db import Database
 
@@ -333,12 +334,13 @@ def run_study(
 
     def stopper(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            spec = ArchitectureSpec.model_validate(trial.user_attrs["spec"])
+            record = TrialRecord.from_trial(trial)
+            spec = record.architecture_spec()
             part = canonical([n.tasks for n in spec.networks], truth.tasks)
             method.evaluated[part] = truth.score(part)
             if not math.isclose(truth.score(part)[0], float(trial.value or 0.0), abs_tol=1e-9):
                 raise RuntimeError(f"trial Δm {trial.value} != pool Δm {truth.score(part)[0]}")
-        if "BudgetExhausted" in str(trial.user_attrs.get("fail_reason", "")):
+        if "BudgetExhausted" in (TrialRecord.from_trial(trial).fail_reason or ""):
             raise _Stop
         state["idle"] = state["idle"] + 1 if method.cache.spent == state["spent"] else 0
         state["spent"] = method.cache.spent

@@ -56,7 +56,8 @@ def affinity(
 
     Stores the matrix with the study, draws it on the dashboard, lists the best partitions."""
     from autotask.affinity.estimators import build_estimator
-    from autotask.search.seeding import estimate_affinity, publish_affinity, rank_for_session
+    from autotask.report.dashboard import publish_affinity
+    from autotask.search.seeding import estimate_affinity, rank_for_session
     from autotask.search.study import SearchSession
     from autotask.search.study_config import load_study_config
     from autotask.select.branching import propose_trees

@@ -7,7 +7,7 @@ import logging
 import re
 import shlex
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,18 +16,15 @@ import typer
 
 from autotask.cli.app import app
 from autotask.cli.console import err, out, progress_bar, table
-from autotask.cli.stages import affinity_stage, network_stage, train_baselines, trials_bar
-from autotask.errors import AutotaskError, ConfigError, StorageError
-from autotask.interrupts import interrupt_signal
+from autotask.cli.stages import ProgressEvents
+from autotask.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start without torch
     import optuna
     from rich.progress import Progress
 
-    from autotask.search.backend.launcher import WorkerPool
     from autotask.search.scoring import ArchitectureScore
     from autotask.search.study import SearchSession
-    from autotask.search.study_config import StudyConfig
     from autotask.select.matrix import AffinityMatrix
 
 logger = logging.getLogger("autotask")
@@ -44,12 +41,14 @@ def print_runtime(session: SearchSession) -> None:
 
 def _best_line(study: optuna.Study) -> str:
     from autotask.search.backend.objectives import best_trial
+    from autotask.search.record import TrialRecord
 
     try:
         trial = best_trial(study)
     except StorageError:
         return "no completed trial yet"
-    return f"best Δm {trial.user_attrs['delta_m_val']:+.2f}% (trial {trial.number})"
+    record = TrialRecord.from_trial(trial)
+    return f"best Δm {_num(record.delta_m_val):+.2f}% (trial {trial.number})"
 
 
 @app.command()
@@ -71,16 +70,9 @@ def search(
     """Search task groupings, branch depths and balancers.
 
     Resumes the study of the same name if the database has it."""
-    from autotask.search.backend.launcher import WorkerPool, parse_gpus
+    from autotask.search.backend.launcher import parse_gpus
     from autotask.search.backend.storage import resolve_storage_url
-    from autotask.search.refinement import AffinityRefinement
-    from autotask.search.seeding import (
-        latest_matrix,
-        publish_best_architecture,
-        publish_quality_vs_cost,
-        publish_summary,
-    )
-    from autotask.search.study import SearchSession, best_spec
+    from autotask.search.run import SEARCH, PoolSettings, run_study
     from autotask.search.study_config import load_study_config
     from autotask.store.db import is_sqlite
 
@@ -95,129 +87,94 @@ def search(
             "workers (--storage postgresql+psycopg://...)",
             pool_size,
         )
-    session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
-    print_runtime(session)
-    budget = trials or config.trials
-    study = session.study
-    with progress_bar(quiet or json_out) as progress:
-        all_in_one = train_baselines(progress, session)
-        matrix = None
-        if config.affinity is not None:
-            matrix = _seed_with_affinity(session, progress)
-            if matrix is not None:
-                session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
-        _train_tag_baseline(session, matrix or latest_matrix(session), progress)
-        update = trials_bar(
-            progress, session.context, budget, session.finished_trials(), _best_line(study)
+    pool = PoolSettings(study_file, workers, gpu_list) if pool_size > 1 or gpu_list else None
+    with ExitStack() as shown:
+        run = run_study(
+            config,
+            CliEvents(progress_bar(quiet or json_out), shown, best_line=True),
+            plan=SEARCH,
+            storage=url,
+            study_name=name,
+            seed=seed,
+            device=device,
+            trials=trials,
+            timeout=timeout,
+            pool=pool,
         )
-
-        def refresh(*_: object) -> None:
-            update(session.finished_trials(), _best_line(study))
-
-        limit = timeout or config.timeout
-        if pool_size > 1 or gpu_list:
-            _run_pool(
-                WorkerPool(study_file, url, name, budget, workers, limit, seed, gpu_list), refresh
-            )
-            session.storage_check()  # the workers' trials were kept
-        else:
-            session.run(budget, timeout=limit, callbacks=[refresh])
-    publish_best_architecture(session, best_spec(study))
-    publish_quality_vs_cost(session)
-    publish_summary(session)
+    study = run.session.study
     if json_out:
+        from autotask.report.summary import study_summary
+
         out.print_json(json.dumps(study_summary(study, config), default=str))
         return
-    _print_best(study, all_in_one, session.storage_url)
+    _print_best(study, run.all_in_one, run.session.storage_url)
 
 
-def _train_tag_baseline(
-    session: SearchSession, matrix: AffinityMatrix | None, progress: Progress
-) -> None:
-    """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
-    from autotask.search.seeding import tag_baseline
+class CliEvents(ProgressEvents):
+    """How ``search`` and ``worker`` show a running study: the device, then progress bars
+    (shown from the study's opening until ``shown`` closes; the trials bar names the best
+    trial when ``best_line``), worker failures, and the study's figures published to its
+    dashboard page."""
 
-    if matrix is None:
-        return
-    with ExitStack() as stage:
+    def __init__(self, progress: Progress, shown: ExitStack, *, best_line: bool) -> None:
+        super().__init__(progress, self._status)
+        self.shown, self.best_line = shown, best_line
+        self.session: SearchSession | None = None
 
-        def on_start(pending: int) -> None:
-            if pending:
-                stage.enter_context(
-                    network_stage(progress, session.context, "TAG grouping", pending)
-                )
+    def _status(self) -> str:
+        if not self.best_line or self.session is None:
+            return ""
+        return _best_line(self.session.study)
 
-        try:
-            tag_baseline(session, matrix, on_start)
-        except AutotaskError as exc:  # e.g. a network of the grouping diverged
-            logger.warning("TAG-selected grouping not trained: %s", exc)
+    def opened(self, session: SearchSession) -> None:
+        self.session = session
+        print_runtime(session)
+        self.shown.enter_context(self.progress)
 
+    def worker_failed(self, line: str) -> None:
+        err.print(f"worker failed: {line}", style="red")
 
-def _seed_with_affinity(session: SearchSession, progress: Progress) -> AffinityMatrix | None:
-    """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
-    from autotask.search.seeding import estimate_affinity, publish_affinity, seed_with_affinity
-
-    seeding = session.config.affinity
-    assert seeding is not None
-    report, finish = affinity_stage(progress, seeding.estimator)
-    try:
-        matrix, fresh = estimate_affinity(
-            session, seeding.estimator, seeding.settings, progress=report
-        )
-    except AutotaskError as exc:  # e.g. the jointly trained network diverged
-        logger.warning("affinity seeding skipped: %s", exc)
-        return None
-    finish(matrix, fresh)
-    seeded = seed_with_affinity(session, matrix, seeding.candidates)
-    best = seeded[0].groups if seeded else None
-    publish_affinity(session, matrix, best)
-    if seeded:
-        logger.info(
-            "enqueued %d partitions from %s affinity, best: %s",
-            len(seeded),
-            matrix.estimator,
-            seeded[0].describe(),
-        )
-    return matrix
-
-
-def _run_pool(pool: WorkerPool, refresh: Callable[[], None]) -> None:
-    """Run the worker processes; Ctrl-C or SIGTERM is passed on to them (running trials end
-    FAIL: interrupted)."""
-    pool.start()
-    try:
-        pool.wait(refresh)
-        for line in pool.errors():
-            err.print(f"worker failed: {line}", style="red")
-    except KeyboardInterrupt as exc:
+    def stopping_workers(self) -> None:
         err.print("interrupted: stopping the workers (running trials end FAIL: interrupted)")
-        pool.interrupt(interrupt_signal(exc))
-        refresh()
-        raise
-    finally:
-        pool.close()
+
+    def publish_affinity(
+        self,
+        session: SearchSession,
+        matrix: AffinityMatrix,
+        groups: Sequence[Sequence[str]] | None,
+    ) -> None:
+        from autotask.report.dashboard import publish_affinity
+
+        publish_affinity(session, matrix, groups)
+
+    def publish_results(self, session: SearchSession) -> None:
+        from autotask.report.dashboard import publish_results
+
+        publish_results(session)
 
 
 def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
     from autotask.search.backend.objectives import best_trial, is_multi_objective
     from autotask.search.backend.stored import TAG_ATTR, study_record
     from autotask.search.pareto import pareto_trials
+    from autotask.search.record import TrialRecord
     from autotask.search.study import best_spec
 
     spec = best_spec(study)
     best = best_trial(study)
     out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
     out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
-    attrs = best.user_attrs
+    record = TrialRecord.from_trial(best)
+    delta_m_val = _num(record.delta_m_val)
     out.print(
-        f"  Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
-        f"  cost {attrs['cost']:.2f} single-task networks",
+        f"  Δm val {delta_m_val:+.2f}%  test {_num(record.delta_m_test):+.2f}%"
+        f"  cost {_num(record.cost):.2f} single-task networks",
     )
     out.print(
         f"  all-in-one network: Δm val {all_in_one.delta_m_val:+.2f}%  "
         f"test {all_in_one.delta_m_test:+.2f}%"
     )
-    verdict = "beats" if attrs["delta_m_val"] > all_in_one.delta_m_val else "does NOT beat"
+    verdict = "beats" if delta_m_val > all_in_one.delta_m_val else "does NOT beat"
     out.print(f"  the best architecture {verdict} the all-in-one network on validation Δm")
     tag = study_record(study, TAG_ATTR)
     if tag:
@@ -226,13 +183,18 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
             f"{tag['delta_m_val']:+.2f}%  test {tag['delta_m_test']:+.2f}%  cost {tag['cost']:.2f}"
         )
     if is_multi_objective(study):
-        front = pareto_trials(study)
+        front = [TrialRecord.from_trial(t) for t in pareto_trials(study)]
         out.print(
             f"  Pareto front (Δm vs cost): {len(front)} architectures, cost "
-            f"{front[0].user_attrs['cost']:.2f} to {front[-1].user_attrs['cost']:.2f}; "
+            f"{_num(front[0].cost):.2f} to {_num(front[-1].cost):.2f}; "
             f"autotask export {study.study_name} --pareto writes them all"
         )
     out.print(f"Export it with: {export_command(study.study_name, storage_url)}")
+
+
+def _num(value: float | None) -> float:
+    """A stored number, NaN where the trial has none (printed ``nan``)."""
+    return float("nan") if value is None else value
 
 
 def export_command(study_name: str, storage_url: str) -> str:
@@ -272,7 +234,7 @@ def status(
 
     The best architecture's per-task metrics are shown beside the single-task baselines."""
     from autotask.labels import METRIC_LEGEND, metric_label
-    from autotask.search.backend.objectives import best_trial
+    from autotask.report.summary import find_best, study_summary
     from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
 
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
@@ -282,10 +244,7 @@ def status(
     trained, reused = summary["networks_trained"], summary["networks_reused"]
     baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
     all_in_one: dict[str, Any] = summary["all_in_one"]
-    try:
-        best = best_trial(study)
-    except StorageError:
-        best = None
+    record = find_best(study)
     if json_out:
         out.print_json(json.dumps(summary, default=str))
         return
@@ -308,11 +267,11 @@ def status(
         err.print(f"trial {number} failed: {reason}")
     for failed, retry in summary["retried"].items():
         out.print(f"trial {failed} was retried as trial {retry} ({states_by_number[retry]})")
-    if best is None:
+    if record is None:
         out.print("no completed trial yet")
         return
     out.print(
-        f"Best trial {best.number} ({_proposer(best)}): {best.user_attrs['architecture']}",
+        f"Best trial {record.number} ({record.proposed_by}): {record.architecture}",
         style="bold",
     )
     rows = []
@@ -322,9 +281,9 @@ def status(
             (
                 task,
                 metric_label(base.get("metric"), base.get("higher_is_better")),
-                best.user_attrs.get(f"val.{task}"),
+                record.val_metrics.get(task),
                 base["val"],
-                best.user_attrs.get(f"test.{task}"),
+                record.test_metrics.get(task),
                 base["test"],
             )
         )
@@ -336,8 +295,7 @@ def status(
         )
     )
     out.print(METRIC_LEGEND)
-    attrs = best.user_attrs
-    secondary = attrs.get("secondary") or {}
+    secondary = record.secondary or {}
     extra = [
         (task, metric, value, secondary.get("test", {}).get(task, {}).get(metric))
         for task, metrics in sorted(secondary.get("val", {}).items())
@@ -346,8 +304,8 @@ def status(
     if extra:
         out.print(table("Secondary metrics (best)", ["task", "metric", "val", "test"], extra))
     out.print(
-        f"Δm val {attrs['delta_m_val']:+.2f}%  test {attrs['delta_m_test']:+.2f}%"
-        f"  cost {attrs['cost']:.2f};  all-in-one Δm val "
+        f"Δm val {_num(record.delta_m_val):+.2f}%  test {_num(record.delta_m_test):+.2f}%"
+        f"  cost {_num(record.cost):.2f};  all-in-one Δm val "
         f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
     )
     tag = summary["tag_grouping"]
@@ -361,76 +319,6 @@ def status(
             (p["trial"], p["cost"], p["delta_m_val"], p["architecture"]) for p in summary["pareto"]
         ]
         out.print(table("Pareto front (Δm vs cost)", ["trial", "cost", "Δm val", "arch"], front))
-
-
-def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
-    """Trials by state, networks trained and reused, baselines, failures and the best trial
-    (``autotask status --json`` and ``autotask search --json``)."""
-    from autotask.search.backend.objectives import best_trial, is_multi_objective
-    from autotask.search.backend.stored import (
-        ALL_IN_ONE_ATTR,
-        BASELINES_ATTR,
-        TAG_ATTR,
-        study_record,
-    )
-    from autotask.search.pareto import pareto_trials
-
-    trials = study.get_trials(deepcopy=False)
-    summary: dict[str, Any] = {
-        "study": study.study_name,
-        "suite": config.suite.name,
-        "objectives": list(config.objectives),
-        "cost_budget": config.cost_budget,
-        "trials": dict(Counter(t.state.name for t in trials)),
-        "networks_trained": sum(int(t.user_attrs.get("networks_trained", 0)) for t in trials),
-        "networks_reused": sum(int(t.user_attrs.get("networks_reused", 0)) for t in trials),
-        "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
-        "all_in_one": study_record(study, ALL_IN_ONE_ATTR, {}),
-        "task_metrics": {
-            task: {"metric": base.get("metric"), "higher_is_better": base.get("higher_is_better")}
-            for task, base in study_record(study, BASELINES_ATTR, {}).items()
-        },
-        "tag_grouping": study_record(study, TAG_ATTR),
-        "proposed_by": dict(Counter(_proposer(t) for t in trials)),
-        "failed": {
-            t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"
-        },
-        "retried": _retries(trials),
-    }
-    keys = ("architecture", "delta_m_val", "delta_m_test", "cost")
-    try:
-        best = best_trial(study)
-    except StorageError:
-        return summary
-    summary["best"] = {
-        "trial": best.number,
-        **{k: best.user_attrs.get(k) for k in keys},
-        "proposed_by": _proposer(best),
-    }
-    if "secondary" in best.user_attrs:
-        summary["best"]["secondary"] = best.user_attrs["secondary"]
-    if is_multi_objective(study):
-        summary["pareto"] = [
-            {"trial": t.number, **{k: t.user_attrs.get(k) for k in keys}}
-            for t in pareto_trials(study)
-        ]
-    return summary
-
-
-def _proposer(trial: optuna.trial.FrozenTrial) -> str:
-    """Who chose the trial's architecture: ``affinity:<estimator>`` (seeded),
-    ``refinement:<estimator>``, or ``sampler``."""
-    return str(trial.user_attrs.get("seeded_by", "sampler"))
-
-
-def _retries(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
-    """Failed trial number -> the number of the trial that re-ran it (heartbeat retries)."""
-    retried = {}
-    for trial in trials:
-        source = trial.system_attrs.get("failed_trial")  # set by Optuna's retry callback
-        if source is not None:
-            retried[source] = trial.number
-    return retried
 
 
 @app.command()
@@ -455,6 +343,7 @@ def export(
     from autotask.search.backend.stored import load_study
     from autotask.search.export import export_best
     from autotask.search.pareto import best_within_budget, pareto_trials
+    from autotask.search.record import TrialRecord
 
     if pareto and budget is not None:
         raise ConfigError("--pareto and --budget exclude each other")
@@ -472,8 +361,8 @@ def export(
         for trial in front:
             path = folder / f"trial-{trial.number}.yaml"
             spec = export_best(study, config, path, trial)
-            attrs = trial.user_attrs
-            rows.append((str(path), attrs["cost"], attrs["delta_m_val"], spec.describe()))
+            record = TrialRecord.from_trial(trial)
+            rows.append((str(path), record.cost, record.delta_m_val, spec.describe()))
         out.print(table("Pareto-optimal architectures", ["file", "cost", "Δm val", "arch"], rows))
         return
     chosen = None if budget is None else best_within_budget(study, budget)

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress, TaskID
 
+from autotask.search.events import StudyEvents
+
 if TYPE_CHECKING:
-    from autotask.search.scoring import ArchitectureScore, TrainingContext
-    from autotask.search.study import SearchSession
+    from autotask.search.scoring import TrainingContext
     from autotask.select.matrix import AffinityMatrix
 
-__all__ = ["affinity_stage", "network_stage", "train_baselines", "trials_bar"]
+__all__ = ["ProgressEvents", "affinity_stage", "network_stage"]
+
+#: Called with the affinity matrix and whether it was estimated now.
+AffinityDone = Callable[["AffinityMatrix", bool], None]
 
 
 @contextmanager
@@ -35,19 +39,9 @@ def network_stage(
     progress.update(bar, completed=total, status="done")
 
 
-def train_baselines(progress: Progress, session: SearchSession) -> ArchitectureScore:
-    """The single-task baselines and the all-in-one network, with a bar over the networks
-    still to train (none when all are cached)."""
-    pending = session.baseline_networks_pending()
-    if pending == 0:
-        return session.prepare_baselines()
-    with network_stage(progress, session.context, "baselines", pending):
-        return session.prepare_baselines()
-
-
 def affinity_stage(
     progress: Progress, estimator: str
-) -> tuple[Callable[[int, int, str], None], Callable[[AffinityMatrix, bool], None]]:
+) -> tuple[Callable[[int, int, str], None], AffinityDone]:
     """A bar for estimating ``estimator``'s affinity: the estimator's progress callback, and
     a callback to call with the matrix and whether it was estimated now (a reused matrix
     removes the bar and says so in one line)."""
@@ -70,21 +64,59 @@ def affinity_stage(
     return report, finish
 
 
-def trials_bar(
-    progress: Progress, context: TrainingContext, budget: int, finished: int, status: str
-) -> Callable[[int, str], None]:
-    """A bar over the study's trial budget; returns ``update(finished, status)``. While a
-    trial trains, the status names its network."""
-    bar = progress.add_task("trials", total=budget, completed=finished, status=status)
-    state: dict[str, Any] = {"status": status}
+class ProgressEvents(StudyEvents):
+    """A study's stages as progress bars: one per stage over the networks it trains, one
+    for the affinity, and one over the trial budget whose status names the network in
+    training. ``status()`` gives the trial bar's text (e.g. the best trial so far)."""
 
-    def on_network(net: str) -> None:
-        progress.update(bar, status=f"{state['status']} · training {net}")
+    def __init__(self, progress: Progress, status: Callable[[], str] = str) -> None:
+        self.progress, self.status = progress, status
+        self._bar: TaskID | None = None  # the bar of the stage or of the trials
+        self._in_stage = False
+        self._text = ""
+        self._affinity: tuple[Callable[[int, int, str], None], AffinityDone] | None = None
 
-    context.runner.events.subscribe(on_network=on_network)
+    def stage_started(self, stage: str, networks: int) -> None:
+        self._bar = self.progress.add_task(stage, total=networks, status="")
+        self._in_stage = True
 
-    def update(done: int, text: str) -> None:
-        state["status"] = text
-        progress.update(bar, completed=done, status=text)
+    def stage_finished(self, stage: str) -> None:
+        if self._bar is not None:
+            total = self.progress.tasks[self._bar].total
+            self.progress.update(self._bar, completed=total, status="done")
+        self._bar, self._in_stage = None, False
 
-    return update
+    def network_started(self, network: str) -> None:
+        if self._bar is None:
+            return
+        prefix = "" if self._in_stage else f"{self._text} · "
+        self.progress.update(self._bar, status=f"{prefix}training {network}")
+
+    def network_trained(self, network: str) -> None:
+        if self._bar is not None and self._in_stage:
+            self.progress.advance(self._bar)
+
+    def affinity_started(self, estimator: str) -> None:
+        self._bar, self._in_stage = None, False
+        self._affinity = affinity_stage(self.progress, estimator)
+
+    def affinity_progress(self, done: int, total: int, what: str) -> None:
+        if self._affinity is not None:
+            self._affinity[0](done, total, what)
+
+    def affinity_finished(self, matrix: AffinityMatrix, fresh: bool) -> None:
+        if self._affinity is not None:
+            self._affinity[1](matrix, fresh)
+        self._affinity = None
+
+    def trials_started(self, budget: int, counted: int) -> None:
+        self._text = self.status()
+        self._bar = self.progress.add_task(
+            "trials", total=budget, completed=counted, status=self._text
+        )
+        self._in_stage = False
+
+    def trials_progressed(self, counted: int) -> None:
+        self._text = self.status()
+        if self._bar is not None:
+            self.progress.update(self._bar, completed=counted, status=self._text)

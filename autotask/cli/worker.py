@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
-from autotask.cli.search import STORAGE_HELP, print_runtime
-from autotask.cli.stages import train_baselines, trials_bar
+from autotask.cli.search import STORAGE_HELP, CliEvents
 from autotask.search.backend.launcher import STORAGE_ENV
-
-if TYPE_CHECKING:
-    import optuna
 
 logger = logging.getLogger("autotask")
 
@@ -42,9 +38,7 @@ def worker(
     """
     from autotask.search.backend.storage import resolve_storage_url
     from autotask.search.backend.workers import count_budget_trials
-    from autotask.search.refinement import AffinityRefinement
-    from autotask.search.seeding import latest_matrix
-    from autotask.search.study import SearchSession
+    from autotask.search.run import WORKER, run_study
     from autotask.search.study_config import load_study_config
     from autotask.store.claims import default_owner
     from autotask.store.db import is_sqlite
@@ -53,26 +47,21 @@ def worker(
     url = resolve_storage_url(storage, config.storage, study_name or config.name)
     if is_sqlite(url):
         logger.warning(SQLITE_NOTE)
-    session = SearchSession.open(
-        config, storage=url, study_name=study_name, seed=seed, device=device
-    )
-    print_runtime(session)
-    budget = trials or config.trials
-    study = session.study
-    with progress_bar(quiet) as progress:
-        train_baselines(progress, session)
-        if config.affinity is not None:  # refine from the matrix the study stored
-            matrix = latest_matrix(session, config.affinity.estimator)
-            if matrix is not None:
-                session.refinement = AffinityRefinement(session, matrix, config.affinity.refine)
-        update = trials_bar(progress, session.context, budget, count_budget_trials(study), "")
-
-        def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-            update(count_budget_trials(study), "")
-
-        ran = session.run(budget, timeout=timeout or config.timeout, callbacks=[on_trial])
+    with ExitStack() as shown:
+        run = run_study(
+            config,
+            CliEvents(progress_bar(quiet), shown, best_line=False),
+            plan=WORKER,
+            storage=url,
+            study_name=study_name,
+            seed=seed,
+            device=device,
+            trials=trials,
+            timeout=timeout,
+        )
+    study = run.session.study
     out.print(
-        f"worker {default_owner()} ran {ran} trials; study {study.study_name} has "
-        f"{count_budget_trials(study)} of {budget} trials "
-        f"({session.storage_url})"
+        f"worker {default_owner()} ran {run.started} trials; study {study.study_name} has "
+        f"{count_budget_trials(study)} of {run.budget} trials "
+        f"({run.session.storage_url})"
     )

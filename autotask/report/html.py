@@ -9,18 +9,16 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
-from autotask.errors import AutotaskError, StorageError
+from autotask.errors import AutotaskError
 from autotask.labels import METRIC_LEGEND
 from autotask.models import resolve_backbone
 from autotask.report.affinity_figures import (
@@ -52,12 +50,11 @@ from autotask.report.study_figures import (
     pareto_data,
     task_table_data,
 )
-from autotask.search.backend.objectives import best_trial
-from autotask.search.seeding import TAG_ATTR
+from autotask.report.summary import BEST_KEYS, find_best, study_summary
+from autotask.search.backend.stored import TAG_ATTR
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
     BASELINES_ATTR,
-    best_spec,
     load_study,
     study_record,
     study_suite,
@@ -178,16 +175,16 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
     """Load the study and compute each section's data."""
     study, config, db = load_study(study_name, storage_url)
     suite = study_suite(study, config)  # stored data: reading a study imports no code
-    trials = study.get_trials(deepcopy=False)
+    summary = study_summary(study, config)
     points = completed_points(study)
     baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
     all_in_one: dict[str, Any] | None = study_record(study, ALL_IN_ONE_ATTR)
-    best = _best_trial(study)
+    best = find_best(study)
     notes: list[str] = []
     tree = None
     if best is not None:
         try:
-            spec = best_spec(study)
+            spec = best.architecture_spec()
             chosen = resolve_backbone(spec, suite.default_backbone)
             shape = suite.input_shape
             stages = build_backbone(chosen.name, shape, **chosen.params).num_stages
@@ -210,8 +207,8 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
         study=study_name,
         suite=config.suite.name,
         storage=db.safe_url,
-        trials=dict(sorted(Counter(t.state.name for t in trials).items())),
-        best=_best_summary(best),
+        trials=dict(sorted(summary["trials"].items())),
+        best={k: summary["best"][k] for k in ("trial", *BEST_KEYS)} if best else None,
         history=history_data(points),
         pareto=pareto_data(
             points, len(suite.task_names), all_in_one, study_record(study, TAG_ATTR)
@@ -330,20 +327,6 @@ def _figure(fig: go.Figure | None, missing: str) -> str:
     if fig is None:
         return f"<p>no {_e(missing)} yet</p>" if missing else "<p>nothing to draw</p>"
     return str(fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px"))
-
-
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return best_trial(study)
-    except StorageError:
-        return None
-
-
-def _best_summary(best: optuna.trial.FrozenTrial | None) -> dict[str, Any] | None:
-    if best is None:
-        return None
-    keys = ("architecture", "delta_m_val", "delta_m_test", "cost")
-    return {"trial": best.number, **{k: best.user_attrs.get(k) for k in keys}}
 
 
 def _plain(markup: str | None) -> str | None:

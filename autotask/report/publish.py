@@ -34,6 +34,7 @@ from autotask.search.backend.optuna_private import (
     ArtifactStore,
     study_system_attrs,
 )
+from autotask.search.record import TrialRecord
 
 __all__ = [
     "artifact_filename",
@@ -103,15 +104,15 @@ def best_note(
 ) -> str:
     """The study's note in optuna-dashboard: a short markdown summary of the best trial
     (architecture in the spec's notation, Δm in %, cost) and how to export it."""
-    attrs = best.user_attrs
+    record = TrialRecord.from_trial(best)
     lines = [
         f"**Best architecture** (trial {best.number}):",
         "",
-        f"`{attrs.get('architecture', '?')}`",
+        f"`{record.architecture or '?'}`",
         "",
-        f"- Δm: {_pct(attrs.get('delta_m_val'))} val, {_pct(attrs.get('delta_m_test'))} test "
+        f"- Δm: {_pct(record.delta_m_val)} val, {_pct(record.delta_m_test)} test "
         "(mean relative change against the single-task networks, higher is better)",
-        f"- cost: {_num(attrs.get('cost'))} single-task networks (all {tasks} single-task "
+        f"- cost: {_num(record.cost)} single-task networks (all {tasks} single-task "
         f"networks: {tasks})",
     ]
     if all_in_one:

@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 
 from autotask.labels import metric_label
 from autotask.search.pareto import pareto_front
+from autotask.search.record import TrialRecord
 
 __all__ = [
     "BalancerData",
@@ -70,21 +71,18 @@ def completed_points(study: optuna.Study) -> list[TrialPoint]:
     """Every COMPLETE trial with a finite val Δm and a cost, by trial number."""
     points = []
     for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
-        attrs = trial.user_attrs
-        value, cost = attrs.get("delta_m_val"), attrs.get("cost")
-        if not isinstance(value, int | float) or not isinstance(cost, int | float):
+        record = TrialRecord.from_trial(trial)
+        value, cost = record.delta_m_val, record.cost
+        if value is None or cost is None or not math.isfinite(value):
             continue
-        if not math.isfinite(value):
-            continue
-        test = attrs.get("delta_m_test")
-        spec = attrs.get("spec") or {}
+        spec = record.spec or {}
         points.append(
             TrialPoint(
                 number=trial.number,
-                delta_m_val=float(value),
-                delta_m_test=float(test) if isinstance(test, int | float) else None,
-                cost=float(cost),
-                architecture=str(attrs.get("architecture", "")),
+                delta_m_val=value,
+                delta_m_test=record.delta_m_test,
+                cost=cost,
+                architecture=record.architecture or "",
                 balancer=str((spec.get("balancer") or {}).get("name", "equal")),
             )
         )
@@ -246,7 +244,7 @@ class TaskTable:
 
 def task_table_data(
     tasks: Sequence[str],
-    best: optuna.trial.FrozenTrial | None,
+    best: TrialRecord | None,
     baselines: Mapping[str, Mapping[str, Any]],
     all_in_one: Mapping[str, Any] | None = None,
     metrics: Mapping[str, tuple[str, bool]] | None = None,
@@ -254,7 +252,8 @@ def task_table_data(
     """One row per task; missing values are None. Each task's metric and direction come
     from the stored baselines, else from ``metrics`` (task -> (metric, higher is better),
     e.g. the suite's), else are unknown."""
-    attrs = best.user_attrs if best is not None else {}
+    val = best.val_metrics if best is not None else {}
+    test = best.test_metrics if best is not None else {}
     joint = all_in_one or {}
     known = metrics or {}
     rows = []
@@ -270,8 +269,8 @@ def task_table_data(
             TaskRow(
                 task,
                 label,
-                _number(attrs.get(f"val.{task}")),
-                _number(attrs.get(f"test.{task}")),
+                _number(val.get(task)),
+                _number(test.get(task)),
                 _number(stored.get("val")),
                 _number(stored.get("test")),
                 _number((joint.get("val_metrics") or {}).get(task)),
@@ -310,7 +309,8 @@ def importance_data(study: optuna.Study) -> ImportanceData:
 
 
 def _delta_m(trial: optuna.trial.FrozenTrial) -> float:
-    return float(trial.user_attrs["delta_m_val"])
+    value = TrialRecord.from_trial(trial).delta_m_val
+    return float("nan") if value is None else value
 
 
 #: Height of one bar in the importance figure, and of the title and axis around the bars (px).

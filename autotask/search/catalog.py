@@ -21,6 +21,7 @@ from autotask.errors import StorageError
 from autotask.search.backend.objectives import best_trial
 from autotask.search.backend.storage import open_storage, sqlite_file_missing
 from autotask.search.backend.stored import CONFIG_ATTR, frozen_study_record
+from autotask.search.record import TrialRecord
 from autotask.store.db import Database, default_storage_url
 from autotask.store.deletion import StudyRows, delete_study_rows, study_rows, suite_keys
 
@@ -103,9 +104,9 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
         trial = best_trial(study)
     except StorageError:
         return None
-    attrs = trial.user_attrs
+    record = TrialRecord.from_trial(trial)
     keys = ("delta_m_val", "delta_m_test", "cost", "architecture")
-    return {"trial": trial.number, **{k: attrs.get(k) for k in keys}}
+    return {"trial": trial.number, **{k: getattr(record, k) for k in keys}}
 
 
 def find_study(study_name: str, folder: str | Path = "studies") -> str:
@@ -247,7 +248,7 @@ def _shared_suites(
             keys={
                 key
                 for t in other.get_trials(deepcopy=False)
-                for key in t.user_attrs.get("network_keys") or ()
+                for key in TrialRecord.from_trial(t).network_keys or ()
             },
         )
         same_data = _same_suite(configs[study_name], configs[name])

@@ -9,6 +9,7 @@ import optuna
 
 from autotask.outputs import write_text
 from autotask.search.backend.objectives import best_trial
+from autotask.search.record import TrialRecord
 from autotask.search.study import BASELINES_ATTR, study_record, study_suite
 from autotask.search.study_config import StudyConfig
 from autotask.spec import ArchitectureSpec, SuiteRef
@@ -22,7 +23,8 @@ def exported_document(
     """The spec of ``trial`` (default: the best) with suite and model interface filled in,
     and its info sections."""
     trial = trial or best_trial(study)
-    spec = ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
+    record = TrialRecord.from_trial(trial)
+    spec = record.architecture_spec()
     suite = study_suite(study, config)  # stored data: reading a study imports no code
     space = config.search_space
     full = spec.model_copy(
@@ -41,11 +43,11 @@ def exported_document(
             "backbone": space.backbone.default(suite.default_backbone).model_dump(mode="json"),
         },
         "metrics": {
-            "delta_m_val": trial.user_attrs.get("delta_m_val"),
-            "delta_m_test": trial.user_attrs.get("delta_m_test"),
-            "cost": trial.user_attrs.get("cost"),
-            "val": {t: trial.user_attrs.get(f"val.{t}") for t in spec.tasks},
-            "test": {t: trial.user_attrs.get(f"test.{t}") for t in spec.tasks},
+            "delta_m_val": record.delta_m_val,
+            "delta_m_test": record.delta_m_test,
+            "cost": record.cost,
+            "val": {t: record.val_metrics.get(t) for t in spec.tasks},
+            "test": {t: record.test_metrics.get(t) for t in spec.tasks},
             "single_task_val": {t: b["val"] for t, b in baselines.items()},
             "single_task_test": {t: b["test"] for t, b in baselines.items()},
             "task_metrics": {
@@ -58,8 +60,8 @@ def exported_document(
         },
         "study": {"name": study.study_name, "trial": trial.number, "seed": config.seed},
     }
-    if "secondary" in trial.user_attrs:
-        info["metrics"]["secondary"] = trial.user_attrs["secondary"]
+    if record.secondary is not None:
+        info["metrics"]["secondary"] = dict(record.secondary)
     runtime = config.runtime.model_dump(mode="json", exclude_defaults=True)
     if runtime:  # the study's own settings, so `autotask evaluate` trains the same way
         info["runtime"] = runtime

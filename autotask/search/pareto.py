@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import optuna
 
 from autotask.errors import ConfigError, StorageError
+from autotask.search.record import TrialRecord
 
 __all__ = ["best_within_budget", "pareto_front", "pareto_trials", "scored_trials"]
 
@@ -27,10 +27,8 @@ def scored_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials with a finite validation Δm and a cost, by trial number."""
     out = []
     for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
-        value, cost = trial.user_attrs.get("delta_m_val"), trial.user_attrs.get("cost")
-        if not (isinstance(value, (int, float)) and isinstance(cost, (int, float))):
-            continue
-        if math.isfinite(value) and math.isfinite(cost) and "spec" in trial.user_attrs:
+        record = TrialRecord.from_trial(trial)
+        if record.scored and record.spec is not None:
             out.append(trial)
     if not out:
         raise StorageError(f"study {study.study_name!r} has no completed trial yet")
@@ -41,7 +39,7 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials no other trial beats on both validation Δm (higher) and cost (lower), cheapest
     first; one trial per distinct (cost, Δm) point (the earliest)."""
     trials = scored_trials(study)
-    values = [(float(t.user_attrs["cost"]), float(t.user_attrs["delta_m_val"])) for t in trials]
+    values = [_cost_and_delta_m(t) for t in trials]
     chosen, seen = [], set()
     for i in pareto_front(values):
         if values[i] not in seen:
@@ -53,11 +51,18 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def best_within_budget(study: optuna.Study, budget: float) -> optuna.trial.FrozenTrial:
     """The trial with the best validation Δm whose cost is at most ``budget``."""
     trials = scored_trials(study)
-    feasible = [t for t in trials if float(t.user_attrs["cost"]) <= budget]
+    feasible = [t for t in trials if _cost_and_delta_m(t)[0] <= budget]
     if not feasible:
-        cheapest = min(float(t.user_attrs["cost"]) for t in trials)
+        cheapest = min(_cost_and_delta_m(t)[0] for t in trials)
         raise ConfigError(
             f"no trial of study {study.study_name!r} costs at most {budget:g} single-task "
             f"networks; the cheapest costs {cheapest:.3g}"
         )
-    return max(feasible, key=lambda t: (float(t.user_attrs["delta_m_val"]), -t.number))
+    return max(feasible, key=lambda t: (_cost_and_delta_m(t)[1], -t.number))
+
+
+def _cost_and_delta_m(trial: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    """The cost and validation Δm of a trial :func:`scored_trials` returned."""
+    record = TrialRecord.from_trial(trial)
+    assert record.cost is not None and record.delta_m_val is not None
+    return record.cost, record.delta_m_val

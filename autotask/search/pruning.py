@@ -16,13 +16,11 @@ from collections.abc import Sequence
 import optuna
 
 from autotask.engine.runner import EpochTally
+from autotask.search.record import EPOCHS_ATTR, TrialRecord
 from autotask.search.scoring import EpochScoreCallback
 from autotask.search.study_config import PrunerConfig
 
 __all__ = ["EPOCHS_ATTR", "EpochPruning", "dominating_trials", "value_at_epoch"]
-
-#: Trial user attribute: the architecture's validation Δm after each epoch (index 0 = 1).
-EPOCHS_ATTR = "delta_m_epochs"
 
 
 def value_at_epoch(values: Sequence[float], epoch: int) -> float | None:
@@ -38,11 +36,11 @@ def dominating_trials(
     """Completed trials that cost no more than ``cost`` and had a higher Δm at ``epoch``."""
     count = 0
     for trial in trials:
-        other_cost = trial.user_attrs.get("cost")
-        record = trial.user_attrs.get(EPOCHS_ATTR)
-        if not isinstance(other_cost, (int, float)) or not isinstance(record, list):
+        record = TrialRecord.from_trial(trial)
+        other_cost, values = record.cost, record.delta_m_epochs
+        if other_cost is None or values is None:
             continue
-        value = value_at_epoch(record, epoch)
+        value = value_at_epoch(values, epoch)
         if value is not None and other_cost <= cost and value > delta_m:
             count += 1
     return count

@@ -41,6 +41,7 @@ import optuna
 
 from autotask.errors import ConfigError, DataError
 from autotask.search.backend.workers import count_budget_trials
+from autotask.search.record import TrialRecord
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.scoring import relative_change
 from autotask.select.matrix import AffinityMatrix
@@ -97,9 +98,10 @@ def measured_groups(
     groups: dict[Group, dict[str, float]] = {}
     tried: set[frozenset[Group]] = set()
     for trial in trials:
-        if trial.state not in TRIED or "spec" not in trial.user_attrs:
+        record = TrialRecord.from_trial(trial)
+        if trial.state not in TRIED or record.spec is None:
             continue
-        spec = ArchitectureSpec.model_validate(trial.user_attrs["spec"])
+        spec = ArchitectureSpec.model_validate(record.spec)
         members = [frozenset(n.tasks) for n in spec.networks]
         if sum(len(g) for g in members) != len(set().union(*members)):
             continue  # overlapping networks: not a partition
@@ -109,10 +111,10 @@ def measured_groups(
         for group in members:
             values = {}
             for task in group:
-                metric = trial.user_attrs.get(f"val.{task}")
-                if not isinstance(metric, (int, float)) or task not in baselines:
+                metric = record.val_metrics.get(task)
+                if metric is None or task not in baselines:
                     break
-                values[task] = relative_change(float(metric), baselines[task]["val"], higher[task])
+                values[task] = relative_change(metric, baselines[task]["val"], higher[task])
             else:
                 old = groups.get(group)
                 if old is None or math.fsum(values.values()) > math.fsum(old.values()):

@@ -1,5 +1,6 @@
-"""Affinity for a study: estimate (or reuse) a matrix, store it, draw it on the dashboard,
-and enqueue the partitions it ranks best as the study's first trials."""
+"""Affinity for a study: estimate (or reuse) a matrix, store it, and enqueue the
+partitions it ranks best as the study's first trials (drawing it is
+:mod:`autotask.report.dashboard`'s)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,14 @@ import numpy as np
 
 from autotask.affinity.estimators import ProgressCallback, build_estimator
 from autotask.affinity.store import load_matrices, save_matrix
-from autotask.backbones import build_backbone
 from autotask.errors import StorageError
-from autotask.report.affinity_figures import (
-    draw_graph,
-    draw_heatmap,
-    draw_tree,
-    graph_data,
-    heatmap_data,
-    tree_data,
-)
-from autotask.report.publish import best_label, best_note, publish_figure, publish_note
-from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
-from autotask.search.backend.objectives import best_trial, is_multi_objective
-from autotask.search.backend.stored import (
-    ALL_IN_ONE_ATTR,
-    TAG_ATTR,
-    set_study_record,
-    study_record,
-)
-from autotask.search.pareto import pareto_trials
+from autotask.search.backend.stored import TAG_ATTR, set_study_record, study_record
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
 from autotask.select.branching import propose_tree, stage_similarities
 from autotask.select.candidates import Candidate, rank_partitions
 from autotask.select.matrix import AffinityMatrix
-from autotask.spec import ArchitectureSpec, BackboneSpec, TaskTree
-from autotask.store.artifacts import artifact_store_for
+from autotask.spec import ArchitectureSpec, TaskTree
 
 if TYPE_CHECKING:
     from autotask.search.study import SearchSession
@@ -47,10 +29,6 @@ __all__ = [
     "TAG_ATTR",
     "estimate_affinity",
     "latest_matrix",
-    "publish_affinity",
-    "publish_best_architecture",
-    "publish_quality_vs_cost",
-    "publish_summary",
     "rank_for_session",
     "rsa_depth_params",
     "seed_with_affinity",
@@ -227,79 +205,3 @@ def rsa_depth_params(
             depths, key=lambda d: (abs((deepest if d is None else d) - as_stage), d is None)
         )
     return params
-
-
-def publish_affinity(
-    session: SearchSession, matrix: AffinityMatrix, groups: Sequence[Sequence[str]] | None
-) -> list[str]:
-    """Draw the matrix (heatmap, and graph coloured by ``groups``) on the study's dashboard
-    page and in its artifact store; returns the figure names."""
-    store = artifact_store_for(session.storage_url)
-    names = []
-    for suffix, figure in (
-        ("heatmap", draw_heatmap(heatmap_data(matrix))),
-        ("graph", draw_graph(graph_data(matrix, groups))),
-    ):
-        name = f"affinity-{matrix.estimator}-{suffix}"
-        publish_figure(session.study, figure, name=name, artifact_store=store)
-        names.append(name)
-    return names
-
-
-def publish_best_architecture(session: SearchSession, spec: ArchitectureSpec) -> str:
-    """Draw ``spec``'s task trees (which tasks share which backbone stages) on the study's
-    dashboard page and in its artifact store; returns the figure name."""
-    chosen = spec.backbone or BackboneSpec(**session.context.suite.default_backbone)
-    backbone = build_backbone(
-        chosen.name, session.context.runner.interface.input_shape, **chosen.params
-    )
-    names = [f"stage {i}" for i in range(backbone.num_stages)]
-    name = "best-architecture"
-    publish_figure(
-        session.study,
-        draw_tree(tree_data(spec, names), "Best architecture"),
-        name=name,
-        artifact_store=artifact_store_for(session.storage_url),
-    )
-    return name
-
-
-def publish_quality_vs_cost(session: SearchSession) -> str:
-    """Draw every completed trial's Δm against its cost, the Pareto front and the baselines
-    (single-task, all-in-one, TAG grouping) on the dashboard and in the artifact store."""
-    study = session.study
-    data = pareto_data(
-        completed_points(study),
-        len(session.context.tasks),
-        study_record(study, ALL_IN_ONE_ATTR),
-        study_record(study, TAG_ATTR),
-    )
-    name = "quality-vs-cost"
-    publish_figure(
-        study, draw_pareto(data), name=name, artifact_store=artifact_store_for(session.storage_url)
-    )
-    return name
-
-
-def publish_summary(session: SearchSession) -> None:
-    """After a search: the study's note in optuna-dashboard (best architecture, Δm in %,
-    cost, how to export it; replaced each time) and its short ``best`` user attribute."""
-    study = session.study
-    try:
-        best = best_trial(study)
-    except StorageError:
-        return
-    attrs = best.user_attrs
-    if isinstance(attrs.get("delta_m_val"), int | float) and isinstance(
-        attrs.get("cost"), int | float
-    ):
-        study.set_user_attr("best", best_label(best.number, attrs["delta_m_val"], attrs["cost"]))
-    note = best_note(
-        study.study_name,
-        best,
-        storage=session.storage_url,
-        tasks=len(session.context.tasks),
-        all_in_one=study_record(study, ALL_IN_ONE_ATTR),
-        pareto_size=len(pareto_trials(study)) if is_multi_objective(study) else None,
-    )
-    publish_note(study, note)

@@ -47,6 +47,7 @@ from autotask.search.backend.workers import (
 )
 from autotask.search.params import Searchable
 from autotask.search.pruning import EpochPruning
+from autotask.search.record import TrialRecord
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace, reachable_values
@@ -81,8 +82,6 @@ logger = logging.getLogger("autotask")
 SAMPLER_SESSIONS_ATTR = "autotask:sampler_sessions"
 #: The most parameter sets counted to see whether a space holds fewer than the budget.
 MAX_COUNTED_SETS = 5000
-#: Trial user attribute: ``hostname:pid`` of the process running the trial.
-WORKER_ATTR = "worker"
 FINISHED = (
     optuna.trial.TrialState.COMPLETE,
     optuna.trial.TrialState.PRUNED,
@@ -145,24 +144,36 @@ def _reachable_params(
     return variants
 
 
-def score_attrs(score: ArchitectureScore) -> dict[str, Any]:
-    """Trial user attributes (optuna-dashboard shows them as columns)."""
-    attrs: dict[str, Any] = {
-        "delta_m_val": score.delta_m_val,
-        "delta_m_test": score.delta_m_test,
-        "cost": score.cost,
-        "architecture": score.spec.describe(),
-        "spec": score.spec.to_dict(),
-        "networks_trained": score.trained,
-        "networks_reused": score.reused,
-        "network_keys": score.network_keys,
-        "epochs_trained": score.epochs_trained,
-    }
-    attrs.update({f"val.{t}": v for t, v in score.val_metrics.items()})
-    attrs.update({f"test.{t}": v for t, v in score.test_metrics.items()})
-    if score.val_secondary or score.test_secondary:
-        attrs["secondary"] = {"val": score.val_secondary, "test": score.test_secondary}
-    return attrs
+def score_record(number: int, score: ArchitectureScore) -> TrialRecord:
+    """The record of a trial scored ``score`` (stored as its user attributes, which
+    optuna-dashboard shows as columns)."""
+    secondary = (
+        {"val": score.val_secondary, "test": score.test_secondary}
+        if score.val_secondary or score.test_secondary
+        else None
+    )
+    return TrialRecord(
+        number=number,
+        state="RUNNING",
+        delta_m_val=score.delta_m_val,
+        delta_m_test=score.delta_m_test,
+        cost=score.cost,
+        architecture=score.spec.describe(),
+        spec=score.spec.to_dict(),
+        networks_trained=score.trained,
+        networks_reused=score.reused,
+        network_keys=tuple(score.network_keys),
+        epochs_trained=score.epochs_trained,
+        val_metrics=score.val_metrics,
+        test_metrics=score.test_metrics,
+        secondary=secondary,
+    )
+
+
+def _store(trial: optuna.Trial, **fields: Any) -> None:
+    """Store the given :class:`TrialRecord` fields as ``trial``'s user attributes."""
+    for key, value in TrialRecord(trial.number, "RUNNING", **fields).to_attrs().items():
+        trial.set_user_attr(key, value)
 
 
 def describe_objectives(config: StudyConfig) -> str:
@@ -320,16 +331,16 @@ class SearchSession:
         try:
             return self._score_trial(trial)
         except KeyboardInterrupt:  # wherever it lands: Optuna marks the trial FAIL, re-raises
-            trial.set_user_attr("fail_reason", INTERRUPTED_REASON)  # re-run on resume
+            _store(trial, fail_reason=INTERRUPTED_REASON)  # re-run on resume
             raise
 
     def _score_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
         pruning: EpochPruning | None = None
         try:
-            trial.set_user_attr(WORKER_ATTR, default_owner())
+            _store(trial, worker=default_owner())
             spec = self.sample(trial)
-            trial.set_user_attr("architecture", spec.describe())
-            trial.set_user_attr("spec", spec.to_dict())  # also on trials that do not complete
+            # also on trials that do not complete
+            _store(trial, architecture=spec.describe(), spec=spec.to_dict())
             cost = self.context.cost(spec)
             self._check_budget(trial, cost)
             pruning = EpochPruning(
@@ -340,12 +351,12 @@ class SearchSession:
             )
             score = self.context.score(spec, on_epoch_score=pruning.callback, tally=pruning.tally)
             pruning.record()
-            for key, value in score_attrs(score).items():
+            for key, value in score_record(trial.number, score).to_attrs().items():
                 trial.set_user_attr(key, value)
         except optuna.TrialPruned:
             if pruning is not None:  # stopped during training, not for its cost
                 pruning.record()
-                trial.set_user_attr("epochs_trained", pruning.tally.epochs)
+                _store(trial, epochs_trained=pruning.tally.epochs)
             raise
         except Exception as exc:
             if isinstance(exc, torch.OutOfMemoryError):
@@ -359,7 +370,7 @@ class SearchSession:
             else:
                 reason = f"{type(exc).__name__}: {exc}"
             try:
-                trial.set_user_attr("fail_reason", reason)
+                _store(trial, fail_reason=reason)
             except DATABASE_ERRORS:  # the database still takes no writes: the log keeps it
                 logger.warning("trial %d: could not store its fail_reason", trial.number)
             logger.warning("trial %d failed: %s", trial.number, reason)
@@ -380,15 +391,15 @@ class SearchSession:
     def _check_budget(self, trial: optuna.Trial, cost: float) -> None:
         """Record the cost (and the budget constraint: <= 0 is feasible); an architecture
         over the budget ends PRUNED before anything is trained."""
-        trial.set_user_attr("cost", cost)
+        _store(trial, cost=cost)
         budget = self.config.cost_budget
         if budget is None:
             return
         trial.set_constraint("cost", cost - budget)
-        trial.set_user_attr("constraint.cost", cost - budget)  # optuna-dashboard shows these
+        _store(trial, constraint_cost=cost - budget)  # optuna-dashboard shows these
         if cost > budget:
             reason = f"cost {cost:.3g} is over the budget {budget:g}: not trained"
-            trial.set_user_attr("pruned_reason", reason)
+            _store(trial, pruned_reason=reason)
             raise optuna.TrialPruned(reason)
 
     def run(
@@ -456,8 +467,8 @@ class SearchSession:
     def _release_dead_worker(self, trial: optuna.trial.FrozenTrial) -> None:
         """``trial``'s worker died: drop its network claims now, so that the retry (or
         anyone needing those networks) need not wait for the claims' own grace period."""
-        owner = trial.user_attrs.get(WORKER_ATTR)
-        if isinstance(owner, str):
+        owner = TrialRecord.from_trial(trial).worker
+        if owner is not None:
             released = self.context.runner.cache.release_claims_of(owner)
             if released:
                 logger.warning("released %d network claim(s) of dead worker %s", released, owner)
@@ -499,8 +510,7 @@ def _free_memory() -> None:
 
 def best_spec(study: optuna.Study) -> ArchitectureSpec:
     """The spec of the best feasible completed trial (see :func:`objectives.best_trial`)."""
-    trial = best_trial(study)
-    return ArchitectureSpec.from_dict(trial.user_attrs["spec"], source=f"trial {trial.number}")
+    return TrialRecord.from_trial(best_trial(study)).architecture_spec()
 
 
 def take_sampler_session(study: optuna.Study) -> int:

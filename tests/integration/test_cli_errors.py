@@ -168,7 +168,7 @@ def test_bad_commands(
 def test_status_reports_retried_trials() -> None:
     import optuna
 
-    from autotask.cli.search import _retries
+    from autotask.report.summary import retried as _retries
 
     failed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)
     retry = optuna.trial.create_trial(

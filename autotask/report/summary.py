@@ -1,0 +1,82 @@
+"""A study's summary: trials by state, networks, baselines, failures, the best trial.
+
+One digest for ``autotask status``, ``autotask search`` (``--json``) and the HTML report.
+Imports neither torch nor plotly: ``autotask status`` starts light.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from autotask.errors import StorageError
+from autotask.search.backend.objectives import best_trial, is_multi_objective
+from autotask.search.backend.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
+from autotask.search.pareto import pareto_trials
+from autotask.search.record import TrialRecord
+from autotask.search.study_config import StudyConfig
+
+__all__ = ["BEST_KEYS", "best_digest", "find_best", "retried", "study_summary"]
+
+#: What a summary says of a chosen trial besides its number.
+BEST_KEYS = ("architecture", "delta_m_val", "delta_m_test", "cost")
+
+
+def find_best(study: optuna.Study) -> TrialRecord | None:
+    """The record of the best trial (:func:`~autotask.search.backend.objectives.best_trial`),
+    None before one completed."""
+    try:
+        return TrialRecord.from_trial(best_trial(study))
+    except StorageError:
+        return None
+
+
+def best_digest(record: TrialRecord) -> dict[str, Any]:
+    """``{"trial": number, "architecture": ..., "delta_m_val": ..., ...}`` of one trial."""
+    return {"trial": record.number, **{k: getattr(record, k) for k in BEST_KEYS}}
+
+
+def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
+    """Trials by state, networks trained and reused, baselines, failures and the best trial
+    (``autotask status --json`` and ``autotask search --json``)."""
+    records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "suite": config.suite.name,
+        "objectives": list(config.objectives),
+        "cost_budget": config.cost_budget,
+        "trials": dict(Counter(r.state for r in records)),
+        "networks_trained": sum(r.networks_trained or 0 for r in records),
+        "networks_reused": sum(r.networks_reused or 0 for r in records),
+        "epochs_trained": sum(r.epochs_trained or 0 for r in records),
+        "all_in_one": study_record(study, ALL_IN_ONE_ATTR, {}),
+        "task_metrics": {
+            task: {"metric": base.get("metric"), "higher_is_better": base.get("higher_is_better")}
+            for task, base in study_record(study, BASELINES_ATTR, {}).items()
+        },
+        "tag_grouping": study_record(study, TAG_ATTR),
+        "proposed_by": dict(Counter(r.proposed_by for r in records)),
+        "failed": {r.number: r.fail_reason for r in records if r.state == "FAIL"},
+        "retried": _retried(records),
+    }
+    best = find_best(study)
+    if best is None:
+        return summary
+    summary["best"] = {**best_digest(best), "proposed_by": best.proposed_by}
+    if best.secondary is not None:
+        summary["best"]["secondary"] = best.secondary
+    if is_multi_objective(study):
+        summary["pareto"] = [best_digest(TrialRecord.from_trial(t)) for t in pareto_trials(study)]
+    return summary
+
+
+def retried(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """Failed trial number -> the number of the trial that re-ran it (heartbeat retries)."""
+    return _retried([TrialRecord.from_trial(t) for t in trials])
+
+
+def _retried(records: Sequence[TrialRecord]) -> dict[int, int]:
+    return {r.failed_trial: r.number for r in records if r.failed_trial is not None}

@@ -1,0 +1,222 @@
+"""How a search runs, decided once: ``autotask search`` and ``autotask worker`` both call
+:func:`run_study`, and differ only in the :class:`StudyPlan` they pass.
+
+The order: open the study; train the single-task baselines and the all-in-one network;
+estimate the affinity and enqueue its best partitions (a worker only refines from the
+stored matrix); train the TAG-selected grouping; run trials (here, or in a pool of worker
+processes); publish the results. Progress goes to a
+:class:`~autotask.search.events.StudyEvents`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotask.errors import AutotaskError
+from autotask.interrupts import interrupt_signal
+from autotask.search.backend.launcher import WorkerPool
+from autotask.search.backend.storage import resolve_storage_url
+from autotask.search.backend.workers import count_budget_trials
+from autotask.search.events import BASELINES, TAG_GROUPING, StudyEvents
+from autotask.search.refinement import AffinityRefinement
+from autotask.search.scoring import ArchitectureScore
+from autotask.search.seeding import (
+    estimate_affinity,
+    latest_matrix,
+    seed_with_affinity,
+    tag_baseline,
+)
+from autotask.search.study import SearchSession
+from autotask.search.study_config import StudyConfig
+from autotask.select.matrix import AffinityMatrix
+
+__all__ = ["SEARCH", "WORKER", "PoolSettings", "StudyPlan", "StudyRun", "run_study"]
+
+logger = logging.getLogger("autotask")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What one process does for a study besides running trials."""
+
+    #: Estimate (or reuse) the configured affinity and enqueue its best partitions; else
+    #: only refine from the matrix the study stored (a worker joining a running search).
+    estimate_affinity: bool = True
+    #: Train the TAG-selected grouping as a baseline (once the study has a matrix).
+    tag_baseline: bool = True
+    #: Call the figures hooks (:meth:`StudyEvents.publish_affinity`, ``publish_results``).
+    publish: bool = True
+
+
+#: ``autotask search``: everything.
+SEARCH = StudyPlan()
+#: ``autotask worker``: joins a study (creating it if needed) and trains trials only.
+WORKER = StudyPlan(estimate_affinity=False, tag_baseline=False, publish=False)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Run the trials in local ``autotask worker`` processes (one per GPU when given)."""
+
+    study_file: Path
+    workers: int
+    gpus: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """What :func:`run_study` leaves: the open study and what this process did."""
+
+    session: SearchSession
+    all_in_one: ArchitectureScore
+    #: The study's trial budget, and the trials this process started (0 with a pool).
+    budget: int
+    started: int
+
+
+def run_study(
+    config: StudyConfig,
+    events: StudyEvents | None = None,
+    *,
+    plan: StudyPlan = SEARCH,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    pool: PoolSettings | None = None,
+) -> StudyRun:
+    """Open (or create) the study and run it as :mod:`this module <autotask.search.run>`
+    describes; ``trials`` and ``timeout`` default to the configuration's."""
+    events = events or StudyEvents()
+    name = study_name or config.name
+    url = resolve_storage_url(storage, config.storage, name)
+    session = SearchSession.open(config, storage=url, study_name=name, seed=seed, device=device)
+    with session.context.runner.events.subscribed(
+        on_network=events.network_started, on_trained=events.network_trained
+    ):
+        events.opened(session)
+        budget = trials or config.trials
+        limit = timeout or config.timeout
+        all_in_one = _train_baselines(session, events)
+        matrix = _affinity(session, plan, events)
+        if plan.tag_baseline:
+            _train_tag_baseline(session, matrix or latest_matrix(session), events)
+        events.trials_started(budget, count_budget_trials(session.study))
+
+        def progressed(*_: object) -> None:
+            events.trials_progressed(count_budget_trials(session.study))
+
+        started = 0
+        if pool is not None:
+            _run_pool(
+                WorkerPool(
+                    pool.study_file, url, name, budget, pool.workers, limit, seed, list(pool.gpus)
+                ),
+                progressed,
+                events,
+            )
+            session.storage_check()  # the workers' trials were kept
+        else:
+            started = session.run(budget, timeout=limit, callbacks=[progressed])
+        if plan.publish:
+            events.publish_results(session)
+        return StudyRun(session, all_in_one, budget, started)
+
+
+def _train_baselines(session: SearchSession, events: StudyEvents) -> ArchitectureScore:
+    """The single-task baselines and the all-in-one network."""
+    pending = session.baseline_networks_pending()
+    if pending == 0:
+        return session.prepare_baselines()
+    events.stage_started(BASELINES, pending)
+    all_in_one = session.prepare_baselines()
+    events.stage_finished(BASELINES)
+    return all_in_one
+
+
+def _affinity(
+    session: SearchSession, plan: StudyPlan, events: StudyEvents
+) -> AffinityMatrix | None:
+    """The configured affinity (estimated, or the stored one) and the refinement from it."""
+    seeding = session.config.affinity
+    if seeding is None:
+        return None
+    if plan.estimate_affinity:
+        matrix = _seed_with_affinity(session, plan, events)
+    else:  # refine from the matrix the study stored
+        matrix = latest_matrix(session, seeding.estimator)
+    if matrix is not None:
+        session.refinement = AffinityRefinement(session, matrix, seeding.refine)
+    return matrix
+
+
+def _seed_with_affinity(
+    session: SearchSession, plan: StudyPlan, events: StudyEvents
+) -> AffinityMatrix | None:
+    """Estimate (or reuse) the configured affinity, draw it, enqueue its best partitions."""
+    seeding = session.config.affinity
+    assert seeding is not None
+    events.affinity_started(seeding.estimator)
+    try:
+        matrix, fresh = estimate_affinity(
+            session, seeding.estimator, seeding.settings, progress=events.affinity_progress
+        )
+    except AutotaskError as exc:  # e.g. the jointly trained network diverged
+        logger.warning("affinity seeding skipped: %s", exc)
+        return None
+    events.affinity_finished(matrix, fresh)
+    seeded = seed_with_affinity(session, matrix, seeding.candidates)
+    if plan.publish:
+        events.publish_affinity(session, matrix, seeded[0].groups if seeded else None)
+    if seeded:
+        logger.info(
+            "enqueued %d partitions from %s affinity, best: %s",
+            len(seeded),
+            matrix.estimator,
+            seeded[0].describe(),
+        )
+    return matrix
+
+
+def _train_tag_baseline(
+    session: SearchSession, matrix: AffinityMatrix | None, events: StudyEvents
+) -> None:
+    """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
+    if matrix is None:
+        return
+    started: list[int] = []
+
+    def on_start(pending: int) -> None:
+        if pending:
+            events.stage_started(TAG_GROUPING, pending)
+            started.append(pending)
+
+    try:
+        tag_baseline(session, matrix, on_start)
+    except AutotaskError as exc:  # e.g. a network of the grouping diverged
+        logger.warning("TAG-selected grouping not trained: %s", exc)
+        return
+    if started:
+        events.stage_finished(TAG_GROUPING)
+
+
+def _run_pool(pool: WorkerPool, progressed: Callable[[], None], events: StudyEvents) -> None:
+    """Run the worker processes; Ctrl-C or SIGTERM is passed on to them (running trials end
+    FAIL: interrupted)."""
+    pool.start()
+    try:
+        pool.wait(progressed)
+        for line in pool.errors():
+            events.worker_failed(line)
+    except KeyboardInterrupt as exc:
+        events.stopping_workers()
+        pool.interrupt(interrupt_signal(exc))
+        progressed()
+        raise
+    finally:
+        pool.close()
