@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import optuna
 
 from autotask.engine.runner import EpochTally
-from autotask.search.record import EPOCHS_ATTR, TrialRecord
+from autotask.search.record import EPOCHS_ATTR, TrialRecord, attr_name
 from autotask.search.scoring import EpochScoreCallback
 from autotask.search.study_config import PrunerConfig
 
@@ -80,7 +80,7 @@ class EpochPruning:
             self.trial.report(delta_m, epoch)
             stop = self.trial.should_prune()
         if stop:
-            self.trial.set_user_attr("pruned_at_epoch", epoch)
+            self.trial.set_user_attr(attr_name("pruned_at_epoch"), epoch)
             raise optuna.TrialPruned(f"Δm {delta_m:+.2f}% after epoch {epoch}")
 
     def _dominated(self, epoch: int, delta_m: float) -> bool:

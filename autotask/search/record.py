@@ -24,6 +24,8 @@ __all__ = [
     "SAMPLER",
     "WORKER_ATTR",
     "TrialRecord",
+    "attr_name",
+    "trial_attrs",
 ]
 
 #: Trial user attribute: ``hostname:pid`` of the process running the trial.
@@ -42,6 +44,19 @@ _ATTR_NAMES = {
 }
 #: Fields that are not stored in the trial's user attributes (or not under one key).
 _NOT_ATTRS = {"number", "state", "val_metrics", "test_metrics", "failed_trial"}
+
+
+def attr_name(name: str) -> str:
+    """The user attribute a :class:`TrialRecord` field is stored under."""
+    if name in _NOT_ATTRS or name not in _FIELD_NAMES:
+        raise KeyError(f"{name!r} is not a stored field of a trial record")
+    return _ATTR_NAMES.get(name, name)
+
+
+def trial_attrs(**values: Any) -> dict[str, Any]:
+    """The user attributes holding some fields of a record (e.g. what an enqueued trial
+    starts with: ``trial_attrs(seeded_by=..., affinity_rank=...)``)."""
+    return {attr_name(name): value for name, value in values.items()}
 
 
 @dataclass(frozen=True)
@@ -210,3 +225,7 @@ def _prefixed(attrs: Mapping[str, Any], prefix: str) -> dict[str, float]:
         if key.startswith(prefix) and number is not None:
             found[key.removeprefix(prefix)] = number
     return found
+
+
+#: The fields of a record, by name.
+_FIELD_NAMES = frozenset(f.name for f in fields(TrialRecord))

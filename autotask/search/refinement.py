@@ -41,7 +41,7 @@ import optuna
 
 from autotask.errors import ConfigError, DataError
 from autotask.search.backend.workers import count_budget_trials
-from autotask.search.record import TrialRecord
+from autotask.search.record import TrialRecord, trial_attrs
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.scoring import relative_change
 from autotask.select.matrix import AffinityMatrix
@@ -328,7 +328,7 @@ class AffinityRefinement:
             return
         study.enqueue_trial(
             partition_params(proposal, context.tasks, space),
-            user_attrs={"seeded_by": f"refinement:{self.matrix.estimator}"},
+            user_attrs=trial_attrs(seeded_by=f"refinement:{self.matrix.estimator}"),
             skip_if_exists=True,
         )
         self.proposed += 1

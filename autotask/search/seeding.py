@@ -14,6 +14,7 @@ from autotask.affinity.estimators import ProgressCallback, build_estimator
 from autotask.affinity.store import load_matrices, save_matrix
 from autotask.errors import StorageError
 from autotask.search.backend.stored import TAG_ATTR, set_study_record, study_record
+from autotask.search.record import trial_attrs
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
 from autotask.select.branching import propose_tree, stage_similarities
@@ -158,11 +159,11 @@ def seed_with_affinity(
             params.update(rsa_depth_params(matrix, candidate.groups, space))
         study.enqueue_trial(
             params,
-            user_attrs={
-                "seeded_by": f"affinity:{matrix.estimator}",
-                "affinity_rank": rank,
-                "affinity_score": candidate.score,
-            },
+            user_attrs=trial_attrs(
+                seeded_by=f"affinity:{matrix.estimator}",
+                affinity_rank=rank,
+                affinity_score=candidate.score,
+            ),
             skip_if_exists=True,
         )
     set_study_record(

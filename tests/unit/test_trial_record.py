@@ -149,3 +149,20 @@ def test_a_retry_reads_optunas_failed_trial_system_attribute() -> None:
     trial = _stored(record, optuna.trial.TrialState.COMPLETE, failed_trial=3)
     back = TrialRecord.from_trial(trial)
     assert back.retry_of == 3 and back.failed_trial == 3
+
+
+def test_partial_attrs_use_the_stored_names_and_read_back() -> None:
+    from autotask.search.record import attr_name, trial_attrs
+
+    assert attr_name("constraint_cost") == "constraint.cost"
+    assert attr_name("delta_m_epochs") == "delta_m_epochs"
+    attrs = trial_attrs(seeded_by="affinity:lookahead", affinity_rank=2, affinity_score=0.5)
+    record = TrialRecord.from_attrs(7, "WAITING", attrs)
+    assert (record.seeded_by, record.affinity_rank, record.affinity_score) == (
+        "affinity:lookahead",
+        2,
+        0.5,
+    )
+    for wrong in ("number", "val_metrics", "no_such_field"):
+        with pytest.raises(KeyError, match=wrong):
+            attr_name(wrong)

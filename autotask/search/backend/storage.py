@@ -11,6 +11,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from autotask.errors import StorageError
+from autotask.search.record import FAIL_REASON_ATTR
 from autotask.store.db import Database, default_storage_url, engine_kwargs, parse_url, redact
 
 __all__ = [
@@ -104,7 +105,7 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         }
         if self.max_retry is not None and self.max_retry < len(system_attrs["retry_history"]):
             return
-        user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k != FAIL_REASON_ATTR}
         study.add_trial(
             optuna.create_trial(
                 state=optuna.trial.TrialState.WAITING,

@@ -73,6 +73,7 @@ from autotask.search.backend.optuna_private import (
     trial_id,
 )
 from autotask.search.backend.storage import STALE_REASON, RetryStaleTrial
+from autotask.search.record import FAIL_REASON_ATTR
 from autotask.store.locks import StudyLock
 
 __all__ = [
@@ -126,7 +127,7 @@ def _fail_trial(study: optuna.Study, id_: int, reason: str) -> bool:
     storage = study_storage(study)
     try:
         # A finished trial cannot take attributes: write the reason while RUNNING.
-        storage.set_trial_user_attr(id_, "fail_reason", reason)
+        storage.set_trial_user_attr(id_, FAIL_REASON_ATTR, reason)
         return bool(storage.set_trial_state_values(id_, state=TrialState.FAIL))
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another process failed (or the worker finished) it meanwhile
@@ -157,7 +158,7 @@ def _retry_interrupted(study: optuna.Study) -> None:
     for trial in trials:
         if (
             trial.state == TrialState.FAIL
-            and trial.user_attrs.get("fail_reason") == INTERRUPTED_REASON
+            and trial.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED_REASON
             and trial.number not in retried
         ):
             logger.info("trial %d was interrupted: re-queued with the same params", trial.number)
@@ -393,7 +394,7 @@ def _run_gated(
                         lock.release()  # the RUNNING trial exists: others may count it now
                         return objective(trial)
                     except KeyboardInterrupt:  # also before the objective's own handler
-                        trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
+                        trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED_REASON)
                         raise
 
                 before = _running_numbers(study)
