@@ -3,10 +3,15 @@ heavy imports: the CLI's tables use them before anything trains)."""
 
 from __future__ import annotations
 
-__all__ = ["METRIC_LEGEND", "metric_label"]
+__all__ = ["CONTRIBUTION_LEGEND", "METRIC_LEGEND", "metric_label"]
 
 #: Printed under tables whose metric column uses :func:`metric_label`.
 METRIC_LEGEND = "↑ higher is better, ↓ lower is better"
+#: Appended to it under tables with a contribution column.
+CONTRIBUTION_LEGEND = (
+    "; Δm pts: the task's contribution to Δm, its relative change (%) against its "
+    "single-task reference over the number of tasks (they sum to Δm)"
+)
 
 
 def metric_label(metric: str | None, higher_is_better: bool | None) -> str:

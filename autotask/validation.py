@@ -31,14 +31,21 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
+def _printable(part: str) -> str:
+    """A location part on one line: names with line breaks or other control characters
+    as their Python literal."""
+    return part if part.isprintable() else repr(part)
+
+
 def format_validation_error(
     exc: ValidationError, source: str, models: Sequence[type[BaseModel]] = ()
 ) -> str:
     """``source: field.path: message``; unknown keys get the closest valid key suggested."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = ".".join(_printable(str(p)) for p in err["loc"]) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
+        loc = ".".join(_printable(str(p)) for p in err["loc"][:-1]) or "(top level)"
         key = str(err["loc"][-1])
         fields = {f for m in models for f in m.model_fields}
         hint = closest(key, fields)

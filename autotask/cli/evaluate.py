@@ -85,14 +85,24 @@ def _stats(values: dict[str, float], several: bool) -> list[float]:
     return [values["mean"], values["std"]] if several else [values["mean"]]
 
 
-def _columns(several: bool) -> list[str]:
+def _columns(several: bool) -> tuple[list[str], list[str]]:
     if several:
-        return ["val mean", "val std", "test mean", "test std"]
-    return ["val", "test"]
+        return ["val mean", "val std"], ["test mean", "test std"]
+    return ["val"], ["test"]
+
+
+def _reference_line(mode: str) -> str:
+    if mode == "paired":
+        return (
+            "ref: each task's single-task network at this architecture's training settings "
+            "and seed (Δm measures sharing, branching and balancing)"
+        )
+    return "ref: each task's single-task network at the study's baseline settings"
 
 
 def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
-    from autotask.labels import METRIC_LEGEND, metric_label
+    from autotask.contributions import points
+    from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND, metric_label
 
     seeds: list[int] = summary["seeds"]
     several = len(seeds) > 1
@@ -108,12 +118,33 @@ def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
             t,
             metric_label(metrics[t]["metric"], metrics[t]["higher_is_better"]),
             *_stats(summary["val"][t], several),
+            summary["per_task"]["val"][t]["reference"],
+            points(summary["per_task"]["val"][t]["contribution_to_delta_m"]),
             *_stats(summary["test"][t], several),
+            summary["per_task"]["test"][t]["reference"],
+            points(summary["per_task"]["test"][t]["contribution_to_delta_m"]),
         )
         for t in tasks
     ]
-    out.print(table("Per task", ["task", "metric", *_columns(several)], rows))
-    out.print(METRIC_LEGEND)
+    val_columns, test_columns = _columns(several)
+    out.print(
+        table(
+            "Per task" + (" (means over the seeds)" if several else ""),
+            [
+                "task",
+                "metric",
+                *val_columns,
+                "ref val",
+                "Δm pts val",
+                *test_columns,
+                "ref test",
+                "Δm pts test",
+            ],
+            rows,
+        )
+    )
+    out.print(METRIC_LEGEND + CONTRIBUTION_LEGEND)
+    out.print(_reference_line(summary["reference"]))
     extra = [
         (
             t,
@@ -128,7 +159,10 @@ def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
         for metric, values in summary["val_secondary"].get(t, {}).items()
     ]
     if extra:
-        out.print(table("Secondary metrics", ["task", "metric", *_columns(several)], extra))
+        val_columns, test_columns = _columns(several)
+        out.print(
+            table("Secondary metrics", ["task", "metric", *val_columns, *test_columns], extra)
+        )
     if several:
         per_seed = [
             (seed, f"{run['delta_m_val']:+.2f}", f"{run['delta_m_test']:+.2f}")
@@ -138,9 +172,9 @@ def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
     dm_val, dm_test = summary["delta_m_val"], summary["delta_m_test"]
     if several:
         out.print(
-            f"Δm val {dm_val['mean']:+.2f} ± {dm_val['std']:.2f} %   "
-            f"Δm test {dm_test['mean']:+.2f} ± {dm_test['std']:.2f} %   "
-            f"(mean ± std over {len(seeds)} seeds)"
+            f"Δm val {dm_val['mean']:+.2f}% ± {dm_val['ci95']:.2f}   "
+            f"Δm test {dm_test['mean']:+.2f}% ± {dm_test['ci95']:.2f}   "
+            f"(mean ± 95 % interval over {len(seeds)} seeds; std val {dm_val['std']:.2f})"
         )
     else:
         out.print(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start withou
     import optuna
     from rich.progress import Progress
 
+    from autotask.search.confirmed import Confirmation
     from autotask.search.scoring import ArchitectureScore
     from autotask.search.study import SearchSession
     from autotask.select.matrix import AffinityMatrix
@@ -154,22 +155,36 @@ class CliEvents(ProgressEvents):
 
 
 def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url: str) -> None:
-    from autotask.search.backend.objectives import best_trial, is_multi_objective
-    from autotask.search.backend.stored import TAG_ATTR, study_record
+    from autotask.search.backend.objectives import is_multi_objective
+    from autotask.search.backend.stored import CONFIG_ATTR, TAG_ATTR, study_record
+    from autotask.search.confirmed import chosen_trial, load_confirmation
     from autotask.search.pareto import pareto_trials
     from autotask.search.record import TrialRecord
-    from autotask.search.study import best_spec
+    from autotask.search.study_config import stored_reference
 
-    spec = best_spec(study)
-    best = best_trial(study)
-    out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
-    out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
+    best = chosen_trial(study)
     record = TrialRecord.from_trial(best)
-    delta_m_val = _num(record.delta_m_val)
-    out.print(
-        f"  Δm val {delta_m_val:+.2f}%  test {_num(record.delta_m_test):+.2f}%"
-        f"  cost {_num(record.cost):.2f} single-task networks",
-    )
+    spec = record.architecture_spec()
+    confirmation = load_confirmation(study)
+    out.print(f"Study {study.study_name}  ({storage_url})", style="bold")
+    mode = stored_reference(study_record(study, CONFIG_ATTR, {}))
+    out.print(f"Δm: {reference_text(mode)}")
+    if confirmation is not None and confirmation.best.trial == best.number:
+        print_confirmation(confirmation)
+        delta_m_val = confirmation.best.delta_m_val.mean
+    else:
+        out.print(f"Best architecture (trial {best.number}): {spec.describe()}", style="bold")
+        delta_m_val = _num(record.delta_m_val)
+        out.print(
+            f"  Δm val {delta_m_val:+.2f}%  test {_num(record.delta_m_test):+.2f}%"
+            f"  cost {_num(record.cost):.2f} single-task networks  (one seed, not confirmed)",
+        )
+    if record.tuning_gain_val is not None and mode == "paired":
+        out.print(
+            f"  its training settings alone: Δm val {record.tuning_gain_val:+.2f}% "
+            "(its single-task networks against those at the default settings; not part of "
+            "the Δm above)"
+        )
     out.print(
         f"  all-in-one network: Δm val {all_in_one.delta_m_val:+.2f}%  "
         f"test {all_in_one.delta_m_test:+.2f}%"
@@ -190,6 +205,68 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
             f"autotask export {study.study_name} --pareto writes them all"
         )
     out.print(f"Export it with: {export_command(study.study_name, storage_url)}")
+
+
+def reference_text(mode: str) -> str:
+    """What Δm is measured against, in one line."""
+    if mode == "paired":
+        return (
+            "mean relative change against each task's single-task network trained at the "
+            "architecture's own training settings and seed (what sharing, branching and "
+            "balancing bring)"
+        )
+    return (
+        "mean relative change against each task's single-task network at the search "
+        "space's default settings (this study's stored mode: fixed)"
+    )
+
+
+def print_confirmation(confirmation: Confirmation) -> None:
+    """The confirmed best, the ranking over the confirmation seeds, the seed noise, the
+    verdict on the runner-up and the compute confirmation took."""
+    best = confirmation.best
+    seeds = ", ".join(str(s) for s in confirmation.seeds)
+    out.print(
+        f"Confirmed best architecture (trial {best.trial}): {best.architecture}", style="bold"
+    )
+    out.print(
+        f"  Δm val {best.delta_m_val.describe()}  test {best.delta_m_test.describe()}  "
+        f"(mean ± 95 % interval over seeds {seeds})  cost {best.cost:.2f} single-task networks"
+    )
+    out.print(
+        "  per seed: val "
+        + ", ".join(f"{v:+.2f}" for v in best.delta_m_val.values)
+        + f";  the search saw {best.search_delta_m_val:+.2f}% at its own seed"
+    )
+    rows = [
+        (
+            a.trial,
+            a.delta_m_val.describe(),
+            a.delta_m_test.describe(),
+            f"{a.search_delta_m_val:+.2f}%",
+            a.architecture,
+        )
+        for a in confirmation.architectures
+    ]
+    out.print(
+        table(
+            f"Confirmed over seeds {seeds}, best first (Δm: mean ± 95 % interval)",
+            ["trial", "Δm val", "Δm test", "one seed", "arch"],
+            rows,
+        )
+    )
+    for trial, reason in confirmation.failed.items():
+        err.print(f"trial {trial} left the confirmation: {reason}")
+    out.print(
+        f"  seed noise (std of Δm val over seeds): {confirmation.seed_noise:.2f};  "
+        f"{confirmation.verdict()}"
+    )
+    share = confirmation.share_of_search
+    share_text = "" if share is None else f", {100 * share:.0f}% of the search's epochs"
+    out.print(
+        f"  confirmation trained {confirmation.networks_trained} networks "
+        f"({confirmation.epochs_trained} epochs{share_text}, {confirmation.seconds:.0f} s)"
+    )
 
 
 def _num(value: float | None) -> float:
@@ -233,9 +310,11 @@ def status(
     """Show a study's trials by state and its best architecture.
 
     The best architecture's per-task metrics are shown beside the single-task baselines."""
-    from autotask.labels import METRIC_LEGEND, metric_label
+    from autotask.contributions import points, task_readings
+    from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND, metric_label
     from autotask.report.summary import find_best, study_summary
     from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
+    from autotask.search.confirmed import load_confirmation
 
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
@@ -256,6 +335,12 @@ def status(
     out.print(
         f"networks trained: {trained}, reused from the cache: {reused}; "
         f"epochs trained in trials: {summary['epochs_trained']}"
+        + (
+            f"; single-task references trained in trials: {summary['references_trained']} "
+            f"({summary['reference_epochs']} epochs)"
+            if summary["references_trained"]
+            else ""
+        )
     )
     proposers = summary["proposed_by"]
     if set(proposers) != {"sampler"} and proposers:
@@ -274,27 +359,53 @@ def status(
         f"Best trial {record.number} ({record.proposed_by}): {record.architecture}",
         style="bold",
     )
-    rows = []
-    for task in sorted(baselines):
-        base = baselines[task]
-        rows.append(
-            (
-                task,
-                metric_label(base.get("metric"), base.get("higher_is_better")),
-                record.val_metrics.get(task),
-                base["val"],
-                record.test_metrics.get(task),
-                base["test"],
-            )
+    confirmation = load_confirmation(study)
+    confirmed = None
+    if confirmation is not None and confirmation.best.trial == record.number:
+        confirmed = confirmation.best
+    meta = {t: (b.get("metric"), b.get("higher_is_better")) for t, b in baselines.items()}
+    tasks = sorted(baselines)
+    if confirmed is not None:
+        values = {s: confirmed.mean_metrics(s) for s in ("val", "test")}
+        references = {s: confirmed.mean_references(s) for s in ("val", "test")}
+        title = "Per task (confirmed best, means over seeds "
+        title += ", ".join(str(s) for s in confirmation.seeds) + ")"  # type: ignore[union-attr]
+    else:
+        values = {"val": dict(record.val_metrics), "test": dict(record.test_metrics)}
+        references = {s: record.reference_metrics(s, baselines) for s in ("val", "test")}
+        title = "Per task (best, one seed)"
+    readings = {s: task_readings(tasks, values[s], references[s], meta) for s in values}
+    rows = [
+        (
+            val.task,
+            metric_label(val.metric, val.higher_is_better),
+            val.value,
+            val.reference,
+            points(val.contribution),
+            test.value,
+            test.reference,
+            points(test.contribution),
         )
+        for val, test in zip(readings["val"], readings["test"], strict=True)
+    ]
     out.print(
         table(
-            "Per task (best vs single-task)",
-            ["task", "metric", "val", "single-task val", "test", "single-task test"],
+            title,
+            [
+                "task",
+                "metric",
+                "val",
+                "ref val",
+                "Δm pts val",
+                "test",
+                "ref test",
+                "Δm pts test",
+            ],
             rows,
         )
     )
-    out.print(METRIC_LEGEND)
+    out.print(f"ref: single-task network; {reference_text(summary['reference'])}")
+    out.print(METRIC_LEGEND + CONTRIBUTION_LEGEND)
     secondary = record.secondary or {}
     extra = [
         (task, metric, value, secondary.get("test", {}).get(task, {}).get(metric))
@@ -305,9 +416,18 @@ def status(
         out.print(table("Secondary metrics (best)", ["task", "metric", "val", "test"], extra))
     out.print(
         f"Δm val {_num(record.delta_m_val):+.2f}%  test {_num(record.delta_m_test):+.2f}%"
-        f"  cost {_num(record.cost):.2f};  all-in-one Δm val "
+        f" at the study seed (one seed)  cost {_num(record.cost):.2f};  all-in-one Δm val "
         f"{all_in_one.get('delta_m_val', float('nan')):+.2f}%"
     )
+    if record.tuning_gain_val is not None and summary["reference"] == "paired":
+        out.print(
+            f"its training settings alone: Δm val {record.tuning_gain_val:+.2f}% (single-task "
+            "networks at its settings against those at the defaults; not in its Δm)"
+        )
+    if confirmation is not None:
+        print_confirmation(confirmation)
+    elif config.confirm.enabled:
+        out.print("not confirmed over seeds yet (confirmation runs once the budget is spent)")
     tag = summary["tag_grouping"]
     if tag:
         out.print(

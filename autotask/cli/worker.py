@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from autotask.cli.app import app
 from autotask.cli.console import out, progress_bar
-from autotask.cli.search import STORAGE_HELP, CliEvents
+from autotask.cli.search import STORAGE_HELP, CliEvents, print_confirmation
 from autotask.search.backend.launcher import STORAGE_ENV
 
 logger = logging.getLogger("autotask")
@@ -30,6 +31,9 @@ def worker(
     seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    no_confirm: bool = typer.Option(
+        False, "--no-confirm", help="Leave confirming the best over seeds to others."
+    ),
 ) -> None:
     """Join a study and train its trials until the budget is spent.
 
@@ -51,7 +55,7 @@ def worker(
         run = run_study(
             config,
             CliEvents(progress_bar(quiet), shown, best_line=False),
-            plan=WORKER,
+            plan=replace(WORKER, confirm=False) if no_confirm else WORKER,
             storage=url,
             study_name=study_name,
             seed=seed,
@@ -65,3 +69,5 @@ def worker(
         f"{count_budget_trials(study)} of {run.budget} trials "
         f"({run.session.storage_url})"
     )
+    if run.confirmation is not None:
+        print_confirmation(run.confirmation)

@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from autotask.contributions import relative_change
 from autotask.errors import ConfigError
 from autotask.suites.base import DEFAULT_METRIC
 
@@ -210,9 +211,3 @@ def task_metrics(
 def task_metric(kind: str, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
     """The task's primary metric (``autotask.suites.base.DEFAULT_METRIC``); NaN if unlabelled."""
     return task_metrics(kind, output, target, mask)[primary_metric(kind)]
-
-
-def relative_change(value: float, baseline: float, higher_is_better: bool) -> float:
-    """Signed relative change in percent: positive when ``value`` is better."""
-    sign = 1.0 if higher_is_better else -1.0
-    return 100.0 * sign * (value - baseline) / max(abs(baseline), 1e-12)

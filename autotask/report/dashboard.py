@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from autotask.backbones import build_backbone
+from autotask.contributions import task_readings
 from autotask.errors import StorageError
 from autotask.report.affinity_figures import (
     draw_graph,
@@ -18,8 +19,9 @@ from autotask.report.affinity_figures import (
 )
 from autotask.report.publish import best_label, best_note, publish_figure, publish_note
 from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
-from autotask.search.backend.objectives import best_trial, is_multi_objective
-from autotask.search.backend.stored import ALL_IN_ONE_ATTR, TAG_ATTR, study_record
+from autotask.search.backend.objectives import is_multi_objective
+from autotask.search.backend.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
+from autotask.search.confirmed import chosen_trial, load_confirmation
 from autotask.search.pareto import pareto_trials
 from autotask.search.record import TrialRecord
 from autotask.select.matrix import AffinityMatrix
@@ -95,12 +97,24 @@ def publish_summary(session: SearchSession) -> None:
     cost, how to export it; replaced each time) and its short ``best`` user attribute."""
     study = session.study
     try:
-        best = best_trial(study)
+        best = chosen_trial(study)
     except StorageError:
         return
     record = TrialRecord.from_trial(best)
+    confirmation = load_confirmation(study)
+    if confirmation is not None and confirmation.best.trial != best.number:
+        confirmation = None
     if record.delta_m_val is not None and record.cost is not None:
-        study.set_user_attr("best", best_label(best.number, record.delta_m_val, record.cost))
+        delta_m = record.delta_m_val if confirmation is None else confirmation.best.delta_m_val
+        study.set_user_attr("best", best_label(best.number, delta_m, record.cost))
+    baselines = study_record(study, BASELINES_ATTR, {})
+    metrics = {t: (b.get("metric"), b.get("higher_is_better")) for t, b in baselines.items()}
+    if confirmation is not None:
+        values = confirmation.best.mean_metrics("val")
+        references = confirmation.best.mean_references("val")
+    else:
+        values = dict(record.val_metrics)
+        references = record.reference_metrics("val", baselines)
     note = best_note(
         study.study_name,
         best,
@@ -108,14 +122,19 @@ def publish_summary(session: SearchSession) -> None:
         tasks=len(session.context.tasks),
         all_in_one=study_record(study, ALL_IN_ONE_ATTR),
         pareto_size=len(pareto_trials(study)) if is_multi_objective(study) else None,
+        confirmation=confirmation,
+        readings=task_readings(sorted(baselines), values, references, metrics),
+        reference=session.config.reference,
     )
     publish_note(study, note)
 
 
 def publish_results(session: SearchSession) -> None:
     """After a search: the best architecture, quality vs cost, and the study's note."""
-    from autotask.search.study import best_spec
-
-    publish_best_architecture(session, best_spec(session.study))
+    try:
+        spec = TrialRecord.from_trial(chosen_trial(session.study)).architecture_spec()
+    except StorageError:
+        return
+    publish_best_architecture(session, spec)
     publish_quality_vs_cost(session)
     publish_summary(session)

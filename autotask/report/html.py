@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
 from autotask.errors import AutotaskError
-from autotask.labels import METRIC_LEGEND
+from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND
 from autotask.models import resolve_backbone
 from autotask.report.affinity_figures import (
     GraphData,
@@ -50,8 +50,9 @@ from autotask.report.study_figures import (
     pareto_data,
     task_table_data,
 )
-from autotask.report.summary import BEST_KEYS, find_best, study_summary
+from autotask.report.summary import find_best, study_summary
 from autotask.search.backend.stored import TAG_ATTR
+from autotask.search.confirmed import load_confirmation
 from autotask.search.study import (
     ALL_IN_ONE_ATTR,
     BASELINES_ATTR,
@@ -110,6 +111,9 @@ class ReportData:
     importance: ImportanceData
     balancers: BalancerData
     notes: tuple[str, ...] = field(default=())
+    #: What Δm is measured against (``paired``/``fixed``), and the confirmation digest.
+    reference: str = "fixed"
+    confirmation: dict[str, Any] | None = None
 
     def figures(self) -> Iterator[tuple[str, go.Figure | None]]:
         """``(section, figure)`` pairs in page order; None where a section has no figure."""
@@ -180,6 +184,10 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
     baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
     all_in_one: dict[str, Any] | None = study_record(study, ALL_IN_ONE_ATTR)
     best = find_best(study)
+    confirmation = load_confirmation(study)
+    confirmed = None
+    if confirmation is not None and best is not None and confirmation.best.trial == best.number:
+        confirmed = confirmation.best
     notes: list[str] = []
     tree = None
     if best is not None:
@@ -208,7 +216,9 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
         suite=config.suite.name,
         storage=db.safe_url,
         trials=dict(sorted(summary["trials"].items())),
-        best={k: summary["best"][k] for k in ("trial", *BEST_KEYS)} if best else None,
+        best=summary.get("best"),
+        reference=summary["reference"],
+        confirmation=summary.get("confirmation"),
         history=history_data(points),
         pareto=pareto_data(
             points, len(suite.task_names), all_in_one, study_record(study, TAG_ATTR)
@@ -219,6 +229,8 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
             baselines,
             all_in_one,
             {t.name: (t.metric, t.higher_is_better) for t in suite.tasks},
+            confirmed,
+            confirmation.seeds if confirmation is not None else (),
         ),
         affinity=tuple(affinity),
         tree=tree,
@@ -287,11 +299,60 @@ def summary_rows(data: ReportData) -> list[tuple[str, str]]:
     rows += [
         ("best trial", str(best["trial"])),
         ("best architecture", str(best["architecture"])),
-        ("Δm val (vs single-task)", _percent(best.get("delta_m_val"))),
-        ("Δm test (vs single-task)", _percent(best.get("delta_m_test"))),
-        ("inference cost", _cost(best.get("cost"))),
+        ("Δm measured against", REFERENCE_TEXT.get(data.reference, data.reference)),
     ]
+    confirmed = best.get("confirmed")
+    if confirmed:
+        seeds = ", ".join(str(s) for s in confirmed["seeds"])
+        for split in ("val", "test"):
+            stats = confirmed[f"delta_m_{split}"]
+            rows.append(
+                (
+                    f"Δm {split}, confirmed (mean ± 95 % interval over seeds {seeds})",
+                    f"{_percent(stats['mean'])} ± {stats['ci95']:.2f}  (per seed: "
+                    + ", ".join(f"{v:+.2f}" for v in stats["values"])
+                    + ")",
+                )
+            )
+    rows += [
+        ("Δm val, one seed (the study's)", _percent(best.get("delta_m_val"))),
+        ("Δm test, one seed (the study's)", _percent(best.get("delta_m_test"))),
+    ]
+    if best.get("tuning_gain_val") is not None and data.reference == "paired":
+        rows.append(
+            (
+                "its training settings alone (Δm val of its references vs the defaults)",
+                _percent(best["tuning_gain_val"]),
+            )
+        )
+    rows.append(("inference cost", _cost(best.get("cost"))))
+    confirmation = data.confirmation
+    if confirmation:
+        rows += [
+            ("seed noise (std of Δm val over seeds)", f"{confirmation['seed_noise']:.2f}"),
+            ("best vs runner-up", str(confirmation["verdict"])),
+            (
+                "confirmation compute",
+                f"{confirmation['networks_trained']} networks, "
+                f"{confirmation['epochs_trained']} epochs"
+                + (
+                    f" ({100 * confirmation['share_of_search']:.0f}% of the search's)"
+                    if confirmation.get("share_of_search") is not None
+                    else ""
+                ),
+            ),
+        ]
+    elif data.best is not None:
+        rows.append(("confirmation over seeds", "not run (one seed: the study's)"))
     return rows
+
+
+#: What Δm is measured against, per reference mode.
+REFERENCE_TEXT = {
+    "paired": "each task's single-task network at the architecture's own training settings "
+    "and seed",
+    "fixed": "each task's single-task network at the search space's default settings",
+}
 
 
 def _summary(data: ReportData) -> str:
@@ -310,13 +371,20 @@ def _task_table(table: TaskTable) -> str:
             row.best_test,
             row.single_val,
             row.single_test,
+            row.contribution_val,
+            row.contribution_test,
             row.all_in_one_val,
             row.all_in_one_test,
         )
         cells = "".join(f"<td>{_e(_fmt(v))}</td>" for v in values)
         rows.append(f"<tr><td>{_e(row.task)}</td><td>{_e(row.metric)}</td>{cells}</tr>")
-    caption = f"<caption>best trial {table.best_trial}</caption>"
-    legend = f'<p class="note">{_e(METRIC_LEGEND)}</p>'
+    over = (
+        f", means over seeds {', '.join(str(s) for s in table.seeds)}"
+        if table.seeds
+        else ", the study seed"
+    )
+    caption = f"<caption>best trial {table.best_trial}{over}</caption>"
+    legend = f'<p class="note">{_e(METRIC_LEGEND + CONTRIBUTION_LEGEND)}</p>'
     return (
         f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + legend

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,14 @@ from optuna.artifacts import upload_artifact
 from optuna_dashboard import save_note, save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
+from autotask.contributions import TaskReading
 from autotask.errors import ConfigError
 from autotask.search.backend.optuna_private import (
     ARTIFACTS_ATTR_PREFIX,
     ArtifactStore,
     study_system_attrs,
 )
+from autotask.search.confirmed import Confirmation, SeedStats
 from autotask.search.record import TrialRecord
 
 __all__ = [
@@ -88,9 +90,12 @@ def publish_figure(
                 artifact_store.write(existing, body)
 
 
-def best_label(trial: int, delta_m_val: float, cost: float) -> str:
-    """A one-line digest of the best trial (the study's ``best`` user attribute)."""
-    return f"trial {trial}: Δm val {delta_m_val:+.2f}%, cost {cost:.2f}"
+def best_label(trial: int, delta_m_val: float | SeedStats, cost: float) -> str:
+    """A one-line digest of the best trial (the study's ``best`` user attribute): its
+    single-seed Δm, or its confirmed mean ± 95 % interval."""
+    if isinstance(delta_m_val, SeedStats):
+        return f"trial {trial}: Δm val {delta_m_val.describe()} (confirmed), cost {cost:.2f}"
+    return f"trial {trial}: Δm val {delta_m_val:+.2f}% (one seed), cost {cost:.2f}"
 
 
 def best_note(
@@ -101,17 +106,42 @@ def best_note(
     tasks: int,
     all_in_one: Mapping[str, Any] | None = None,
     pareto_size: int | None = None,
+    confirmation: Confirmation | None = None,
+    readings: Sequence[TaskReading] = (),
+    reference: str = "fixed",
 ) -> str:
     """The study's note in optuna-dashboard: a short markdown summary of the best trial
-    (architecture in the spec's notation, Δm in %, cost) and how to export it."""
+    (architecture in the spec's notation, Δm in % with what it is measured against, its
+    confirmation over seeds, cost, the per-task table) and how to export it."""
     record = TrialRecord.from_trial(best)
+    against = (
+        "each task's single-task network at the architecture's own training settings"
+        if reference == "paired"
+        else "each task's single-task network at the default settings"
+    )
     lines = [
-        f"**Best architecture** (trial {best.number}):",
+        f"**Best architecture** (trial {best.number}"
+        + (", confirmed over seeds" if confirmation is not None else "")
+        + "):",
         "",
         f"`{record.architecture or '?'}`",
         "",
-        f"- Δm: {_pct(record.delta_m_val)} val, {_pct(record.delta_m_test)} test "
-        "(mean relative change against the single-task networks, higher is better)",
+    ]
+    if confirmation is not None:
+        stats = confirmation.best.delta_m_val
+        lines += [
+            f"- Δm val {stats.describe()} (mean ± 95 % interval over seeds "
+            + ", ".join(str(s) for s in confirmation.seeds)
+            + "; per seed "
+            + ", ".join(f"{v:+.2f}" for v in stats.values)
+            + f"), test {confirmation.best.delta_m_test.describe()}",
+            f"- seed noise (std of Δm val over seeds): {confirmation.seed_noise:.2f}; "
+            + confirmation.verdict(),
+        ]
+    lines += [
+        f"- Δm at the study seed (one seed): {_pct(record.delta_m_val)} val, "
+        f"{_pct(record.delta_m_test)} test (mean relative change against {against}; "
+        "higher is better)",
         f"- cost: {_num(record.cost)} single-task networks (all {tasks} single-task "
         f"networks: {tasks})",
     ]
@@ -122,6 +152,21 @@ def best_note(
         )
     if pareto_size is not None:
         lines.append(f"- Pareto front (Δm vs cost): {pareto_size} architectures")
+    if readings:
+        over = "mean over the confirmation seeds" if confirmation is not None else "study seed"
+        lines += [
+            "",
+            f"Per task (validation, {over}; Δm pts: the task's contribution to Δm):",
+            "",
+            "| task | metric | direction | value | single-task | Δm pts |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.task} | {r.metric or '?'} | "
+            + ("?" if r.higher_is_better is None else "↑" if r.higher_is_better else "↓")
+            + f" | {_sig(r.value)} | {_sig(r.reference)} | {_num(r.contribution)} |"
+            for r in readings
+        ]
     lines += [
         "",
         f"Export it: `autotask export {study_name} --storage {storage} -o best.yaml`",
@@ -162,6 +207,10 @@ def _system_attrs(study: optuna.Study) -> dict[str, Any]:
 
 def _pct(value: Any) -> str:
     return f"{value:+.2f}%" if isinstance(value, int | float) else "n/a"
+
+
+def _sig(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
 
 
 def _num(value: Any) -> str:

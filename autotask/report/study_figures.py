@@ -23,7 +23,9 @@ from typing import Any
 import optuna
 import plotly.graph_objects as go
 
+from autotask.contributions import points, task_readings
 from autotask.labels import metric_label
+from autotask.search.confirmed import ConfirmedArchitecture
 from autotask.search.pareto import pareto_front
 from autotask.search.record import TrialRecord
 
@@ -212,8 +214,9 @@ def draw_pareto(data: ParetoData) -> go.Figure:
 
 @dataclass(frozen=True)
 class TaskRow:
-    """One task's metric (``metric_label``: name and direction): best trial, single-task
-    network and all-in-one network."""
+    """One task's metric (``metric_label``: name and direction): best trial, the single-task
+    reference its Δm is measured against, the task's contribution to that Δm (percentage
+    points), and the all-in-one network."""
 
     task: str
     metric: str
@@ -223,12 +226,16 @@ class TaskRow:
     single_test: float | None
     all_in_one_val: float | None
     all_in_one_test: float | None
+    contribution_val: float | None = None
+    contribution_test: float | None = None
 
 
 @dataclass(frozen=True)
 class TaskTable:
     best_trial: int | None
     rows: tuple[TaskRow, ...]
+    #: The seeds the best's values are means over (empty: the study seed alone).
+    seeds: tuple[int, ...] = ()
 
     columns = (
         "task",
@@ -237,6 +244,8 @@ class TaskTable:
         "best test",
         "single-task val",
         "single-task test",
+        "Δm pts val",
+        "Δm pts test",
         "all-in-one val",
         "all-in-one test",
     )
@@ -248,36 +257,55 @@ def task_table_data(
     baselines: Mapping[str, Mapping[str, Any]],
     all_in_one: Mapping[str, Any] | None = None,
     metrics: Mapping[str, tuple[str, bool]] | None = None,
+    confirmed: ConfirmedArchitecture | None = None,
+    seeds: Sequence[int] = (),
 ) -> TaskTable:
     """One row per task; missing values are None. Each task's metric and direction come
     from the stored baselines, else from ``metrics`` (task -> (metric, higher is better),
-    e.g. the suite's), else are unknown."""
-    val = best.val_metrics if best is not None else {}
-    test = best.test_metrics if best is not None else {}
+    e.g. the suite's), else are unknown. The single-task values are the best trial's own
+    references (the study's baselines for trials that stored none); with ``confirmed`` (the
+    best, confirmed over ``seeds``) every value is its mean over those seeds."""
+    if confirmed is not None:
+        val, test = confirmed.mean_metrics("val"), confirmed.mean_metrics("test")
+        ref_val, ref_test = confirmed.mean_references("val"), confirmed.mean_references("test")
+    elif best is not None:
+        val, test = dict(best.val_metrics), dict(best.test_metrics)
+        ref_val = best.reference_metrics("val", baselines)
+        ref_test = best.reference_metrics("test", baselines)
+    else:
+        val = test = ref_val = ref_test = {}
     joint = all_in_one or {}
     known = metrics or {}
-    rows = []
+    directions: dict[str, tuple[str | None, bool | None]] = {}
+    labels = {}
     for task in tasks:
         stored = baselines.get(task, {})
         if stored.get("metric"):
-            label = metric_label(stored["metric"], stored.get("higher_is_better"))
+            directions[task] = (stored["metric"], stored.get("higher_is_better"))
         elif task in known:
-            label = metric_label(*known[task])
+            directions[task] = known[task]
         else:
-            label = metric_label(None, None)
-        rows.append(
-            TaskRow(
-                task,
-                label,
-                _number(val.get(task)),
-                _number(test.get(task)),
-                _number(stored.get("val")),
-                _number(stored.get("test")),
-                _number((joint.get("val_metrics") or {}).get(task)),
-                _number((joint.get("test_metrics") or {}).get(task)),
-            )
+            directions[task] = (None, None)
+        labels[task] = metric_label(*directions[task])
+    shares_val = task_readings(tasks, val, ref_val, directions)
+    shares_test = task_readings(tasks, test, ref_test, directions)
+    rows = [
+        TaskRow(
+            task,
+            labels[task],
+            _number(val.get(task)),
+            _number(test.get(task)),
+            _number(ref_val.get(task)),
+            _number(ref_test.get(task)),
+            _number((joint.get("val_metrics") or {}).get(task)),
+            _number((joint.get("test_metrics") or {}).get(task)),
+            points(share_val.contribution),
+            points(share_test.contribution),
         )
-    return TaskTable(best.number if best is not None else None, tuple(rows))
+        for task, share_val, share_test in zip(tasks, shares_val, shares_test, strict=True)
+    ]
+    number = confirmed.trial if confirmed is not None else best.number if best else None
+    return TaskTable(number, tuple(rows), tuple(seeds) if confirmed is not None else ())
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,18 @@ from typing import Any
 import optuna
 
 from autotask.errors import StorageError
-from autotask.search.backend.objectives import best_trial, is_multi_objective
-from autotask.search.backend.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
+from autotask.search.backend.objectives import is_multi_objective
+from autotask.search.backend.stored import (
+    ALL_IN_ONE_ATTR,
+    BASELINES_ATTR,
+    CONFIG_ATTR,
+    TAG_ATTR,
+    study_record,
+)
+from autotask.search.confirmed import chosen_trial, load_confirmation
 from autotask.search.pareto import pareto_trials
 from autotask.search.record import TrialRecord
-from autotask.search.study_config import StudyConfig
+from autotask.search.study_config import StudyConfig, stored_reference
 
 __all__ = ["BEST_KEYS", "best_digest", "find_best", "retried", "study_summary"]
 
@@ -26,10 +33,11 @@ BEST_KEYS = ("architecture", "delta_m_val", "delta_m_test", "cost")
 
 
 def find_best(study: optuna.Study) -> TrialRecord | None:
-    """The record of the best trial (:func:`~autotask.search.backend.objectives.best_trial`),
-    None before one completed."""
+    """The record of the best trial: the confirmed best where the study was confirmed, else
+    the best single-seed trial (:func:`~autotask.search.confirmed.chosen_trial`); None
+    before one completed."""
     try:
-        return TrialRecord.from_trial(best_trial(study))
+        return TrialRecord.from_trial(chosen_trial(study))
     except StorageError:
         return None
 
@@ -47,11 +55,14 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         "study": study.study_name,
         "suite": config.suite.name,
         "objectives": list(config.objectives),
+        "reference": stored_reference(study_record(study, CONFIG_ATTR, {})),
         "cost_budget": config.cost_budget,
         "trials": dict(Counter(r.state for r in records)),
         "networks_trained": sum(r.networks_trained or 0 for r in records),
         "networks_reused": sum(r.networks_reused or 0 for r in records),
         "epochs_trained": sum(r.epochs_trained or 0 for r in records),
+        "references_trained": sum(r.references_trained or 0 for r in records),
+        "reference_epochs": sum(r.reference_epochs or 0 for r in records),
         "all_in_one": study_record(study, ALL_IN_ONE_ATTR, {}),
         "task_metrics": {
             task: {"metric": base.get("metric"), "higher_is_better": base.get("higher_is_better")}
@@ -65,7 +76,21 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     best = find_best(study)
     if best is None:
         return summary
-    summary["best"] = {**best_digest(best), "proposed_by": best.proposed_by}
+    summary["best"] = {
+        **best_digest(best),
+        "proposed_by": best.proposed_by,
+        "tuning_gain_val": best.tuning_gain_val,
+        "tuning_gain_test": best.tuning_gain_test,
+    }
+    confirmation = load_confirmation(study)
+    if confirmation is not None:
+        summary["confirmation"] = confirmation.summary()
+        if confirmation.best.trial == best.number:
+            summary["best"]["confirmed"] = {
+                "seeds": list(confirmation.seeds),
+                "delta_m_val": confirmation.best.delta_m_val.to_record(),
+                "delta_m_test": confirmation.best.delta_m_test.to_record(),
+            }
     if best.secondary is not None:
         summary["best"]["secondary"] = best.secondary
     if is_multi_objective(study):

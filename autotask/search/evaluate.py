@@ -10,15 +10,17 @@ from typing import Any
 
 import torch
 
+from autotask.contributions import task_readings
 from autotask.engine.cache import MemoryCache
 from autotask.engine.device import pick_device
 from autotask.engine.runner import RunnerEvents
 from autotask.engine.runtime import Runtime, RuntimeSpec, parse_runtime
 from autotask.errors import ConfigError
 from autotask.models import build_model
+from autotask.search.confirmed import SeedStats
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.study import build_suite
-from autotask.search.study_config import SuiteConfig
+from autotask.search.study_config import REFERENCE_MODES, ReferenceMode, SuiteConfig
 from autotask.spec import ArchitectureSpec, BackboneSpec, OptimizerSpec, load_spec
 from autotask.suites.base import TaskSuite
 from autotask.validation import read_yaml_mapping
@@ -34,6 +36,7 @@ class Evaluation:
     scores: dict[int, ArchitectureScore]
     #: task -> (metric name, higher is better)
     metrics: dict[str, tuple[str, bool]]
+    reference: ReferenceMode = "fixed"
 
     def mean_std(self, values: Sequence[float]) -> tuple[float, float]:
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -46,6 +49,24 @@ class Evaluation:
         def stats(values: Sequence[float]) -> dict[str, float]:
             mean, std = self.mean_std(values)
             return {"mean": mean, "std": std}
+
+        def interval(values: Sequence[float]) -> dict[str, Any]:
+            return {**stats(values), "ci95": SeedStats.of(values).half_width}
+
+        def readings(split: str) -> dict[str, dict[str, object]]:
+            """Per task: metric, direction, mean value and reference over the seeds, and
+            the task's contribution to the mean Δm."""
+            values = {
+                t: statistics.fmean(getattr(s, f"{split}_metrics")[t] for s in scores)
+                for t in tasks
+            }
+            references = {
+                t: statistics.fmean(getattr(s, f"reference_{split}")[t] for s in scores)
+                for t in tasks
+                if all(t in getattr(s, f"reference_{split}") for s in scores)
+            }
+            rows = task_readings(list(tasks), values, references, self.metrics)
+            return {row.task: row.as_dict() for row in rows}
 
         def secondary(split: str) -> dict[str, dict[str, dict[str, float]]]:
             """Mean/std of each task's secondary metrics (tasks that report any)."""
@@ -64,8 +85,10 @@ class Evaluation:
                 t: {"metric": self.metrics[t][0], "higher_is_better": self.metrics[t][1]}
                 for t in tasks
             },
-            "delta_m_val": stats([s.delta_m_val for s in scores]),
-            "delta_m_test": stats([s.delta_m_test for s in scores]),
+            "reference": self.reference,
+            "delta_m_val": interval([s.delta_m_val for s in scores]),
+            "delta_m_test": interval([s.delta_m_test for s in scores]),
+            "per_task": {"val": readings("val"), "test": readings("test")},
             "cost": scores[0].cost,
             "val": {t: stats([s.val_metrics[t] for s in scores]) for t in tasks},
             "test": {t: stats([s.test_metrics[t] for s in scores]) for t in tasks},
@@ -84,6 +107,15 @@ def _baseline_settings(
     optimizer = OptimizerSpec.model_validate(recorded.get("optimizer", spec.optimizer.model_dump()))
     backbone = recorded.get("backbone")
     return optimizer, BackboneSpec.model_validate(backbone) if backbone else spec.backbone
+
+
+def reference_mode(path: Path) -> ReferenceMode:
+    """What the file's Δm was measured against (``reference:`` written by ``autotask
+    export``): ``paired`` or ``fixed``; files exported before it was recorded, ``fixed``."""
+    mode = read_yaml_mapping(path).get("reference", "fixed")
+    if mode not in REFERENCE_MODES:
+        raise ConfigError(f"{path}: reference must be one of {', '.join(REFERENCE_MODES)}")
+    return mode  # type: ignore[no-any-return]
 
 
 def runtime_settings(path: Path, overrides: dict[str, Any] | None = None) -> RuntimeSpec:
@@ -105,6 +137,8 @@ class EvaluationPlan:
     settings: RuntimeSpec
     baseline_optimizer: OptimizerSpec
     baseline_backbone: BackboneSpec
+    #: What Δm is measured against (see :data:`~autotask.search.study_config.ReferenceMode`).
+    reference: ReferenceMode = "fixed"
 
 
 def plan_evaluation(path: str | Path, runtime: dict[str, Any] | None = None) -> EvaluationPlan:
@@ -122,7 +156,9 @@ def plan_evaluation(path: str | Path, runtime: dict[str, Any] | None = None) -> 
     backbone = baseline_backbone or BackboneSpec.model_validate(suite.default_backbone)
     with torch.random.fork_rng(devices=[]):
         build_model(spec, suite=suite)  # an invalid tree fails here, not after the baselines
-    return EvaluationPlan(path, spec, suite, settings, baseline_optimizer, backbone)
+    return EvaluationPlan(
+        path, spec, suite, settings, baseline_optimizer, backbone, reference_mode(path)
+    )
 
 
 def evaluate_architecture(
@@ -135,7 +171,8 @@ def evaluate_architecture(
     on_seed: Callable[[int, int], None] | None = None,
     on_trained: Callable[[str], None] | None = None,
 ) -> Evaluation:
-    """Train the architecture in ``path`` (and its single-task baselines) once per seed.
+    """Train the architecture in ``path`` (and its single-task references, see
+    :func:`reference_mode`) once per seed.
 
     ``path`` may be a plan from :func:`plan_evaluation` (then ``runtime`` is ignored).
     Runtime settings come from the file's ``runtime:`` mapping, updated by ``runtime``;
@@ -163,6 +200,7 @@ def evaluate_architecture(
             baseline_backbone=backbone,
             runtime=settings,
             events=events,
+            reference=plan.reference,
         )
         resolved = context.runner.runtime
         if seed == seeds[0]:
@@ -173,8 +211,8 @@ def evaluate_architecture(
             if on_runtime is not None:
                 on_runtime(resolved)
         if on_seed is not None:
-            jobs = [*context.baseline_jobs().values(), *context.network_jobs(spec)]
+            jobs = [*context.reference_jobs_for(spec), *context.network_jobs(spec)]
             on_seed(seed, context.runner.pending(jobs))
         scores[seed] = context.score(spec)
     metrics = {t: (suite.task(t).metric, suite.task(t).higher_is_better) for t in spec.tasks}
-    return Evaluation(spec, scores, metrics)
+    return Evaluation(spec, scores, metrics, plan.reference)

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from autotask.search.study import SearchSession
     from autotask.select.matrix import AffinityMatrix
 
-__all__ = ["BASELINES", "TAG_GROUPING", "StudyEvents"]
+__all__ = ["BASELINES", "CONFIRMATION", "TAG_GROUPING", "StudyEvents"]
 
 #: Stages that train networks outside trials (:meth:`StudyEvents.stage_started`).
 BASELINES = "baselines"
 TAG_GROUPING = "TAG grouping"
+CONFIRMATION = "confirmation"
 
 
 class StudyEvents:
@@ -27,7 +28,8 @@ class StudyEvents:
         """The study is open (created or resumed); nothing trained yet."""
 
     def stage_started(self, stage: str, networks: int) -> None:
-        """``stage`` (:data:`BASELINES`, :data:`TAG_GROUPING`) starts training ``networks``
+        """``stage`` (:data:`BASELINES`, :data:`TAG_GROUPING`, :data:`CONFIRMATION`) starts
+        training ``networks``
         networks (not called when all of them are cached)."""
 
     def stage_finished(self, stage: str) -> None:

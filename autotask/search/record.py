@@ -99,6 +99,18 @@ class TrialRecord:
     test_metrics: Mapping[str, float] = field(default_factory=dict)
     #: ``{"val"|"test": {task: {metric: value}}}``: the tasks' secondary metrics.
     secondary: Mapping[str, Any] | None = None
+    #: ``{"val"|"test": {task: value}}``: the single-task reference metrics its Δm was
+    #: measured against (None for trials stored before references were recorded: those
+    #: were measured against the study's baselines).
+    reference: Mapping[str, Any] | None = None
+    #: Δm of those references against the single-task networks at the default settings:
+    #: what the training settings alone bring, apart from sharing.
+    tuning_gain_val: float | None = None
+    tuning_gain_test: float | None = None
+    #: Single-task references trained for it (the first trial at their settings), and
+    #: their epochs.
+    references_trained: int | None = None
+    reference_epochs: int | None = None
     #: Why it failed.
     fail_reason: str | None = None
     #: The failed trial this one re-runs: ``retry_of`` set by autotask's retry, and
@@ -121,6 +133,18 @@ class TrialRecord:
             and math.isfinite(self.delta_m_val)
             and math.isfinite(self.cost)
         )
+
+    def reference_metrics(
+        self, split: str, baselines: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, float]:
+        """The reference metric of each task on ``split`` (``val``/``test``): the trial's
+        own where stored, else the study's baselines (``{task: {split: value}}``)."""
+        own = (self.reference or {}).get(split)
+        if isinstance(own, Mapping) and own:
+            return {t: float(v) for t, v in own.items() if _float(v) is not None}
+        return {
+            t: float(b[split]) for t, b in baselines.items() if _float(b.get(split)) is not None
+        }
 
     def architecture_spec(self) -> ArchitectureSpec:
         """The stored spec (raises :class:`~autotask.errors.ConfigError` when missing)."""
@@ -167,7 +191,7 @@ class TrialRecord:
             return attrs.get(_ATTR_NAMES.get(name, name))
 
         keys, epochs = get("network_keys"), get("delta_m_epochs")
-        spec, secondary = get("spec"), get("secondary")
+        spec, secondary, reference = get("spec"), get("secondary"), get("reference")
         return cls(
             number=number,
             state=state,
@@ -195,6 +219,11 @@ class TrialRecord:
             val_metrics=_prefixed(attrs, "val."),
             test_metrics=_prefixed(attrs, "test."),
             secondary=secondary if isinstance(secondary, Mapping) else None,
+            reference=reference if isinstance(reference, Mapping) else None,
+            tuning_gain_val=_float(get("tuning_gain_val")),
+            tuning_gain_test=_float(get("tuning_gain_test")),
+            references_trained=_int(get("references_trained")),
+            reference_epochs=_int(get("reference_epochs")),
             fail_reason=_str(get("fail_reason")),
             retry_of=_int(get("retry_of")),
             failed_trial=failed_trial,

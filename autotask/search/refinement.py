@@ -93,7 +93,8 @@ def measured_groups(
     higher: Mapping[str, bool],
 ) -> tuple[dict[Group, dict[str, float]], set[frozenset[Group]]]:
     """Each trained group's best per-task contributions (from the completed trial where
-    the group's contributions summed highest), and the partitions trials have tried:
+    the group's contributions summed highest; each against the trial's own references,
+    ``baselines`` for trials that stored none), and the partitions trials have tried:
     completed, running, pruned (for cost or by the pruner) or failed."""
     groups: dict[Group, dict[str, float]] = {}
     tried: set[frozenset[Group]] = set()
@@ -108,13 +109,14 @@ def measured_groups(
         tried.add(frozenset(members))
         if trial.state != optuna.trial.TrialState.COMPLETE:
             continue
+        references = record.reference_metrics("val", baselines)
         for group in members:
             values = {}
             for task in group:
                 metric = record.val_metrics.get(task)
-                if metric is None or task not in baselines:
+                if metric is None or task not in references:
                     break
-                values[task] = relative_change(metric, baselines[task]["val"], higher[task])
+                values[task] = relative_change(metric, references[task], higher[task])
             else:
                 old = groups.get(group)
                 if old is None or math.fsum(values.values()) > math.fsum(old.values()):

@@ -4,7 +4,8 @@
 The order: open the study; train the single-task baselines and the all-in-one network;
 estimate the affinity and enqueue its best partitions (a worker only refines from the
 stored matrix); train the TAG-selected grouping; run trials (here, or in a pool of worker
-processes); publish the results. Progress goes to a
+processes); once the budget is spent, confirm the best architectures over more seeds
+(:mod:`autotask.search.confirmation`); publish the results. Progress goes to a
 :class:`~autotask.search.events.StudyEvents`.
 """
 
@@ -20,7 +21,9 @@ from autotask.interrupts import interrupt_signal
 from autotask.search.backend.launcher import WorkerPool
 from autotask.search.backend.storage import resolve_storage_url
 from autotask.search.backend.workers import count_budget_trials
-from autotask.search.events import BASELINES, TAG_GROUPING, StudyEvents
+from autotask.search.confirmation import confirm_top
+from autotask.search.confirmed import Confirmation
+from autotask.search.events import BASELINES, CONFIRMATION, TAG_GROUPING, StudyEvents
 from autotask.search.refinement import AffinityRefinement
 from autotask.search.scoring import ArchitectureScore
 from autotask.search.seeding import (
@@ -49,6 +52,9 @@ class StudyPlan:
     tag_baseline: bool = True
     #: Call the figures hooks (:meth:`StudyEvents.publish_affinity`, ``publish_results``).
     publish: bool = True
+    #: Confirm the best architectures over seeds once the budget is spent (when the study
+    #: configures it); the workers of a pool leave it to the process that started them.
+    confirm: bool = True
 
 
 #: ``autotask search``: everything.
@@ -75,6 +81,8 @@ class StudyRun:
     #: The study's trial budget, and the trials this process started (0 with a pool).
     budget: int
     started: int
+    #: The confirmation this run stored (None: off, budget not spent, nothing scored).
+    confirmation: Confirmation | None = None
 
 
 def run_study(
@@ -123,9 +131,44 @@ def run_study(
             session.storage_check()  # the workers' trials were kept
         else:
             started = session.run(budget, timeout=limit, callbacks=[progressed])
+        confirmation = None
+        if plan.confirm:
+            confirmation = _confirm(session, budget, events)
         if plan.publish:
             events.publish_results(session)
-        return StudyRun(session, all_in_one, budget, started)
+        return StudyRun(session, all_in_one, budget, started, confirmation)
+
+
+def _confirm(session: SearchSession, budget: int, events: StudyEvents) -> Confirmation | None:
+    """Confirm the study's best architectures when it configures confirmation and its
+    budget is spent (a timeout that stopped it early leaves that to the run that ends it)."""
+    settings = session.config.confirm
+    if not settings.enabled:
+        return None
+    if count_budget_trials(session.study) < min(budget, session.trial_budget or budget):
+        logger.info("confirmation waits until the study's trial budget is spent")
+        return None
+    started: list[int] = []
+
+    def on_start(pending: int) -> None:
+        if pending:
+            events.stage_started(CONFIRMATION, pending)
+            started.append(pending)
+
+    try:
+        confirmation = confirm_top(
+            session.study,
+            session.context,
+            top=settings.top,
+            seeds=settings.seeds,
+            on_start=on_start,
+        )
+    except AutotaskError as exc:  # e.g. a network diverged at a new seed
+        logger.warning("confirmation not completed: %s", exc)
+        return None
+    if started:
+        events.stage_finished(CONFIRMATION)
+    return confirmation
 
 
 def _train_baselines(session: SearchSession, events: StudyEvents) -> ArchitectureScore:

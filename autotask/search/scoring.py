@@ -24,6 +24,7 @@ from autotask.errors import TrialDiverged
 from autotask.models import build_network
 from autotask.models.cost import network_macs
 from autotask.models.tree import TreeNetwork
+from autotask.search.study_config import ReferenceMode
 from autotask.spec import (
     ArchitectureSpec,
     BackboneSpec,
@@ -36,6 +37,7 @@ from autotask.suites.base import TaskSuite
 __all__ = [
     "ArchitectureScore",
     "EpochScoreCallback",
+    "ReferenceMode",
     "TrainingContext",
     "delta_m",
     "relative_change",
@@ -76,6 +78,18 @@ class ArchitectureScore:
     epochs_trained: int = 0
     val_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
     test_secondary: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Each task's single-task reference metric the Δm was measured against.
+    reference_val: dict[str, float] = field(default_factory=dict)
+    reference_test: dict[str, float] = field(default_factory=dict)
+    #: Δm of the references themselves against the single-task networks at the default
+    #: settings: what the training settings alone bring (0 with fixed references; None
+    #: when not measured).
+    tuning_gain_val: float | None = None
+    tuning_gain_test: float | None = None
+    #: Single-task references trained for this score (first use of their settings), and
+    #: their epochs.
+    references_trained: int = 0
+    reference_epochs: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -86,19 +100,27 @@ class ArchitectureScore:
             "test_metrics": self.test_metrics,
             "val_secondary": self.val_secondary,
             "test_secondary": self.test_secondary,
+            "reference_val": self.reference_val,
+            "reference_test": self.reference_test,
+            "tuning_gain_val": self.tuning_gain_val,
+            "tuning_gain_test": self.tuning_gain_test,
         }
 
 
 @dataclass
 class TrainingContext:
     """Scoring architectures on a :class:`~autotask.engine.runner.Runner`: the seed, the
-    settings of the single-task baselines (kept once trained, per seed), cost and Δm."""
+    default settings (those of the single-task baselines), the single-task references Δm is
+    measured against (see :data:`ReferenceMode`; kept once trained), cost and Δm."""
 
     runner: Runner
     seed: int
     baseline_optimizer: OptimizerSpec
     baseline_backbone: BackboneSpec
-    _baselines: dict[int, dict[str, NetworkResult]] = field(default_factory=dict, init=False)
+    reference: ReferenceMode = "fixed"
+    _references: dict[tuple[str, ...], dict[str, NetworkResult]] = field(
+        default_factory=dict, init=False
+    )
 
     @classmethod
     def create(
@@ -113,13 +135,20 @@ class TrainingContext:
         study_name: str | None = None,
         runtime: RuntimeSpec | None = None,
         events: RunnerEvents | None = None,
+        reference: ReferenceMode = "fixed",
     ) -> TrainingContext:
         """A context on a runner with ``suite``'s splits placed for ``device`` under
         ``runtime`` (see :meth:`Runner.place <autotask.engine.runner.Runner.place>`)."""
         runner = Runner.place(
             suite, cache, device=device, runtime=runtime, study_name=study_name, events=events
         )
-        return cls(runner, seed, baseline_optimizer, baseline_backbone)
+        return cls(runner, seed, baseline_optimizer, baseline_backbone, reference)
+
+    def at_seed(self, seed: int) -> TrainingContext:
+        """The same context on the same runner, training at ``seed``."""
+        return TrainingContext(
+            self.runner, seed, self.baseline_optimizer, self.baseline_backbone, self.reference
+        )
 
     @property
     def suite(self) -> TaskSuite:
@@ -142,32 +171,67 @@ class TrainingContext:
         """One network's job at this context's seed."""
         return self.runner.job(tree, backbone, optimizer, balancer, self.seed)
 
-    def baseline_jobs(self) -> dict[str, NetworkJob]:
-        """Single-task networks with the baseline settings and equal weighting."""
+    def reference_jobs(
+        self, optimizer: OptimizerSpec, backbone: BackboneSpec
+    ) -> dict[str, NetworkJob]:
+        """Each task's single-task network with these settings and equal weighting."""
         return {
-            t: self.job(
-                TaskTree(tasks=(t,)),
-                self.baseline_backbone,
-                self.baseline_optimizer,
-                BalancerSpec(),
-            )
+            t: self.job(TaskTree(tasks=(t,)), backbone, optimizer, BalancerSpec())
             for t in self.tasks
         }
 
-    def baselines(self) -> dict[str, NetworkResult]:
-        """The single-task baselines at the current seed (looked up once, then kept)."""
-        if self.seed in self._baselines:
-            return self._baselines[self.seed]
-        results = {}
-        jobs = self.baseline_jobs()
-        for (task, _), (result, _) in zip(
+    def baseline_jobs(self) -> dict[str, NetworkJob]:
+        """Single-task networks with the default settings and equal weighting."""
+        return self.reference_jobs(self.baseline_optimizer, self.baseline_backbone)
+
+    def references(
+        self, optimizer: OptimizerSpec, backbone: BackboneSpec
+    ) -> dict[str, NetworkResult]:
+        """The single-task networks with these settings at the current seed (looked up or
+        trained once, then kept)."""
+        return self._references_trained(optimizer, backbone)[0]
+
+    def _references_trained(
+        self, optimizer: OptimizerSpec, backbone: BackboneSpec
+    ) -> tuple[dict[str, NetworkResult], list[NetworkResult]]:
+        """:meth:`references`, and those this call trained (none when already kept)."""
+        jobs = self.reference_jobs(optimizer, backbone)
+        keys = tuple(job.key for job in jobs.values())
+        if keys in self._references:
+            return self._references[keys], []
+        results, trained = {}, []
+        for (task, _), (result, was_trained) in zip(
             jobs.items(), self.runner.run_many(list(jobs.values())), strict=True
         ):
             if not result.ok:
-                raise TrialDiverged(f"single-task baseline of {task!r} diverged: {result.reason}")
+                raise TrialDiverged(f"single-task reference of {task!r} diverged: {result.reason}")
             results[task] = result
-        self._baselines[self.seed] = results
-        return results
+            if was_trained:
+                trained.append(result)
+        self._references[keys] = results
+        return results, trained
+
+    def baselines(self) -> dict[str, NetworkResult]:
+        """The single-task networks at the default settings and the current seed."""
+        return self.references(self.baseline_optimizer, self.baseline_backbone)
+
+    def references_for(self, spec: ArchitectureSpec) -> dict[str, NetworkResult]:
+        """What ``spec``'s Δm is measured against (see :data:`ReferenceMode`)."""
+        return self._references_for(spec)[0]
+
+    def _references_for(
+        self, spec: ArchitectureSpec
+    ) -> tuple[dict[str, NetworkResult], list[NetworkResult]]:
+        if self.reference == "fixed":
+            return self._references_trained(self.baseline_optimizer, self.baseline_backbone)
+        return self._references_trained(spec.optimizer, spec.backbone or self.baseline_backbone)
+
+    def reference_jobs_for(self, spec: ArchitectureSpec) -> list[NetworkJob]:
+        """The jobs of :meth:`references_for` (to count what is still to train)."""
+        if self.reference == "fixed":
+            return list(self.baseline_jobs().values())
+        backbone = spec.backbone or self.baseline_backbone
+        return list(self.reference_jobs(spec.optimizer, backbone).values())
 
     def all_in_one(self) -> ArchitectureSpec:
         """Every task in one fully shared network, baseline settings, equal weighting."""
@@ -206,11 +270,12 @@ class TrainingContext:
     def network_jobs(self, spec: ArchitectureSpec) -> list[NetworkJob]:
         """One job per network of ``spec`` (a network's own balancer wins over the
         architecture's; the job's tree leaves it out, so the cache key is the same as for
-        that balancer given at the architecture level)."""
+        that balancer given at the architecture level). A single-task network has no losses
+        to balance: it trains with equal weighting, as its reference does."""
         backbone = spec.backbone or self.baseline_backbone
         jobs = []
         for tree in spec.networks:
-            balancer = tree.balancer or spec.balancer
+            balancer = BalancerSpec() if len(tree.tasks) == 1 else tree.balancer or spec.balancer
             plain = tree if tree.balancer is None else tree.model_copy(update={"balancer": None})
             jobs.append(self.job(plain, backbone, spec.optimizer, balancer))
         return jobs
@@ -221,8 +286,11 @@ class TrainingContext:
         *,
         on_epoch_score: EpochScoreCallback | None = None,
         tally: EpochTally | None = None,
+        tuning_gain: bool = False,
     ) -> ArchitectureScore:
-        """Train (or reuse) every network of ``spec`` and compose the architecture's score.
+        """Train (or reuse) every network of ``spec`` and its references (see
+        :meth:`references_for`) and compose the architecture's score; with ``tuning_gain``
+        also the Δm of the references against the default settings' (trained if needed).
 
         With ``on_epoch_score`` the networks still to train are trained in lockstep, epoch
         by epoch, and the callback sees the architecture's Δm after every epoch (the
@@ -230,7 +298,7 @@ class TrainingContext:
         trained, also when the callback stops the training. Raises :class:`TrialDiverged`
         if any of its networks diverged.
         """
-        baselines = self.baselines()
+        baselines, references_trained = self._references_for(spec)
         jobs = self.network_jobs(spec)
         if on_epoch_score is None:
             runs = self.runner.run_many(jobs)
@@ -263,6 +331,11 @@ class TrainingContext:
         base_val = {t: baselines[t].val_metrics[t] for t in val}
         base_test = {t: baselines[t].test_metrics[t] for t in test}
         backbone = spec.backbone or self.baseline_backbone
+        gain_val = gain_test = None
+        if tuning_gain:
+            default = self.baselines()
+            gain_val = delta_m(base_val, {t: default[t].val_metrics[t] for t in val}, higher)
+            gain_test = delta_m(base_test, {t: default[t].test_metrics[t] for t in test}, higher)
         return ArchitectureScore(
             spec=spec,
             val_metrics=val,
@@ -278,6 +351,12 @@ class TrainingContext:
             epochs_trained=sum(r.epochs_run for r, t in zip(results, trained, strict=True) if t),
             val_secondary=val_secondary,
             test_secondary=test_secondary,
+            reference_val=base_val,
+            reference_test=base_test,
+            tuning_gain_val=gain_val,
+            tuning_gain_test=gain_test,
+            references_trained=len(references_trained),
+            reference_epochs=sum(r.epochs_run for r in references_trained),
         )
 
 

@@ -51,7 +51,12 @@ from autotask.search.record import TrialRecord
 from autotask.search.sampling import sample_architecture, task_units
 from autotask.search.scoring import ArchitectureScore, TrainingContext
 from autotask.search.space import SearchSpace, reachable_values
-from autotask.search.study_config import OBJECTIVES, StudyConfig, SuiteConfig
+from autotask.search.study_config import (
+    OBJECTIVES,
+    StudyConfig,
+    SuiteConfig,
+    stored_reference,
+)
 from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
@@ -167,6 +172,11 @@ def score_record(number: int, score: ArchitectureScore) -> TrialRecord:
         val_metrics=score.val_metrics,
         test_metrics=score.test_metrics,
         secondary=secondary,
+        reference={"val": score.reference_val, "test": score.reference_test},
+        tuning_gain_val=score.tuning_gain_val,
+        tuning_gain_test=score.tuning_gain_test,
+        references_trained=score.references_trained,
+        reference_epochs=score.reference_epochs,
     )
 
 
@@ -272,6 +282,14 @@ class SearchSession:
             )
         if study_record(study, SUITE_ATTR) is None:  # also for studies stored before it
             set_study_record(study, SUITE_ATTR, SuiteRecord.of(suite).to_json())
+        if stored is not None and stored_reference(stored) != config.reference:
+            logger.warning(
+                "study %r measures Δm against %s references (kept for its stored trials), not %s",
+                name,
+                stored_reference(stored),
+                config.reference,
+            )
+            config = config.model_copy(update={"reference": stored_reference(stored)})
         space = config.search_space
         context = TrainingContext.create(
             suite,
@@ -282,6 +300,7 @@ class SearchSession:
             baseline_backbone=space.backbone.default(suite.default_backbone),
             study_name=name,
             runtime=config.runtime,
+            reference=config.reference,
         )
         for option in space.balancers:
             context.runner.runtime.check_balancer(option.name)
@@ -349,7 +368,9 @@ class SearchSession:
                 multi_objective=self.config.multi_objective,
                 cost=cost,
             )
-            score = self.context.score(spec, on_epoch_score=pruning.callback, tally=pruning.tally)
+            score = self.context.score(
+                spec, on_epoch_score=pruning.callback, tally=pruning.tally, tuning_gain=True
+            )
             pruning.record()
             for key, value in score_record(trial.number, score).to_attrs().items():
                 trial.set_user_attr(key, value)

@@ -18,6 +18,9 @@ Example (``studies/digits.yaml``)::
     runtime:                  # optional: precision, tf32, channels_last, compile, data budget
       precision: auto         # (autotask.engine.runtime.RuntimeSpec); results under other
                               # numerics are cached apart
+    reference: paired         # Δm against single-task networks at each architecture's own
+                              # training settings (paired, default) or the defaults (fixed)
+    confirm: {top: 3, seeds: 3}   # re-train the 3 best with 3 more seeds; top: 0 turns it off
 """
 
 from __future__ import annotations
@@ -42,13 +45,25 @@ from autotask.validation import format_validation_error, read_yaml_mapping
 
 __all__ = [
     "OBJECTIVES",
+    "REFERENCE_MODES",
     "AffinitySeeding",
+    "ConfirmConfig",
     "PrunerConfig",
+    "ReferenceMode",
     "SamplerConfig",
     "StudyConfig",
     "SuiteConfig",
     "load_study_config",
+    "stored_reference",
 ]
+
+#: What an architecture's Δm is measured against. ``paired``: each task's single-task
+#: network trained with the architecture's own optimizer and backbone settings (and seed),
+#: so Δm measures what sharing, branching and balancing bring at equal settings; ``fixed``:
+#: single-task networks at the search space's default settings for every architecture
+#: (what studies stored before references were paired used).
+ReferenceMode = Literal["paired", "fixed"]
+REFERENCE_MODES: tuple[ReferenceMode, ...] = ("paired", "fixed")
 
 Objective = Literal["delta_m", "cost"]
 
@@ -148,6 +163,22 @@ class PrunerConfig(BaseModel):
     dominated_by: int = Field(default=2, ge=1)
 
 
+class ConfirmConfig(BaseModel):
+    """Once the trial budget is spent, the ``top`` architectures by validation Δm are
+    trained again with ``seeds`` new seeds (the study seed + 1, + 2, ...), their references
+    too, and ranked by the mean (see :mod:`autotask.search.confirmation`). ``top: 0`` or
+    ``seeds: 0`` turns confirmation off."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top: int = Field(default=3, ge=0)
+    seeds: int = Field(default=3, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.top > 0 and self.seeds > 0
+
+
 class StudyConfig(BaseModel):
     """A study: suite, search space, objectives, trial budget and seed."""
 
@@ -168,11 +199,21 @@ class StudyConfig(BaseModel):
     #: an Optuna constraint and end PRUNED without training.
     cost_budget: float | None = Field(default=None, gt=0)
     runtime: RuntimeSpec = RuntimeSpec()
+    #: What Δm is measured against (see :data:`ReferenceMode`). A study keeps the mode it
+    #: was created with; one stored before the option existed keeps ``fixed``.
+    reference: ReferenceMode = "paired"
+    confirm: ConfirmConfig = ConfirmConfig()
 
     @field_validator("suite", "sampler", "pruner", mode="before")
     @classmethod
     def _by_name(cls, value: Any) -> Any:
         return _named(value)
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_off(cls, value: Any) -> Any:
+        """``confirm: 0`` (or ``false``) turns confirmation off."""
+        return {"top": 0} if value is False or value == 0 else value
 
     @model_validator(mode="after")
     def _objectives(self) -> StudyConfig:
@@ -196,16 +237,35 @@ class StudyConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What a resumed study must share with the stored one (not the budget, storage,
-        seeding, sampler, pruner or runtime, which may change between runs; numerics-changing
-        runtime settings are part of every network's cache key)."""
+        seeding, sampler, pruner, runtime or confirmation, which may change between runs;
+        numerics-changing runtime settings are part of every network's cache key; the
+        reference mode is the stored study's own, see :func:`stored_reference`)."""
         return self.model_dump(
             mode="json",
-            exclude={"trials", "timeout", "storage", "affinity", "sampler", "pruner", "runtime"},
+            exclude={
+                "trials",
+                "timeout",
+                "storage",
+                "affinity",
+                "sampler",
+                "pruner",
+                "runtime",
+                "reference",
+                "confirm",
+            },
         )
+
+
+def stored_reference(stored: dict[str, Any]) -> ReferenceMode:
+    """The reference mode of a stored study configuration: ``fixed`` for one stored before
+    the option existed (its trials were measured against fixed references)."""
+    mode = stored.get("reference", "fixed")
+    return mode if mode in REFERENCE_MODES else "fixed"
 
 
 _MODELS: tuple[type[BaseModel], ...] = (
     StudyConfig,
+    ConfirmConfig,
     SuiteConfig,
     AffinitySeeding,
     SamplerConfig,

@@ -76,15 +76,23 @@ def _summary(seeds: list[int]) -> dict[str, Any]:
     def stats(mean: float, std: float) -> dict[str, float]:
         return {"mean": mean, "std": std}
 
+    def reading(reference: float, contribution: float) -> dict[str, Any]:
+        return {"reference": reference, "contribution_to_delta_m": contribution}
+
     return {
         "architecture": "[a,b]  balancer=equal",
         "seeds": seeds,
+        "reference": "paired",
         "metrics": {
             "a": {"metric": "accuracy", "higher_is_better": True},
             "b": {"metric": "mae", "higher_is_better": False},
         },
-        "delta_m_val": stats(1.5, 0.25 if len(seeds) > 1 else 0.0),
-        "delta_m_test": stats(1.25, 0.5 if len(seeds) > 1 else 0.0),
+        "delta_m_val": {**stats(1.5, 0.25 if len(seeds) > 1 else 0.0), "ci95": 0.62},
+        "delta_m_test": {**stats(1.25, 0.5 if len(seeds) > 1 else 0.0), "ci95": 1.24},
+        "per_task": {
+            "val": {"a": reading(0.88, 1.137), "b": reading(0.31, 1.613)},
+            "test": {"a": reading(0.79, 0.633), "b": reading(0.41, 1.219)},
+        },
         "cost": 0.6,
         "val": {"a": stats(0.9, 0.01), "b": stats(0.3, 0.02)},
         "test": {"a": stats(0.8, 0.01), "b": stats(0.4, 0.02)},
@@ -101,6 +109,10 @@ def test_evaluate_with_one_seed_prints_no_spread(capsys: pytest.CaptureFixture[s
     assert "±" not in text and "std" not in text
     assert "one seed: no spread measured" in text
     assert "accuracy ↑" in text and "mae ↓" in text and "lower is better" in text
+    # each task's reference and contribution to Δm, and what the reference is
+    assert "Δm pts" in text and "contribution to Δm" in text
+    assert "1.14" in text and "1.61" in text and "0.88" in text
+    assert "at this architecture's training settings" in text
 
 
 def test_evaluate_with_several_seeds_prints_each_seed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,7 +122,8 @@ def test_evaluate_with_several_seeds_prints_each_seed(capsys: pytest.CaptureFixt
     assert "Per seed" in text
     for seed in (0, 1, 2):
         assert f"+{1.0 + seed:.2f}" in text and f"+{2.0 + seed:.2f}" in text
-    assert "Δm val +1.50 ± 0.25 %" in text and "over 3 seeds" in text
+    assert "Δm val +1.50% ± 0.62" in text and "95 % interval over 3 seeds" in text
+    assert "std val 0.25" in text
 
 
 def test_export_command_is_pasteable_and_never_holds_a_password() -> None:

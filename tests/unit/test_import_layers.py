@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "autotask"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "labels": 0,
+    "contributions": 0,
     "interrupts": 0,
     "validation": 1,
     "registry": 1,

@@ -122,7 +122,8 @@ def test_stopping_a_lockstep_score_stores_no_partial_network() -> None:
 
 def test_a_diverging_network_fails_the_lockstep_score() -> None:
     ctx = make_context(make_tiny_suite(poison="reg"), OPT)
-    ctx._baselines[0] = {}  # the poisoned task's own baseline would diverge first
+    # the poisoned task's own baseline would diverge first
+    ctx._references[tuple(job.key for job in ctx.baseline_jobs().values())] = {}
     spec = ArchitectureSpec(
         networks=(TaskTree(tasks=("cls", "bin")), TaskTree(tasks=("reg",))), optimizer=OPT
     )

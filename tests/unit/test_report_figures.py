@@ -29,6 +29,8 @@ from autotask.report.study_figures import (
     draw_importance,
     task_table_data,
 )
+from autotask.search.confirmed import SeedStats
+from autotask.search.record import TrialRecord
 from autotask.spec import ArchitectureSpec
 
 ARCHITECTURE = (
@@ -97,12 +99,48 @@ def test_one_balancer_gets_a_sentence_not_a_chart() -> None:
 def test_summary_rows_have_units_and_readable_labels() -> None:
     rows = dict(summary_rows(_report()))
     assert rows["trials"] == "6 complete, 1 pruned"
-    assert rows["Δm val (vs single-task)"] == "+1.83%"
-    assert rows["Δm test (vs single-task)"] == "-0.51%"
+    assert rows["Δm val, one seed (the study's)"] == "+1.83%"
+    assert rows["Δm test, one seed (the study's)"] == "-0.51%"
     assert rows["inference cost"] == "5.02 single-task networks"
     assert rows["best architecture"] == ARCHITECTURE
+    assert rows["confirmation over seeds"] == "not run (one seed: the study's)"
+    assert "default settings" in rows["Δm measured against"]
     assert all("_" not in label for label in rows)
     assert dict(summary_rows(_report(best=None)))["best trial"] == "no completed trial yet"
+
+
+def test_summary_rows_show_the_confirmed_mean_its_interval_and_the_seed_noise() -> None:
+    confirmed = {
+        "seeds": [1, 2, 3],
+        "delta_m_val": {"values": [0.5, 1.0, 1.5], "mean": 1.0, "std": 0.5, "ci95": 1.242},
+        "delta_m_test": {"values": [0.0, 1.0, 2.0], "mean": 1.0, "std": 1.0, "ci95": 2.484},
+    }
+    best = {"trial": 5, "architecture": ARCHITECTURE, "delta_m_val": 1.83, "cost": 5.02}
+    confirmation = {
+        "seed_noise": 0.71,
+        "verdict": "the best (trial 5) and the runner-up (trial 2) cannot be told apart",
+        "networks_trained": 30,
+        "epochs_trained": 600,
+        "share_of_search": 0.25,
+    }
+    rows = dict(
+        summary_rows(
+            _report(
+                best={**best, "confirmed": confirmed, "tuning_gain_val": -2.5},
+                reference="paired",
+                confirmation=confirmation,
+            )
+        )
+    )
+    label = "Δm val, confirmed (mean ± 95 % interval over seeds 1, 2, 3)"
+    assert rows[label] == "+1.00% ± 1.24  (per seed: +0.50, +1.00, +1.50)"
+    assert rows["seed noise (std of Δm val over seeds)"] == "0.71"
+    assert "cannot be told apart" in rows["best vs runner-up"]
+    assert rows["confirmation compute"] == "30 networks, 600 epochs (25% of the search's)"
+    assert "own training settings" in rows["Δm measured against"]
+    assert rows["its training settings alone (Δm val of its references vs the defaults)"] == (
+        "-2.50%"
+    )
 
 
 def test_task_table_names_each_metric_and_its_direction() -> None:
@@ -116,6 +154,30 @@ def test_task_table_names_each_metric_and_its_direction() -> None:
     assert table.columns[:2] == ("task", "metric")
     page = render_html(_report(tasks=TaskTable(3, table.rows)))
     assert "<td>a</td><td>accuracy ↑</td>" in page and METRIC_LEGEND in page
+
+
+def test_task_table_gives_each_task_its_reference_and_contribution() -> None:
+    baselines = {
+        "a": {"val": 0.5, "test": 0.5, "metric": "accuracy", "higher_is_better": True},
+        "b": {"val": 0.5, "test": 0.5, "metric": "mae", "higher_is_better": False},
+    }
+    best = TrialRecord(
+        number=3,
+        state="COMPLETE",
+        val_metrics={"a": 0.9, "b": 0.3},
+        test_metrics={"a": 0.8, "b": 0.5},
+        reference={"val": {"a": 0.8, "b": 0.4}, "test": {"a": 0.8, "b": 0.4}},
+    )
+    table = task_table_data(["a", "b"], best, baselines)
+    a, b = table.rows
+    # the trial's own references, not the study's baselines
+    assert (a.single_val, b.single_val) == (0.8, 0.4)
+    assert a.contribution_val == 6.25  # +12.5 % over 2 tasks
+    assert b.contribution_val == 12.5  # mae 0.3 vs 0.4: +25 % over 2 tasks
+    assert b.contribution_test == -12.5  # mae 0.5 vs 0.4: -25 % over 2 tasks
+    assert "Δm pts val" in table.columns
+    page = render_html(_report(tasks=table))
+    assert "contribution to Δm" in page and "the study seed" in page
 
 
 def test_figure_names_match_the_dashboard() -> None:
@@ -199,4 +261,8 @@ def test_best_note_is_short_markdown_with_units(tmp_path: Path) -> None:
     assert "-28.11% val" in note
     assert "autotask export digits --storage sqlite:///studies/digits.db -o best.yaml" in note
     assert "1.834389" not in note and len(note) < 1000
-    assert best_label(5, 1.8343899841455567, 5.0235) == "trial 5: Δm val +1.83%, cost 5.02"
+    assert best_label(5, 1.8343899841455567, 5.0235) == (
+        "trial 5: Δm val +1.83% (one seed), cost 5.02"
+    )
+    stats = SeedStats.of([1.0, 2.0, 3.0])
+    assert best_label(5, stats, 5.0235) == ("trial 5: Δm val +2.00% ± 2.48 (confirmed), cost 5.02")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from autotask.cli.stages import ProgressEvents
-from autotask.search.events import BASELINES, StudyEvents
+from autotask.search.events import BASELINES, CONFIRMATION, StudyEvents
 from autotask.search.run import SEARCH, WORKER, run_study
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
@@ -83,22 +83,32 @@ def test_search_then_a_worker_follow_one_sequence(tmp_path: Path) -> None:
     assert search.seen[3] == ("affinity_finished", "lookahead", True)
     assert search.seen[4] == ("publish_affinity", True)
     assert names.index("trials_started") < names.index("trials_progressed")
-    assert search.seen[-3:] == [
-        ("trials_progressed", 1),
-        ("trials_progressed", 2),
-        ("publish_results",),
-    ]
+    assert search.seen[-5:-3] == [("trials_progressed", 1), ("trials_progressed", 2)]
+    # the budget is spent: the two architectures are confirmed over 3 more seeds
+    stage, name, pending = search.seen[-3]
+    assert (stage, name) == ("stage_started", CONFIRMATION) and pending > 0
+    assert search.seen[-2:] == [("stage_finished", CONFIRMATION), ("publish_results",)]
+    assert run.confirmation is not None and run.confirmation.seeds == (1, 2, 3)
+    assert len(run.confirmation.architectures) == 2
+    assert run.confirmation.networks_trained == pending
     assert search.networks >= 4
     assert run.session.refinement is not None
 
     worker = Recorder()
     joined = run_study(tiny(), worker, plan=WORKER, storage=url, trials=3)
     assert joined.started == 1
-    assert worker.seen == [  # all cached; no affinity, TAG grouping or figures
+    assert worker.seen[:3] == [  # all cached; no affinity, TAG grouping or figures
         ("opened",),
         ("trials_started", 3, 2),
         ("trials_progressed", 3),
     ]
+    # the worker spent the budget: it confirms the top 3 (the new trial's networks only
+    # are new to the cache)
+    assert [e[:2] for e in worker.seen[3:]] in (
+        [],
+        [("stage_started", CONFIRMATION), ("stage_finished", CONFIRMATION)],
+    )
+    assert joined.confirmation is not None and len(joined.confirmation.architectures) == 3
     assert joined.session.refinement is not None  # from the matrix the search stored
 
 

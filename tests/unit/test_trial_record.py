@@ -66,6 +66,9 @@ def test_a_scored_trial_stores_the_attributes_it_always_stored() -> None:
         "test.b": 0.75,
         "test.c": 0.65,
         "secondary": {"val": {"a": {"f1": 0.5}}, "test": {"a": {"f1": 0.4}}},
+        "reference": {"val": {}, "test": {}},
+        "references_trained": 0,
+        "reference_epochs": 0,
     }
     assert "secondary" not in score_record(0, _score()).to_attrs()
 

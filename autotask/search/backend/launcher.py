@@ -77,6 +77,7 @@ class WorkerPool:
             "--trials",
             str(self.trials),
             "--quiet",
+            "--no-confirm",  # the process that started the pool confirms once they end
         ]
         if self.timeout is not None:
             cmd += ["--timeout", str(self.timeout)]
