@@ -290,8 +290,9 @@ class ArchitectureSpec(_Canonical):
 
 
 #: Keys an exported file may carry besides the spec (informational, or read by
-#: ``autotask evaluate``: ``runtime``), ignored when loading the spec.
-INFO_KEYS = ("metrics", "study", "baseline", "runtime")
+#: ``autotask evaluate``: ``runtime``, ``baseline``, ``reference``), ignored when loading
+#: the spec.
+INFO_KEYS = ("metrics", "study", "baseline", "runtime", "reference", "confirmed")
 
 
 def load_spec(path: str | Path) -> ArchitectureSpec:

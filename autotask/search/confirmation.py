@@ -5,7 +5,10 @@ the winner's lead is luck. Confirmation trains the ``top`` architectures again w
 ``seeds`` new seeds (:func:`~autotask.search.confirmed.confirmation_seeds`), each with its
 single-task references at the same seed, through the study's cache (nothing is trained
 twice, and a re-run costs nothing), ranks them by the mean and stores the
-:class:`~autotask.search.confirmed.Confirmation` with the study.
+:class:`~autotask.search.confirmed.Confirmation` with the study. Each mean's 95 % interval
+uses the seed noise pooled over the confirmed architectures
+(:func:`~autotask.search.confirmed.pooled`): three seeds of one architecture say little
+about its spread.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import optuna
 
@@ -26,6 +30,7 @@ from autotask.search.confirmed import (
     ConfirmedArchitecture,
     SeedStats,
     confirmation_seeds,
+    pooled,
 )
 from autotask.search.pareto import scored_trials
 from autotask.search.record import TrialRecord
@@ -113,6 +118,13 @@ def confirm_top(
             "every architecture diverged at a confirmation seed: "
             + "; ".join(f"trial {n}: {reason}" for n, reason in failed.items())
         )
+    # intervals from the seed noise pooled over the confirmed architectures
+    val = pooled([a.delta_m_val for a in confirmed])
+    test = pooled([a.delta_m_test for a in confirmed])
+    confirmed = [
+        replace(a, delta_m_val=v, delta_m_test=t)
+        for a, v, t in zip(confirmed, val, test, strict=True)
+    ]
     confirmed.sort(key=lambda a: (-a.delta_m_val.mean, a.trial))
     confirmation = Confirmation(
         seeds=tuple(seed_list),

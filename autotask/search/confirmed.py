@@ -28,6 +28,7 @@ __all__ = [
     "chosen_trial",
     "confirmation_seeds",
     "load_confirmation",
+    "pooled",
 ]
 
 #: Study record: the confirmation (:meth:`Confirmation.to_record`).
@@ -50,7 +51,8 @@ def t_quantile(n: int) -> float:
 @dataclass(frozen=True)
 class SeedStats:
     """Values over seeds: mean, sample standard deviation and the 95 % interval's half
-    width (Student's t; NaN with one value)."""
+    width (Student's t; NaN with one value). :func:`pooled` widens or narrows the interval
+    to a seed noise estimated over several architectures."""
 
     values: tuple[float, ...]
     mean: float
@@ -95,7 +97,29 @@ class SeedStats:
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> SeedStats:
-        return cls.of([float(v) for v in data["values"]])
+        own = cls.of([float(v) for v in data["values"]])
+        half_width = data.get("ci95")
+        if isinstance(half_width, int | float):
+            return cls(own.values, own.mean, own.std, float(half_width))
+        return own
+
+
+def pooled(stats: Sequence[SeedStats]) -> list[SeedStats]:
+    """``stats`` with 95 % intervals from their pooled seed noise: the standard deviation
+    pooled over all of them (degrees of freedom: the sum of each one's), a far steadier
+    estimate than one architecture's few seeds (which can come out near zero by chance).
+    Unchanged when nothing can be pooled (one seed each)."""
+    dof = sum(len(s.values) - 1 for s in stats)
+    if dof < 1:
+        return list(stats)
+    variance = sum((len(s.values) - 1) * s.std**2 for s in stats) / dof
+    quantile = t_quantile(dof + 1)
+    return [
+        SeedStats(
+            s.values, s.mean, s.std, quantile * math.sqrt(variance) / math.sqrt(len(s.values))
+        )
+        for s in stats
+    ]
 
 
 @dataclass(frozen=True)
@@ -172,10 +196,11 @@ class Confirmation:
     def seed_noise(self) -> float:
         """The study's seed noise: the standard deviation of validation Δm over seeds,
         pooled over the confirmed architectures (NaN with fewer than 2 seeds)."""
-        variances = [a.delta_m_val.std**2 for a in self.architectures]
-        if not variances or any(math.isnan(v) for v in variances):
+        stats = [a.delta_m_val for a in self.architectures]
+        dof = sum(len(s.values) - 1 for s in stats)
+        if dof < 1:
             return float("nan")
-        return math.sqrt(statistics.fmean(variances))
+        return math.sqrt(sum((len(s.values) - 1) * s.std**2 for s in stats) / dof)
 
     def runner_up_difference(self) -> SeedStats | None:
         """The best's validation Δm minus the runner-up's, seed by seed (both trained with

@@ -5,8 +5,11 @@ study's suite, with the study's seed (and epoch budget, where the search space f
 it), whose tasks are all among the study's tasks and which trained without diverging,
 is a candidate. Its metric for task ``t`` is ``t``'s contribution to Δm: the signed
 relative change (percent) of its validation metric against ``t``'s single-task
-baseline (higher is better), so that the mean over tasks of a selection is exactly the
-selection's validation Δm. Its cost is its MACs over the mean MACs of the single-task
+reference (higher is better), so that the mean over tasks of a selection is exactly the
+selection's validation Δm. The reference is the study's: with ``reference: paired``,
+``t``'s single-task network at the network's own optimizer and backbone settings (a
+network whose references are not cached is left out); with ``fixed``, the baseline.
+Its cost is its MACs over the mean MACs of the single-task
 baselines (the study's cost unit). Only networks trained under the numerics (precision,
 TF32) of the study's recorded baselines are candidates.
 
@@ -62,11 +65,14 @@ def pool_from_results(
     baselines: Mapping[str, Mapping[str, float]],
     higher_is_better: Mapping[str, bool],
     baseline_macs: Mapping[str, int],
+    references: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> StudyPool:
     """The pool from ``(name, key, result)`` triples (pure: no database).
 
     ``baselines[task]`` holds the single-task ``val`` and ``test`` metrics,
-    ``baseline_macs[task]`` the MACs of the single-task network.
+    ``baseline_macs[task]`` the MACs of the single-task network. With ``references``
+    (network name -> task -> ``val``/``test``: paired references), each network is
+    measured against its own, and left out when it has none.
     """
     tasks = list(baselines)
     if not tasks:
@@ -78,9 +84,14 @@ def pool_from_results(
     test: dict[str, dict[str, float]] = {}
     keys: dict[str, str] = {}
     for name, key, result in results:
-        served = [t for t in result.tasks if t in baselines]
+        against = baselines
+        if references is not None:
+            if name not in references:
+                continue
+            against = references[name]
+        served = [t for t in result.tasks if t in baselines and t in against]
         val = {
-            t: relative_change(result.val_metrics[t], baselines[t]["val"], higher_is_better[t])
+            t: relative_change(result.val_metrics[t], against[t]["val"], higher_is_better[t])
             for t in served
             if _finite(result.val_metrics.get(t))
         }
@@ -89,7 +100,7 @@ def pool_from_results(
         networks.append(Network(tuple(val), val, result.macs / unit, name))
         test[name] = {
             t: relative_change(
-                result.test_metrics.get(t, math.nan), baselines[t]["test"], higher_is_better[t]
+                result.test_metrics.get(t, math.nan), against[t]["test"], higher_is_better[t]
             )
             for t in val
         }
@@ -165,12 +176,41 @@ def study_pool(study_name: str, storage_url: str) -> StudyPool:
         (name, row.key, NetworkResult.from_dict(row.result))
         for name, row in zip(names, usable, strict=True)
     ]
+    references = None
+    if config.reference == "paired":
+        references = {}
+        for name, row in zip(names, usable, strict=True):
+            found = {
+                t: by_key.get(
+                    NetworkJob(
+                        suite_key,
+                        TaskTree(tasks=(t,)),
+                        BackboneSpec.model_validate(row.backbone),
+                        OptimizerSpec.model_validate(row.optimizer),
+                        BalancerSpec(),
+                        config.seed,
+                        numerics,
+                    ).key
+                )
+                for t in row.tasks.split(",")
+                if t
+            }
+            if all(r is not None and r.status == "ok" for r in found.values()):
+                references[name] = {
+                    t: {
+                        "val": r.result["val_metrics"][t],
+                        "test": r.result["test_metrics"][t],
+                    }
+                    for t, r in found.items()
+                    if r is not None
+                }
     return pool_from_results(
         study_name,
         results,
         {t: baselines[t] for t in tasks if t in baselines},
         higher,
         baseline_macs,
+        references,
     )
 
 

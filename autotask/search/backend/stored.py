@@ -10,7 +10,7 @@ import optuna
 from autotask.errors import StorageError
 from autotask.search.backend.optuna_private import set_study_system_attr, study_system_attrs
 from autotask.search.backend.storage import open_storage, sqlite_file_missing
-from autotask.search.study_config import StudyConfig
+from autotask.search.study_config import StudyConfig, stored_reference
 from autotask.store.db import Database
 
 __all__ = [
@@ -84,4 +84,6 @@ def load_study(study_name: str, storage_url: str) -> tuple[optuna.Study, StudyCo
     raw = study_record(study, CONFIG_ATTR)
     if raw is None:
         raise StorageError(f"study {study_name!r} was not created by autotask")
-    return study, StudyConfig.model_validate(raw), db
+    config = StudyConfig.model_validate(raw)
+    # a study stored before the reference option was measured against fixed references
+    return study, config.model_copy(update={"reference": stored_reference(raw)}), db
