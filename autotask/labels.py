@@ -3,13 +3,13 @@ heavy imports: the CLI's tables use them before anything trains)."""
 
 from __future__ import annotations
 
-__all__ = ["CONTRIBUTION_LEGEND", "METRIC_LEGEND", "metric_label"]
+__all__ = ["CONTRIBUTION_LEGEND", "METRIC_LEGEND", "metric_label", "reference_label"]
 
 #: Printed under tables whose metric column uses :func:`metric_label`.
 METRIC_LEGEND = "↑ higher is better, ↓ lower is better"
 #: Appended to it under tables with a contribution column.
 CONTRIBUTION_LEGEND = (
-    "; Δm pts: the task's contribution to Δm, its relative change (%) against its "
+    "; pts (Δm pts): the task's contribution to Δm, its relative change (%) against its "
     "single-task reference over the number of tasks (they sum to Δm)"
 )
 
@@ -22,3 +22,13 @@ def metric_label(metric: str | None, higher_is_better: bool | None) -> str:
     if higher_is_better is None:
         return metric
     return f"{metric} {'↑' if higher_is_better else '↓'}"
+
+
+def reference_label(mode: str) -> str:
+    """What a study's (or an exported file's) Δm is measured against, by reference mode."""
+    if mode == "paired":
+        return (
+            "each task's single-task network trained at the architecture's own training "
+            "settings and seed"
+        )
+    return "each task's single-task network at the search space's default settings"

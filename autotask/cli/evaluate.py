@@ -92,12 +92,9 @@ def _columns(several: bool) -> tuple[list[str], list[str]]:
 
 
 def _reference_line(mode: str) -> str:
-    if mode == "paired":
-        return (
-            "ref: each task's single-task network at this architecture's training settings "
-            "and seed (Δm measures sharing, branching and balancing)"
-        )
-    return "ref: each task's single-task network at the study's baseline settings"
+    from autotask.labels import reference_label
+
+    return f"ref: {reference_label(mode)}"
 
 
 def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
@@ -134,11 +131,11 @@ def _print_summary(summary: dict[str, Any], tasks: list[str]) -> None:
                 "task",
                 "metric",
                 *val_columns,
-                "ref val",
-                "Δm pts val",
+                "ref",
+                "pts",
                 *test_columns,
-                "ref test",
-                "Δm pts test",
+                "ref",
+                "pts",
             ],
             rows,
         )

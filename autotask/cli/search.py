@@ -209,16 +209,14 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
 
 def reference_text(mode: str) -> str:
     """What Δm is measured against, in one line."""
-    if mode == "paired":
-        return (
-            "mean relative change against each task's single-task network trained at the "
-            "architecture's own training settings and seed (what sharing, branching and "
-            "balancing bring)"
-        )
-    return (
-        "mean relative change against each task's single-task network at the search "
-        "space's default settings (this study's stored mode: fixed)"
+    from autotask.labels import reference_label
+
+    why = (
+        "what sharing, branching and balancing bring"
+        if mode == "paired"
+        else "this study's stored mode: fixed"
     )
+    return f"mean relative change against {reference_label(mode)} ({why})"
 
 
 def print_confirmation(confirmation: Confirmation) -> None:
@@ -227,7 +225,9 @@ def print_confirmation(confirmation: Confirmation) -> None:
     best = confirmation.best
     seeds = ", ".join(str(s) for s in confirmation.seeds)
     out.print(
-        f"Confirmed best architecture (trial {best.trial}): {best.architecture}", style="bold"
+        f"Best architecture (trial {best.trial}, confirmed over seeds {seeds}): "
+        f"{best.architecture}",
+        style="bold",
     )
     out.print(
         f"  Δm val {best.delta_m_val.describe()}  test {best.delta_m_test.describe()}  "
@@ -395,16 +395,18 @@ def status(
                 "task",
                 "metric",
                 "val",
-                "ref val",
-                "Δm pts val",
+                "ref",
+                "pts",
                 "test",
-                "ref test",
-                "Δm pts test",
+                "ref",
+                "pts",
             ],
             rows,
         )
     )
-    out.print(f"ref: single-task network; {reference_text(summary['reference'])}")
+    out.print(
+        f"ref: the single-task reference on the same split; {reference_text(summary['reference'])}"
+    )
     out.print(METRIC_LEGEND + CONTRIBUTION_LEGEND)
     secondary = record.secondary or {}
     extra = [

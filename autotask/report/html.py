@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 from autotask.affinity.store import load_matrices
 from autotask.backbones import build_backbone
 from autotask.errors import AutotaskError
-from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND
+from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND, reference_label
 from autotask.models import resolve_backbone
 from autotask.report.affinity_figures import (
     GraphData,
@@ -299,7 +299,7 @@ def summary_rows(data: ReportData) -> list[tuple[str, str]]:
     rows += [
         ("best trial", str(best["trial"])),
         ("best architecture", str(best["architecture"])),
-        ("Δm measured against", REFERENCE_TEXT.get(data.reference, data.reference)),
+        ("Δm measured against", reference_label(data.reference)),
     ]
     confirmed = best.get("confirmed")
     if confirmed:
@@ -345,14 +345,6 @@ def summary_rows(data: ReportData) -> list[tuple[str, str]]:
     elif data.best is not None:
         rows.append(("confirmation over seeds", "not run (one seed: the study's)"))
     return rows
-
-
-#: What Δm is measured against, per reference mode.
-REFERENCE_TEXT = {
-    "paired": "each task's single-task network at the architecture's own training settings "
-    "and seed",
-    "fixed": "each task's single-task network at the search space's default settings",
-}
 
 
 def _summary(data: ReportData) -> str:

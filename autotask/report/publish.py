@@ -30,6 +30,7 @@ from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from autotask.contributions import TaskReading
 from autotask.errors import ConfigError
+from autotask.labels import reference_label
 from autotask.search.backend.optuna_private import (
     ARTIFACTS_ATTR_PREFIX,
     ArtifactStore,
@@ -114,11 +115,7 @@ def best_note(
     (architecture in the spec's notation, Δm in % with what it is measured against, its
     confirmation over seeds, cost, the per-task table) and how to export it."""
     record = TrialRecord.from_trial(best)
-    against = (
-        "each task's single-task network at the architecture's own training settings"
-        if reference == "paired"
-        else "each task's single-task network at the default settings"
-    )
+    against = reference_label(reference)
     lines = [
         f"**Best architecture** (trial {best.number}"
         + (", confirmed over seeds" if confirmation is not None else "")
@@ -145,6 +142,11 @@ def best_note(
         f"- cost: {_num(record.cost)} single-task networks (all {tasks} single-task "
         f"networks: {tasks})",
     ]
+    if reference == "paired" and record.tuning_gain_val is not None:
+        lines.append(
+            f"- its training settings alone: {_pct(record.tuning_gain_val)} val (its "
+            "single-task networks against those at the default settings; not in its Δm)"
+        )
     if all_in_one:
         lines.append(
             f"- all-in-one network: Δm {_pct(all_in_one.get('delta_m_val'))} val, "

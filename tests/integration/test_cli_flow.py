@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -58,7 +59,12 @@ def test_status_shows_states_and_per_task_table(finished_study: Path) -> None:
     assert summary["trials"] == {"COMPLETE": 4}
     assert summary["best"]["delta_m_val"] is not None
     table = run_cli("status", "tiny-digits", cwd=finished_study)
-    assert "single-task val" in table.stdout and "digit" in table.stdout
+    assert re.search(r"┃\s+val\s+┃\s+ref\s+┃\s+pts\s+┃", table.stdout), table.stdout
+    assert "digit" in table.stdout
+    assert "contribution to Δm" in table.stdout
+    confirmation = summary["confirmation"]
+    assert confirmation["seeds"] == [1, 2, 3] and len(confirmation["ranking"]) == 3
+    assert summary["best"]["trial"] == confirmation["best"]["trial"]
 
 
 def test_export_builds_a_model_that_evaluates_to_the_stored_metrics(finished_study: Path) -> None:

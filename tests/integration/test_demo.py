@@ -22,7 +22,7 @@ def test_the_demo_answer_holds_over_other_seeds(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     # the printed answer is the confirmed one: a mean over 3 seeds with its interval
-    assert "Confirmed best architecture" in run.stdout
+    assert "confirmed over seeds 1, 2, 3): " in run.stdout
     assert "(mean ± 95 % interval over seeds 1, 2, 3)" in run.stdout
     assert "seed noise (std of Δm val over seeds)" in run.stdout
     assert "at the architecture's own training settings" in run.stdout

@@ -17,6 +17,7 @@ from autotask.affinity.store import load_matrices
 from autotask.cli.app import main
 from autotask.report.html import SECTIONS, ReportData, render_html, report_data
 from autotask.report.study_figures import ALL_IN_ONE, SINGLE_TASK, TAG_GROUPING
+from autotask.search.confirmed import load_confirmation
 from autotask.search.seeding import TAG_ATTR
 from autotask.search.study import ALL_IN_ONE_ATTR, study_record
 from autotask.select.candidates import rank_partitions
@@ -138,12 +139,19 @@ def test_task_table_compares_best_single_task_and_all_in_one(
     data: ReportData, storage: str
 ) -> None:
     study = optuna.load_study(study_name="tiny-report", storage=storage)
-    best = study.best_trial
-    assert data.tasks.best_trial == best.number
+    confirmation = load_confirmation(study)
+    assert confirmation is not None
+    confirmed = confirmation.best  # the table shows the confirmed best's seed means
+    assert data.tasks.best_trial == confirmed.trial and data.tasks.seeds == (1, 2, 3)
     assert len(data.tasks.rows) == 7
+    means = confirmed.mean_metrics("val")
     for row in data.tasks.rows:
-        assert row.best_val == best.user_attrs[f"val.{row.task}"]
+        assert row.best_val == pytest.approx(means[row.task])
         assert None not in (row.single_val, row.single_test, row.all_in_one_val)
+        assert row.contribution_val is not None
+    # the contributions add up to the confirmed mean Δm (each rounded to 0.01)
+    total = sum(row.contribution_val or 0.0 for row in data.tasks.rows)
+    assert total == pytest.approx(confirmed.delta_m_val.mean, abs=0.05)
 
 
 def test_sections_have_data(data: ReportData) -> None:
@@ -178,7 +186,9 @@ def test_the_study_shows_short_labels_a_note_and_units(root: Path, storage: str)
     note = optuna_dashboard.get_note(study)
     assert f"`{best.user_attrs['architecture']}`" in note
     assert f"{best.user_attrs['delta_m_val']:+.2f}% val" in note
-    assert "autotask export tiny-report" in note and len(note) < 1500
+    assert (
+        "autotask export tiny-report" in note and len(note) < 2500
+    )  # with its 7-row per-task table
     listed = subprocess.run(
         [str(Path(sys.executable).with_name("optuna")), "studies", "--storage", storage],
         capture_output=True,

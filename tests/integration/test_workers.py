@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from autotask.search.backend.workers import run_gated
+from autotask.search.confirmed import load_confirmation
 from autotask.search.scoring import TrainingContext
 from autotask.spec import BackboneSpec, OptimizerSpec, TaskTree
 from autotask.store.cache import DatabaseCache
@@ -78,13 +79,20 @@ def _check_study(url: str, budget: int = BUDGET) -> None:
             rows = session.scalar(select(func.count()).select_from(GroupResultRow))
             keys = session.scalar(select(func.count(func.distinct(GroupResultRow.key))))
             claims = session.scalar(select(func.count()).select_from(ClaimRow))
+            at_study_seed = session.scalar(
+                select(func.count()).select_from(GroupResultRow).where(GroupResultRow.seed == 0)
+            )
     finally:
         db.dispose()
     assert rows == keys
     assert claims == 0
     # Each network was trained by exactly one process: the trials' trained counts add up.
     trained = sum(int(t.user_attrs["networks_trained"]) for t in trials)
-    assert trained + OUTSIDE_TRIALS == rows
+    assert trained + OUTSIDE_TRIALS == at_study_seed
+    # whoever spent the budget confirmed the best over seeds 1-3, each network once
+    confirmation = load_confirmation(study)
+    assert confirmation is not None and len(confirmation.architectures) == 3
+    assert confirmation.seeds == (1, 2, 3) and rows > at_study_seed
 
 
 def test_four_workers_on_postgresql_run_exactly_the_budget(

@@ -9,6 +9,7 @@ import optuna
 import plotly.graph_objects as go
 import pytest
 
+from autotask.contributions import task_readings
 from autotask.errors import ConfigError
 from autotask.labels import METRIC_LEGEND
 from autotask.outputs import check_outputs, database_files
@@ -29,7 +30,7 @@ from autotask.report.study_figures import (
     draw_importance,
     task_table_data,
 )
-from autotask.search.confirmed import SeedStats
+from autotask.search.confirmed import Confirmation, ConfirmedArchitecture, SeedStats
 from autotask.search.record import TrialRecord
 from autotask.spec import ArchitectureSpec
 
@@ -266,3 +267,43 @@ def test_best_note_is_short_markdown_with_units(tmp_path: Path) -> None:
     )
     stats = SeedStats.of([1.0, 2.0, 3.0])
     assert best_label(5, stats, 5.0235) == ("trial 5: Δm val +2.00% ± 2.48 (confirmed), cost 5.02")
+
+
+def test_best_note_shows_the_confirmation_and_the_per_task_reading() -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    for key, value in (
+        ("architecture", ARCHITECTURE),
+        ("delta_m_val", 3.93),
+        ("delta_m_test", 4.45),
+        ("cost", 6.01),
+        ("tuning_gain_val", -8.37),
+    ):
+        trial.set_user_attr(key, value)
+    study.tell(trial, 3.93)
+    stats = SeedStats.of([-0.19, 0.0, 0.84])
+    best = ConfirmedArchitecture(0, ARCHITECTURE, {}, 6.01, 3.93, stats, stats)
+    runner_up = ConfirmedArchitecture(1, "[a]", {}, 6.0, 4.04, stats, stats)
+    confirmation = Confirmation((1, 2, 3), (best, runner_up))
+    readings = task_readings(
+        ["ink", "digit"],
+        {"ink": 0.1, "digit": 0.95},
+        {"ink": 0.125, "digit": 0.95},
+        {"ink": ("mae", False), "digit": ("accuracy", True)},
+    )
+    note = best_note(
+        "digits",
+        study.best_trial,
+        storage="sqlite:///studies/digits.db",
+        tasks=7,
+        confirmation=confirmation,
+        readings=readings,
+        reference="paired",
+    )
+    assert "confirmed over seeds" in note
+    assert f"Δm val {stats.describe()} (mean ± 95 % interval over seeds 1, 2, 3" in note
+    assert "per seed -0.19, +0.00, +0.84" in note and "cannot be told apart" in note
+    assert "at the architecture's own training settings" in note
+    assert "its training settings alone: -8.37% val" in note
+    assert "| ink | mae | ↓ | 0.1 | 0.125 | 10.00 |" in note  # +20 % over 2 tasks
+    assert "| digit | accuracy | ↑ | 0.95 | 0.95 | 0.00 |" in note
