@@ -148,27 +148,38 @@ def _confirm(session: SearchSession, budget: int, events: StudyEvents) -> Confir
     if count_budget_trials(session.study) < min(budget, session.trial_budget or budget):
         logger.info("confirmation waits until the study's trial budget is spent")
         return None
-    started: list[int] = []
-
-    def on_start(pending: int) -> None:
-        if pending:
-            events.stage_started(CONFIRMATION, pending)
-            started.append(pending)
-
+    stage = _Stage(events, CONFIRMATION)
     try:
         confirmation = confirm_top(
             session.study,
             session.context,
             top=settings.top,
             seeds=settings.seeds,
-            on_start=on_start,
+            on_start=stage.start,
         )
     except AutotaskError as exc:  # e.g. a network diverged at a new seed
         logger.warning("confirmation not completed: %s", exc)
         return None
-    if started:
-        events.stage_finished(CONFIRMATION)
+    stage.finish()
     return confirmation
+
+
+@dataclass
+class _Stage:
+    """A training stage told to ``events`` only when it trains something."""
+
+    events: StudyEvents
+    name: str
+    started: bool = False
+
+    def start(self, pending: int) -> None:
+        if pending:
+            self.events.stage_started(self.name, pending)
+            self.started = True
+
+    def finish(self) -> None:
+        if self.started:
+            self.events.stage_finished(self.name)
 
 
 def _train_baselines(session: SearchSession, events: StudyEvents) -> ArchitectureScore:
@@ -232,20 +243,13 @@ def _train_tag_baseline(
     """Train the TAG-selected grouping beside the other baselines, once affinity exists."""
     if matrix is None:
         return
-    started: list[int] = []
-
-    def on_start(pending: int) -> None:
-        if pending:
-            events.stage_started(TAG_GROUPING, pending)
-            started.append(pending)
-
+    stage = _Stage(events, TAG_GROUPING)
     try:
-        tag_baseline(session, matrix, on_start)
+        tag_baseline(session, matrix, stage.start)
     except AutotaskError as exc:  # e.g. a network of the grouping diverged
         logger.warning("TAG-selected grouping not trained: %s", exc)
         return
-    if started:
-        events.stage_finished(TAG_GROUPING)
+    stage.finish()
 
 
 def _run_pool(pool: WorkerPool, progressed: Callable[[], None], events: StudyEvents) -> None:
