@@ -217,11 +217,13 @@ class TrainingContext:
 
     def references_for(self, spec: ArchitectureSpec) -> dict[str, NetworkResult]:
         """What ``spec``'s Δm is measured against (see :data:`ReferenceMode`)."""
-        return self._references_for(spec)[0]
+        return self.train_references(spec)[0]
 
-    def _references_for(
+    def train_references(
         self, spec: ArchitectureSpec
     ) -> tuple[dict[str, NetworkResult], list[NetworkResult]]:
+        """:meth:`references_for`, and those this call trained (none once kept: a later
+        :meth:`score` of ``spec`` counts none)."""
         if self.reference == "fixed":
             return self._references_trained(self.baseline_optimizer, self.baseline_backbone)
         return self._references_trained(spec.optimizer, spec.backbone or self.baseline_backbone)
@@ -298,7 +300,7 @@ class TrainingContext:
         trained, also when the callback stops the training. Raises :class:`TrialDiverged`
         if any of its networks diverged.
         """
-        baselines, references_trained = self._references_for(spec)
+        baselines, references_trained = self.train_references(spec)
         jobs = self.network_jobs(spec)
         if on_epoch_score is None:
             runs = self.runner.run_many(jobs)

@@ -8,7 +8,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -368,11 +368,20 @@ class SearchSession:
                 multi_objective=self.config.multi_objective,
                 cost=cost,
             )
+            # the references first: counted on the trial even if the pruner stops it
+            _, references = self.context.train_references(spec)
+            reference_epochs = sum(r.epochs_run for r in references)
+            _store(trial, references_trained=len(references), reference_epochs=reference_epochs)
             score = self.context.score(
                 spec, on_epoch_score=pruning.callback, tally=pruning.tally, tuning_gain=True
             )
             pruning.record()
-            for key, value in score_record(trial.number, score).to_attrs().items():
+            record = replace(
+                score_record(trial.number, score),
+                references_trained=len(references),
+                reference_epochs=reference_epochs,
+            )
+            for key, value in record.to_attrs().items():
                 trial.set_user_attr(key, value)
         except optuna.TrialPruned:
             if pruning is not None:  # stopped during training, not for its cost

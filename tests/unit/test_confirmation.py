@@ -202,4 +202,12 @@ def test_trials_store_their_references_and_tuning_gain(tmp_path: Path) -> None:
         lr = (record.spec or {}).get("optimizer", {}).get("lr", 0.003)
         if lr == 0.003:  # the default settings: the references are the baselines
             assert record.tuning_gain_val == 0.0
+    # each setting's references are trained once, by the first trial at it, and counted there
+    seen = {0.003}  # the baselines' setting
+    for record in sorted(records, key=lambda r: r.number):
+        lr = (record.spec or {}).get("optimizer", {}).get("lr", 0.003)
+        assert record.references_trained == (0 if lr in seen else 3)
+        assert (record.reference_epochs or 0) > 0 if lr not in seen else True
+        seen.add(lr)
+    assert seen == {0.003, 0.01}  # the search tried the other setting too
     assert trial_attrs(references_trained=1) == {"references_trained": 1}
