@@ -231,7 +231,8 @@ def test_select_over_a_study_cache(tmp_path: Path, capsys: pytest.CaptureFixture
     args = ["select", "--study", "sel", "--storage", url, "--budget", "2.2"]
     code, out, err = run(args, capsys)
     assert code == 0, err
-    assert "Δm val" in out and "9 cached networks" in out
+    # paired references: the lr=0.01 network has none cached at its setting, so it is out
+    assert "Δm val" in out and "8 cached networks" in out
     code, out, err = run([*args, "--json"], capsys)
     assert code == 0, err
     data = json.loads(out)["selection"]
@@ -264,10 +265,19 @@ def test_select_over_a_study_cache(tmp_path: Path, capsys: pytest.CaptureFixture
         "[digit,ink,parity] balancer=equal",
         "[digit,parity] balancer=equal",
         "[digit,parity] balancer=dwa",
-        "[digit,parity] balancer=equal lr=0.01",
         "[digit,parity] balancer=static #1",
         "[digit,parity] balancer=static #2",
     }
+    # once the single-task networks at lr=0.01 are cached, it is measured against them
+    fast = ctx.baseline_optimizer.model_copy(update={"lr": 0.01})
+    for task, job in ctx.reference_jobs(fast, ctx.baseline_backbone).items():
+        result = NetworkResult([task], "ok", {task: 0.75}, {task: 0.70}, macs=100)
+        ctx.runner.cache.put(job, result, "sel")
+    pool = study_pool("sel", url)
+    name = "[digit,parity] balancer=equal lr=0.01"
+    assert name in pool.pool.names
+    (network,) = [n for n in pool.pool.networks() if n.name == name]
+    assert network.metrics["digit"] == pytest.approx(relative_change(0.80, 0.75, True))
 
     code, _, err = run(["select", "--study", "sel", "--storage", url, "--budget", "0.5"], capsys)
     assert code == 2 and "below the cheapest selection" in err
