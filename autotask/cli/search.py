@@ -314,7 +314,7 @@ def status(
     from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND, metric_label
     from autotask.report.summary import find_best, study_summary
     from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
-    from autotask.search.confirmed import load_confirmation
+    from autotask.search.confirmed import load_confirmation, shown_values
 
     study, config, _ = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
@@ -360,21 +360,17 @@ def status(
         style="bold",
     )
     confirmation = load_confirmation(study)
-    confirmed = None
-    if confirmation is not None and confirmation.best.trial == record.number:
-        confirmed = confirmation.best
+    confirmed = None if confirmation is None else confirmation.architecture(record.number)
     meta = {t: (b.get("metric"), b.get("higher_is_better")) for t, b in baselines.items()}
     tasks = sorted(baselines)
-    if confirmed is not None:
-        values = {s: confirmed.mean_metrics(s) for s in ("val", "test")}
-        references = {s: confirmed.mean_references(s) for s in ("val", "test")}
-        title = "Per task (confirmed best, means over seeds "
-        title += ", ".join(str(s) for s in confirmation.seeds) + ")"  # type: ignore[union-attr]
-    else:
-        values = {"val": dict(record.val_metrics), "test": dict(record.test_metrics)}
-        references = {s: record.reference_metrics(s, baselines) for s in ("val", "test")}
-        title = "Per task (best, one seed)"
-    readings = {s: task_readings(tasks, values[s], references[s], meta) for s in values}
+    title = "Per task (best, one seed)"
+    if confirmation is not None and confirmed is not None:
+        seeds = ", ".join(str(s) for s in confirmation.seeds)
+        title = f"Per task (confirmed best, means over seeds {seeds})"
+    readings = {
+        split: task_readings(tasks, *shown_values(record, confirmed, baselines, split), meta)
+        for split in ("val", "test")
+    }
     rows = [
         (
             val.task,

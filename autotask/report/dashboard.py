@@ -21,7 +21,7 @@ from autotask.report.publish import best_label, best_note, publish_figure, publi
 from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
 from autotask.search.backend.objectives import is_multi_objective
 from autotask.search.backend.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
-from autotask.search.confirmed import chosen_trial, load_confirmation
+from autotask.search.confirmed import chosen_trial, load_confirmation, shown_values
 from autotask.search.pareto import pareto_trials
 from autotask.search.record import TrialRecord
 from autotask.select.matrix import AffinityMatrix
@@ -109,12 +109,8 @@ def publish_summary(session: SearchSession) -> None:
         study.set_user_attr("best", best_label(best.number, delta_m, record.cost))
     baselines = study_record(study, BASELINES_ATTR, {})
     metrics = {t: (b.get("metric"), b.get("higher_is_better")) for t, b in baselines.items()}
-    if confirmation is not None:
-        values = confirmation.best.mean_metrics("val")
-        references = confirmation.best.mean_references("val")
-    else:
-        values = dict(record.val_metrics)
-        references = record.reference_metrics("val", baselines)
+    confirmed = None if confirmation is None else confirmation.best
+    values, references = shown_values(record, confirmed, baselines, "val")
     note = best_note(
         study.study_name,
         best,

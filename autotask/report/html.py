@@ -186,8 +186,8 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
     best = find_best(study)
     confirmation = load_confirmation(study)
     confirmed = None
-    if confirmation is not None and best is not None and confirmation.best.trial == best.number:
-        confirmed = confirmation.best
+    if confirmation is not None and best is not None:
+        confirmed = confirmation.architecture(best.number)
     notes: list[str] = []
     tree = None
     if best is not None:

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 
 from autotask.contributions import points, task_readings
 from autotask.labels import metric_label
-from autotask.search.confirmed import ConfirmedArchitecture
+from autotask.search.confirmed import ConfirmedArchitecture, shown_values
 from autotask.search.pareto import pareto_front
 from autotask.search.record import TrialRecord
 
@@ -265,13 +265,9 @@ def task_table_data(
     e.g. the suite's), else are unknown. The single-task values are the best trial's own
     references (the study's baselines for trials that stored none); with ``confirmed`` (the
     best, confirmed over ``seeds``) every value is its mean over those seeds."""
-    if confirmed is not None:
-        val, test = confirmed.mean_metrics("val"), confirmed.mean_metrics("test")
-        ref_val, ref_test = confirmed.mean_references("val"), confirmed.mean_references("test")
-    elif best is not None:
-        val, test = dict(best.val_metrics), dict(best.test_metrics)
-        ref_val = best.reference_metrics("val", baselines)
-        ref_test = best.reference_metrics("test", baselines)
+    if best is not None:
+        val, ref_val = shown_values(best, confirmed, baselines, "val")
+        test, ref_test = shown_values(best, confirmed, baselines, "test")
     else:
         val = test = ref_val = ref_test = {}
     joint = all_in_one or {}

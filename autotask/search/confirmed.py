@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
 from autotask.search.backend.objectives import best_trial
 from autotask.search.backend.stored import study_record
+from autotask.search.record import TrialRecord
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -29,6 +30,7 @@ __all__ = [
     "confirmation_seeds",
     "load_confirmation",
     "pooled",
+    "shown_values",
 ]
 
 #: Study record: the confirmation (:meth:`Confirmation.to_record`).
@@ -192,6 +194,10 @@ class Confirmation:
     def best(self) -> ConfirmedArchitecture:
         return self.architectures[0]
 
+    def architecture(self, trial: int) -> ConfirmedArchitecture | None:
+        """The confirmed architecture of ``trial`` (None when it was not confirmed)."""
+        return next((a for a in self.architectures if a.trial == trial), None)
+
     @property
     def seed_noise(self) -> float:
         """The study's seed noise: the standard deviation of validation Δm over seeds,
@@ -250,10 +256,15 @@ class Confirmation:
         )
 
     def to_record(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["seeds"] = list(self.seeds)
-        record["failed"] = {str(n): reason for n, reason in self.failed.items()}
-        record["architectures"] = [a.to_record() for a in self.architectures]
+        record: dict[str, Any] = {
+            "seeds": list(self.seeds),
+            "architectures": [a.to_record() for a in self.architectures],
+            "networks_trained": self.networks_trained,
+            "epochs_trained": self.epochs_trained,
+            "seconds": self.seconds,
+            "search_epochs": self.search_epochs,
+            "failed": {str(n): reason for n, reason in self.failed.items()},
+        }
         record["seed_noise"] = self.seed_noise
         record["separable"] = self.separable
         record["share_of_search"] = self.share_of_search
@@ -304,6 +315,21 @@ class Confirmation:
             "share_of_search": self.share_of_search,
             "failed": dict(self.failed),
         }
+
+
+def shown_values(
+    record: TrialRecord,
+    confirmed: ConfirmedArchitecture | None,
+    baselines: Mapping[str, Mapping[str, Any]],
+    split: str,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """What a per-task table shows of a trial on ``split``: each task's metric and its
+    single-task reference, as means over the confirmation seeds when ``confirmed``, else
+    the trial's own (its references, or the study's ``baselines`` for older trials)."""
+    if confirmed is not None:
+        return confirmed.mean_metrics(split), confirmed.mean_references(split)
+    values = record.val_metrics if split == "val" else record.test_metrics
+    return dict(values), record.reference_metrics(split, baselines)
 
 
 def load_confirmation(study: optuna.Study) -> Confirmation | None:

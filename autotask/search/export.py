@@ -86,9 +86,7 @@ def exported_document(
         "study": {"name": study.study_name, "trial": trial.number, "seed": config.seed},
     }
     confirmation = load_confirmation(study)
-    confirmed = None
-    if confirmation is not None:
-        confirmed = next((a for a in confirmation.architectures if a.trial == trial.number), None)
+    confirmed = None if confirmation is None else confirmation.architecture(trial.number)
     if confirmation is not None and confirmed is not None:
         info["confirmed"] = {
             "seeds": list(confirmation.seeds),

@@ -224,16 +224,17 @@ class TrainingContext:
     ) -> tuple[dict[str, NetworkResult], list[NetworkResult]]:
         """:meth:`references_for`, and those this call trained (none once kept: a later
         :meth:`score` of ``spec`` counts none)."""
+        return self._references_trained(*self._reference_settings(spec))
+
+    def _reference_settings(self, spec: ArchitectureSpec) -> tuple[OptimizerSpec, BackboneSpec]:
+        """The optimizer and backbone of ``spec``'s references (see :data:`ReferenceMode`)."""
         if self.reference == "fixed":
-            return self._references_trained(self.baseline_optimizer, self.baseline_backbone)
-        return self._references_trained(spec.optimizer, spec.backbone or self.baseline_backbone)
+            return self.baseline_optimizer, self.baseline_backbone
+        return spec.optimizer, spec.backbone or self.baseline_backbone
 
     def reference_jobs_for(self, spec: ArchitectureSpec) -> list[NetworkJob]:
         """The jobs of :meth:`references_for` (to count what is still to train)."""
-        if self.reference == "fixed":
-            return list(self.baseline_jobs().values())
-        backbone = spec.backbone or self.baseline_backbone
-        return list(self.reference_jobs(spec.optimizer, backbone).values())
+        return list(self.reference_jobs(*self._reference_settings(spec)).values())
 
     def all_in_one(self) -> ArchitectureSpec:
         """Every task in one fully shared network, baseline settings, equal weighting."""
