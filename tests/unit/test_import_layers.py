@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "select": 6,
     "store": 7,
     "affinity": 8,
+    "trained": 8,
     "search": 9,
     "report": 10,
     "cli": 11,

@@ -1,0 +1,1 @@
+"""Trained models: weights as safetensors, model bundles, loading, prediction, ONNX."""
