@@ -4,6 +4,7 @@ determined its training (implements :class:`~autotask.engine.cache.ResultCache`)
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -84,6 +85,43 @@ class DatabaseCache:
                 return existing
             raise
         return result
+
+    def weights_of(self, job: NetworkJob) -> dict[str, Any] | None:
+        """The stored reference to ``job``'s trained weights, if they were kept."""
+        with self.db.session() as session:
+            return session.scalars(
+                select(GroupResultRow.weights).where(GroupResultRow.key == job.key)
+            ).first()
+
+    def set_weights(self, job: NetworkJob, ref: dict[str, Any]) -> bool:
+        """Record where ``job``'s weights are kept; False when the cache has no such row."""
+        with self.db.session() as session:
+            found = session.scalars(
+                select(GroupResultRow).where(GroupResultRow.key == job.key)
+            ).first()
+            if found is None:
+                return False
+            found.weights = dict(ref)
+            return True
+
+    def kept_weights(self, study_name: str) -> dict[str, dict[str, Any]]:
+        """Cache key -> weights reference of every network ``study_name`` trained and
+        kept the weights of."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(GroupResultRow.key, GroupResultRow.weights).where(
+                    GroupResultRow.study_name == study_name,
+                    GroupResultRow.weights.is_not(None),
+                )
+            ).all()
+        return {key: weights for key, weights in rows if weights}
+
+    def clear_weights(self, key: str) -> None:
+        """Forget where the weights of the network with cache key ``key`` were kept."""
+        with self.db.session() as session:
+            found = session.scalars(select(GroupResultRow).where(GroupResultRow.key == key)).first()
+            if found is not None:
+                found.weights = None
 
     def rows(self, suite_key: str | None = None) -> list[GroupResultRow]:
         with self.db.session() as session:

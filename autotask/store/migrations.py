@@ -47,20 +47,28 @@ _NUMERICS_V4: tuple[dict[str, Any], ...] = (
 )
 
 
+def _add_column(conn: Connection, table_name: str, column_name: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for a column of the current model, unless present."""
+    table = Base.metadata.tables[table_name]
+    column = table.c[column_name]
+    if column.name in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+        return
+    preparer = conn.dialect.identifier_preparer
+    conn.execute(
+        text(
+            f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+            f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
+        )
+    )
+
+
 def _add_numerics(conn: Connection) -> None:
     """Version 4: each cached network's numerics as a column, filled from the stored
     identity of the rows already there (rows from before numerics existed are fp32: ``{}``;
     a row whose key matches none is left empty, NULL)."""
     table = Base.metadata.tables[GroupResultRow.__tablename__]
     column = table.c.numerics
-    if column.name not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
-        preparer = conn.dialect.identifier_preparer
-        conn.execute(
-            text(
-                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
-                f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
-            )
-        )
+    _add_column(conn, table.name, column.name)
     rows = conn.execute(
         select(
             table.c.id,
@@ -95,7 +103,17 @@ def _numerics_of(row: Any) -> dict[str, Any] | None:
     return next((n for n in _NUMERICS_V4 if NetworkJob(*fields, n).key == row.key), None)
 
 
-MIGRATIONS: dict[int, Migration] = {2: _add_claims, 3: _add_affinity, 4: _add_numerics}
+def _add_weights(conn: Connection) -> None:
+    """Version 5: where each cached network's trained weights are kept (NULL: not kept)."""
+    _add_column(conn, GroupResultRow.__tablename__, "weights")
+
+
+MIGRATIONS: dict[int, Migration] = {
+    2: _add_claims,
+    3: _add_affinity,
+    4: _add_numerics,
+    5: _add_weights,
+}
 
 
 def migrate(conn: Connection, from_version: int) -> list[int]:

@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 #: Version of autotask's tables; bumped with every migration in ``autotask.store.migrations``.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _utcnow() -> datetime:
@@ -67,6 +67,9 @@ class GroupResultRow(Base):
     train_seconds: Mapped[float] = mapped_column(Float)
     study_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    #: where the trained weights are kept (``WeightsRef.to_dict()``: artifact id, SHA-256,
+    #: bytes); None when they were not kept
+    weights: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ClaimRow(Base):

@@ -152,3 +152,20 @@ def test_numerics_are_stored_and_filled_in_by_the_migration(tmp_path: Path) -> N
 
 def _fields(j: NetworkJob) -> tuple[str, TaskTree, BackboneSpec, OptimizerSpec, BalancerSpec, int]:
     return j.suite_key, j.tree, j.backbone, j.optimizer, j.balancer, j.seed
+
+
+def test_weights_references_live_on_the_cache_row(tmp_path: Path) -> None:
+    """Version 5 records where a network's weights are kept; rows start without."""
+    cache = DatabaseCache(Database(f"sqlite:///{tmp_path}/w.db"))
+    first, second = job(seed=1), job(seed=2)
+    cache.put(first, result(0.5), "study")
+    cache.put(second, result(0.6), "other")
+    assert cache.weights_of(first) is None and cache.kept_weights("study") == {}
+    ref = {"artifact_id": "weights-x.safetensors", "sha256": "0" * 64, "bytes": 10}
+    assert cache.set_weights(first, ref) and cache.set_weights(second, ref)
+    assert not cache.set_weights(job(seed=3), ref)  # no such row
+    assert cache.weights_of(first) == ref
+    assert cache.kept_weights("study") == {first.key: ref}
+    cache.clear_weights(first.key)
+    assert cache.weights_of(first) is None and cache.kept_weights("study") == {}
+    assert cache.weights_of(second) == ref
