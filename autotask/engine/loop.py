@@ -222,10 +222,12 @@ def train_epochs(
     observer_factory: ObserverFactory | None = None,
     epoch_metrics: bool = False,
     runtime: Runtime | None = None,
+    keep_last: bool = False,
 ) -> TrainingRun:
     """Train ``job``'s network on ``data`` (splits on ``runtime.device``, or on the host for
     splits too large for it: see :func:`autotask.engine.runtime.place_splits`), yielding an
     :class:`EpochReport` after every epoch; the generator returns ``(net, result)``.
+    ``keep_last`` (a refit): train all ``job.optimizer.epochs`` epochs and keep the last.
 
     Keeps the weights of the epoch with the lowest validation loss (sum over the
     network's tasks), stops after ``optimizer.patience`` epochs without improvement,
@@ -254,7 +256,7 @@ def train_epochs(
     rt.apply_backend_flags()
     device = rt.device
     net = build_network(job.tree, job.backbone, interface)
-    state = NetworkState[StateDict].of(job, net, interface, on_epoch)
+    state = NetworkState[StateDict].of(job, net, interface, on_epoch, keep_last=keep_last)
     net.to(device)
     channels_last = rt.uses_channels_last(net, interface.input_shape)
     if channels_last:

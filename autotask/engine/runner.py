@@ -37,7 +37,14 @@ from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, ModelInterface, OptimizerSpec, TaskTree
 from autotask.suites.base import Split, TaskSuite
 
-__all__ = ["EpochTally", "NetworkCallback", "RoundCallback", "Runner", "RunnerEvents"]
+__all__ = [
+    "EpochTally",
+    "NetworkCallback",
+    "NetworkKeeper",
+    "RoundCallback",
+    "Runner",
+    "RunnerEvents",
+]
 
 #: Called with a network's tree in spec notation (``[a,b]``).
 NetworkCallback = Callable[[str], None]
@@ -46,6 +53,9 @@ NetworkCallback = Callable[[str], None]
 #: It may raise (e.g. ``optuna.TrialPruned``) to stop training; nothing partial is stored.
 RoundCallback = Callable[[int, list[NetworkResult]], None]
 ObserverFactory = Callable[[TreeNetwork], StepObserver]
+#: Called with every network trained and stored here, before it is dropped (to keep its
+#: weights); only for results that train here and are stored as they are.
+NetworkKeeper = Callable[[NetworkJob, TreeNetwork, NetworkResult], None]
 
 
 @dataclass(eq=False)
@@ -126,10 +136,15 @@ class _Dispatch:
     jobs: Sequence[NetworkJob]
     found: dict[str, tuple[NetworkResult, bool]] = field(default_factory=dict)
 
-    def store(self, claimed: _Claimed, result: NetworkResult) -> NetworkResult:
-        """Store a network trained here (the cache's stored result wins) and report it."""
+    def store(
+        self, claimed: _Claimed, result: NetworkResult, network: TreeNetwork | None = None
+    ) -> NetworkResult:
+        """Store a network trained here (the cache's stored result wins), hand it to the
+        runner's keeper, and report it."""
         runner, job = self.runner, claimed.job
         stored = runner.cache.put(job, result, runner.study_name)
+        if runner.keep is not None and network is not None and stored is result and result.ok:
+            runner.keep(job, network, result)
         self.found[job.key] = (stored, True)
         runner.events.on_trained(job.tree.describe())
         return stored
@@ -154,7 +169,8 @@ class Runner:
 
     ``runtime`` (default: plain fp32 on the training split's device) applies to every
     network; ``fused`` (None: ``$AUTOTASK_FUSED``, on by default) lets :meth:`run_many`
-    train networks of one structure together where the runtime allows it.
+    train networks of one structure together where the runtime allows it. ``keep`` sees
+    every network trained and stored here (to keep its weights).
     """
 
     def __init__(
@@ -167,6 +183,7 @@ class Runner:
         study_name: str | None = None,
         events: RunnerEvents | None = None,
         fused: bool | None = None,
+        keep: NetworkKeeper | None = None,
     ) -> None:
         self.suite = suite
         self.data = dict(data)
@@ -175,6 +192,7 @@ class Runner:
         self.study_name = study_name
         self.events = events if events is not None else RunnerEvents()
         self.fused = fused
+        self.keep = keep
         self.interface: ModelInterface = interface_for(suite)
 
     @classmethod
@@ -228,8 +246,25 @@ class Runner:
         *,
         on_epoch: EpochCallback | None = None,
         observer_factory: ObserverFactory | None = None,
+        refit: bool = False,
     ) -> tuple[TreeNetwork, NetworkResult]:
-        """Train ``job`` on this runner's data now (no cache lookup, nothing stored)."""
+        """Train ``job`` on this runner's data now (no cache lookup, nothing stored).
+
+        ``refit``: train on the training and validation rows together for exactly
+        ``job.optimizer.epochs`` epochs and keep the last epoch's weights (its validation
+        metrics are then measured on rows it trained on)."""
+        if refit:
+            data = {**self.data, "train": self.data["train"].joined(self.data["val"])}
+            return run_to_end(
+                train_epochs(
+                    job,
+                    data,
+                    self.interface,
+                    on_epoch=on_epoch,
+                    runtime=self.runtime,
+                    keep_last=True,
+                )
+            )
         return run_to_end(self.epochs(job, on_epoch=on_epoch, observer_factory=observer_factory))
 
     def epochs(
@@ -342,13 +377,14 @@ class Runner:
 
     def _sequential(self, dispatch: _Dispatch, mine: list[_Claimed]) -> None:
         for claimed in mine:
-            _, result = self.train(claimed.job, on_epoch=claimed.heartbeat)
+            network, result = self.train(claimed.job, on_epoch=claimed.heartbeat)
+            dispatch.store(claimed, result, network)
+            del network
             free_device_memory(self.runtime.device, collect=False)
-            dispatch.store(claimed, result)
 
     def _fused(self, dispatch: _Dispatch, mine: list[_Claimed]) -> None:
-        def store(index: int, _net: TreeNetwork, result: NetworkResult) -> None:
-            dispatch.store(mine[index], result)
+        def store(index: int, network: TreeNetwork, result: NetworkResult) -> None:
+            dispatch.store(mine[index], result, network)
 
         train_networks(
             [c.job for c in mine],
@@ -385,7 +421,8 @@ class Runner:
                     tally.epochs = finished_epochs + sum(r.epochs for r in runs.values())
                     if finished is None:
                         continue
-                    dispatch.store(run.claimed, finished)
+                    dispatch.store(run.claimed, finished, run.network)
+                    run.network = None
                     if not finished.ok:
                         raise TrialDiverged(
                             f"network {run.claimed.job.tree.describe()} diverged: {finished.reason}"
@@ -410,6 +447,7 @@ class _Lockstep:
         self.rng = RngStream()  # starts where the run seeds itself
         self.report: EpochReport | None = None
         self.epochs = 0
+        self.network: TreeNetwork | None = None  # once the run has ended
 
     def advance(self) -> NetworkResult | None:
         """Train one more epoch; the final result once the run has ended."""
@@ -419,7 +457,7 @@ class _Lockstep:
                 self.epochs = self.report.epoch
                 return None
             except StopIteration as done:
-                _, result = done.value
+                self.network, result = done.value
                 self.epochs = result.epochs_run
                 return result  # type: ignore[no-any-return]
 

@@ -53,6 +53,8 @@ class NetworkState(Generic[Weights]):
     params: int
     macs: int
     on_epoch: EpochCallback | None = None
+    #: train every epoch and keep the last one's weights (a refit: no early stopping)
+    keep_last: bool = False
     #: training time charged to this network so far (see :meth:`charge`)
     seconds: float = 0.0
     epoch: int = 0
@@ -70,9 +72,11 @@ class NetworkState(Generic[Weights]):
         net: TreeNetwork,
         interface: ModelInterface,
         on_epoch: EpochCallback | None = None,
+        *,
+        keep_last: bool = False,
     ) -> NetworkState[Weights]:
         """The state of ``job``'s freshly built ``net`` (not yet moved: MACs are counted
-        on it the first time a structure is seen)."""
+        on it the first time a structure is seen); ``keep_last``: see the field."""
         return cls(
             kinds={t: interface.heads[t][0] for t in net.tasks},
             epochs=job.optimizer.epochs,
@@ -80,6 +84,7 @@ class NetworkState(Generic[Weights]):
             params=count_parameters(net),
             macs=network_macs(job.tree, job.backbone, interface, lambda: net),
             on_epoch=on_epoch,
+            keep_last=keep_last,
         )
 
     @property
@@ -139,7 +144,7 @@ class NetworkState(Generic[Weights]):
             return f"non-finite validation loss at epoch {self.epoch}"
         if self.on_epoch is not None:
             self.on_epoch(self.epoch, val_loss)
-        if val_loss < self.best_loss:
+        if val_loss < self.best_loss or self.keep_last:
             self.best_loss, self.best_epoch, self.stale = val_loss, self.epoch, 0
             self._best = snapshot()
         else:

@@ -94,6 +94,15 @@ class Split:
             masks={k: v.to(device) for k, v in self.masks.items()},
         )
 
+    def joined(self, other: Split) -> Split:
+        """This split's rows followed by ``other``'s (same tasks), where this split is."""
+        there = other.to(self.x.device)
+        return Split(
+            x=torch.cat([self.x, there.x]),
+            targets={k: torch.cat([v, there.targets[k]]) for k, v in self.targets.items()},
+            masks={k: torch.cat([v, there.masks[k]]) for k, v in self.masks.items()},
+        )
+
     def subset(self, tasks: Sequence[str]) -> Split:
         return Split(
             x=self.x,
