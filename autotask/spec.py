@@ -126,11 +126,17 @@ class BackboneSpec(_Canonical):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+#: The settings a network's root may override (see :class:`TaskTree`).
+_ROOT_SETTINGS = ("balancer", "optimizer", "backbone")
+
+
 class TaskTree(_Canonical):
     """One node of a task tree (the root node is a whole network).
 
-    ``balancer`` (root nodes only) trains this network with its own balancer instead of
-    the architecture's; None (the default, left out of the dump) uses the architecture's.
+    ``balancer``, ``optimizer`` and ``backbone`` (root nodes only) train this network with
+    its own settings instead of the architecture's (e.g. networks chosen from a study's
+    cache by ``autotask select``); None (the default, left out of the dump) uses the
+    architecture's.
     """
 
     model_config = _FROZEN
@@ -139,6 +145,8 @@ class TaskTree(_Canonical):
     branch_at: int | None = None
     children: tuple[TaskTree, ...] = ()
     balancer: BalancerSpec | None = None
+    optimizer: OptimizerSpec | None = None
+    backbone: BackboneSpec | None = None
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -168,9 +176,10 @@ class TaskTree(_Canonical):
                     f"node {list(self.tasks)}: children must split its tasks exactly, got "
                     f"{[list(c.tasks) for c in self.children]}"
                 )
-            if any(c.balancer is not None for c in self.children):
+            if any(c.has_own_settings for c in self.children):
                 raise ValueError(
-                    f"node {list(self.tasks)}: only a network's root may name a balancer"
+                    f"node {list(self.tasks)}: only a network's root may name a balancer, "
+                    "optimizer or backbone"
                 )
             object.__setattr__(
                 self, "children", tuple(sorted(self.children, key=lambda c: c.tasks))
@@ -183,9 +192,21 @@ class TaskTree(_Canonical):
         if self.branch_at is None:
             data.pop("branch_at", None)
             data.pop("children", None)
-        if self.balancer is None:
-            data.pop("balancer", None)
+        for name in _ROOT_SETTINGS:
+            if getattr(self, name) is None:
+                data.pop(name, None)
         return data
+
+    @property
+    def has_own_settings(self) -> bool:
+        """Whether this node names a balancer, optimizer or backbone of its own."""
+        return any(getattr(self, name) is not None for name in _ROOT_SETTINGS)
+
+    def structure(self) -> TaskTree:
+        """The tree without its own settings (what a network's layout and cache key use)."""
+        if not self.has_own_settings:
+            return self
+        return self.model_copy(update=dict.fromkeys(_ROOT_SETTINGS))
 
     def iter_nodes(self, start: int = 0) -> Iterator[tuple[TaskTree, int, int | None]]:
         """Yield ``(node, first_stage, end_stage)``; ``end_stage`` None means to the end."""
@@ -252,6 +273,20 @@ class ArchitectureSpec(_Canonical):
         """Every task served, sorted."""
         return sorted({t for n in self.networks for t in n.tasks})
 
+    def optimizer_of(self, tree: TaskTree) -> OptimizerSpec:
+        """The optimizer network ``tree`` trains with: its own, else the architecture's."""
+        return tree.optimizer or self.optimizer
+
+    def backbone_of(self, tree: TaskTree) -> BackboneSpec | None:
+        """The backbone of network ``tree``: its own, else the architecture's (None: the
+        suite's default)."""
+        return tree.backbone or self.backbone
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every network trains with the architecture's optimizer and backbone."""
+        return all(n.optimizer is None and n.backbone is None for n in self.networks)
+
     @property
     def overlapping(self) -> bool:
         return sum(len(n.tasks) for n in self.networks) != len(self.tasks)
@@ -292,7 +327,16 @@ class ArchitectureSpec(_Canonical):
 #: Keys an exported file may carry besides the spec (informational, or read by
 #: ``autotask evaluate``: ``runtime``, ``baseline``, ``reference``), ignored when loading
 #: the spec.
-INFO_KEYS = ("metrics", "study", "baseline", "runtime", "reference", "confirmed")
+INFO_KEYS = (
+    "metrics",
+    "study",
+    "baseline",
+    "runtime",
+    "reference",
+    "confirmed",
+    "serving",
+    "selection",
+)
 
 
 def load_spec(path: str | Path) -> ArchitectureSpec:

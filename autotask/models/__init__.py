@@ -102,9 +102,13 @@ def build_model(
         interface = interface_for(suite)
     else:
         raise ConfigError("architecture has no 'interface' and no suite to derive one from")
-    backbone = resolve_backbone(spec, suite.default_backbone if suite is not None else None)
+    default = suite.default_backbone if suite is not None else None
+    backbone = None if all(n.backbone for n in spec.networks) else resolve_backbone(spec, default)
     for task in spec.tasks:
         if task not in interface.heads:
             raise UnknownNameError("task", task, interface.heads)
-    networks = [build_network(tree, backbone, interface) for tree in spec.networks]
+    networks = [
+        build_network(tree.structure(), tree.backbone or backbone, interface)  # type: ignore[arg-type]
+        for tree in spec.networks
+    ]
     return MultiTaskModel(networks, serving)

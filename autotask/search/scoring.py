@@ -222,19 +222,47 @@ class TrainingContext:
     def train_references(
         self, spec: ArchitectureSpec
     ) -> tuple[dict[str, NetworkResult], list[NetworkResult]]:
-        """:meth:`references_for`, and those this call trained (none once kept: a later
+        """:meth:`references_for` (each task's reference at the settings of the first
+        network serving it), and those this call trained (none once kept: a later
         :meth:`score` of ``spec`` counts none)."""
-        return self._references_trained(*self._reference_settings(spec))
+        per_network, trained = self._network_references(spec)
+        first: dict[str, NetworkResult] = {}
+        for tree, references in zip(spec.networks, per_network, strict=True):
+            for task in tree.tasks:
+                first.setdefault(task, references[task])
+        return first, trained
 
-    def _reference_settings(self, spec: ArchitectureSpec) -> tuple[OptimizerSpec, BackboneSpec]:
-        """The optimizer and backbone of ``spec``'s references (see :data:`ReferenceMode`)."""
+    def _network_references(
+        self, spec: ArchitectureSpec
+    ) -> tuple[list[dict[str, NetworkResult]], list[NetworkResult]]:
+        """Per network of ``spec``, the references at its settings; and those trained."""
+        per_network, trained = [], []
+        for settings in self._reference_settings(spec):
+            references, new = self._references_trained(*settings)
+            per_network.append(references)
+            trained += new
+        return per_network, trained
+
+    def _reference_settings(
+        self, spec: ArchitectureSpec
+    ) -> list[tuple[OptimizerSpec, BackboneSpec]]:
+        """Per network of ``spec``, the optimizer and backbone of its references (see
+        :data:`ReferenceMode`): paired, the network's own (usually the architecture's)."""
         if self.reference == "fixed":
-            return self.baseline_optimizer, self.baseline_backbone
-        return spec.optimizer, spec.backbone or self.baseline_backbone
+            return [(self.baseline_optimizer, self.baseline_backbone)] * len(spec.networks)
+        return [
+            (spec.optimizer_of(tree), spec.backbone_of(tree) or self.baseline_backbone)
+            for tree in spec.networks
+        ]
 
     def reference_jobs_for(self, spec: ArchitectureSpec) -> list[NetworkJob]:
         """The jobs of :meth:`references_for` (to count what is still to train)."""
-        return list(self.reference_jobs(*self._reference_settings(spec)).values())
+        jobs = {
+            job.key: job
+            for settings in self._reference_settings(spec)
+            for job in self.reference_jobs(*settings).values()
+        }
+        return list(jobs.values())
 
     def all_in_one(self) -> ArchitectureSpec:
         """Every task in one fully shared network, baseline settings, equal weighting."""
@@ -261,7 +289,10 @@ class TrainingContext:
     def cost(self, spec: ArchitectureSpec) -> float:
         """``spec``'s inference cost in single-task networks, known before any training."""
         backbone = spec.backbone or self.baseline_backbone
-        macs = [self.tree_macs(tree, backbone) for tree in spec.networks]
+        macs = [
+            self.tree_macs(tree.structure(), spec.backbone_of(tree) or backbone)
+            for tree in spec.networks
+        ]
         return self._cost_units(macs, spec, backbone)
 
     def _cost_units(
@@ -271,16 +302,15 @@ class TrainingContext:
         return sum(macs) / (sum(unit[t] for t in spec.tasks) / len(spec.tasks))
 
     def network_jobs(self, spec: ArchitectureSpec) -> list[NetworkJob]:
-        """One job per network of ``spec`` (a network's own balancer wins over the
-        architecture's; the job's tree leaves it out, so the cache key is the same as for
-        that balancer given at the architecture level). A single-task network has no losses
-        to balance: it trains with equal weighting, as its reference does."""
-        backbone = spec.backbone or self.baseline_backbone
+        """One job per network of ``spec`` (a network's own balancer, optimizer and backbone
+        win over the architecture's; the job's tree leaves them out, so the cache key is the
+        same as for those settings given at the architecture level). A single-task network
+        has no losses to balance: it trains with equal weighting, as its reference does."""
         jobs = []
         for tree in spec.networks:
             balancer = BalancerSpec() if len(tree.tasks) == 1 else tree.balancer or spec.balancer
-            plain = tree if tree.balancer is None else tree.model_copy(update={"balancer": None})
-            jobs.append(self.job(plain, backbone, spec.optimizer, balancer))
+            backbone = spec.backbone_of(tree) or self.baseline_backbone
+            jobs.append(self.job(tree.structure(), backbone, spec.optimizer_of(tree), balancer))
         return jobs
 
     def score(
@@ -301,7 +331,8 @@ class TrainingContext:
         trained, also when the callback stops the training. Raises :class:`TrialDiverged`
         if any of its networks diverged.
         """
-        baselines, references_trained = self.train_references(spec)
+        per_network, references_trained = self._network_references(spec)
+        baselines = self.train_references(spec)[0]  # kept: nothing trains again
         jobs = self.network_jobs(spec)
         if on_epoch_score is None:
             runs = self.runner.run_many(jobs)
@@ -318,7 +349,7 @@ class TrainingContext:
         results = [result for result, _ in runs]
         trained = [was_trained for _, was_trained in runs]
         higher = self.higher_is_better()
-        serving = _best_serving(spec.tasks, results, higher)
+        serving = best_serving(spec.tasks, results, higher)
         val = {t: results[i].val_metrics[t] for t, i in serving.items()}
         test = {t: results[i].test_metrics[t] for t, i in serving.items()}
         val_secondary = {
@@ -331,8 +362,9 @@ class TrainingContext:
             for t, i in serving.items()
             if t in results[i].test_secondary
         }
-        base_val = {t: baselines[t].val_metrics[t] for t in val}
-        base_test = {t: baselines[t].test_metrics[t] for t in test}
+        # each task against its reference at the settings of the network serving it
+        base_val = {t: per_network[serving[t]][t].val_metrics[t] for t in val}
+        base_test = {t: per_network[serving[t]][t].test_metrics[t] for t in test}
         backbone = spec.backbone or self.baseline_backbone
         gain_val = gain_test = None
         if tuning_gain:
@@ -372,7 +404,7 @@ def _partial_delta_m(
     tasks = sorted({t for r in results for t in r.val_metrics})
     if not tasks:
         return float("nan")
-    serving = _best_serving(tasks, results, higher)
+    serving = best_serving(tasks, results, higher)
     val = {t: results[i].val_metrics.get(t, float("nan")) for t, i in serving.items()}
     measured = {t: v for t, v in val.items() if not math.isnan(v)}
     if not measured:
@@ -380,7 +412,7 @@ def _partial_delta_m(
     return delta_m(measured, {t: baselines[t].val_metrics[t] for t in measured}, higher)
 
 
-def _best_serving(
+def best_serving(
     tasks: Sequence[str], results: Sequence[NetworkResult], higher: Mapping[str, bool]
 ) -> dict[str, int]:
     """Each task served by the network with its best validation metric (first on ties)."""
