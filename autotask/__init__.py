@@ -1,7 +1,8 @@
 """autotask: AutoML for multi-task learning.
 
 Search which tasks share a network, where shared networks branch and how task losses
-are balanced; export the best architecture and rebuild it with :func:`build_model`.
+are balanced; export the best architecture and rebuild it with :func:`build_model`, or
+export the trained model and load it with :func:`load_model`.
 
 The public names load on first use, so that ``import autotask`` (and the command line's
 start-up) does not import torch.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from autotask.select import group_tasks, select_networks
     from autotask.spec import ArchitectureSpec, TaskTree, load_spec
     from autotask.suites import get_suite, list_suites
+    from autotask.trained.model import TaskPrediction, TrainedModel, load_model
 
 __all__ = [
     "ArchitectureSpec",
@@ -33,13 +35,16 @@ __all__ = [
     "ConfigError",
     "DataError",
     "StorageError",
+    "TaskPrediction",
     "TaskTree",
+    "TrainedModel",
     "TrialDiverged",
     "UnknownNameError",
     "build_model",
     "get_suite",
     "group_tasks",
     "list_suites",
+    "load_model",
     "load_spec",
     "select_networks",
 ]
@@ -56,6 +61,9 @@ _LAZY = {
     "list_suites": "autotask.suites",
     "group_tasks": "autotask.select",
     "select_networks": "autotask.select",
+    "load_model": "autotask.trained.model",
+    "TrainedModel": "autotask.trained.model",
+    "TaskPrediction": "autotask.trained.model",
 }
 
 

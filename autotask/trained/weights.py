@@ -36,8 +36,12 @@ __all__ = [
     "sha256_of",
 ]
 
-#: What every weights file's header says it is (``metadata["format"]``).
+#: What every weights file's header says it is.
 FORMAT = "autotask-network/1"
+#: The one header metadata key autotask writes: a JSON object with ``format`` and the
+#: network's metadata (one key, so that equal weights give equal bytes: safetensors
+#: writes several metadata keys in no fixed order).
+HEADER_KEY = "autotask"
 
 
 class ArtifactStore(Protocol):
@@ -75,14 +79,14 @@ def sha256_of(data: bytes) -> str:
 
 def network_bytes(network: nn.Module, metadata: Mapping[str, Any]) -> bytes:
     """The network's state dict as safetensors bytes (on the CPU, contiguous), with
-    ``metadata`` (JSON-encoded values) and :data:`FORMAT` in the header."""
+    ``metadata`` and :data:`FORMAT` in the header (JSON under :data:`HEADER_KEY`); equal
+    weights and metadata give equal bytes."""
     state = {
         name: tensor.detach().to("cpu").contiguous().clone()
         for name, tensor in network.state_dict().items()
     }
-    header = {key: json.dumps(value, sort_keys=True) for key, value in metadata.items()}
-    header["format"] = FORMAT
-    return save_safetensors(state, metadata=header)
+    header = json.dumps({**metadata, "format": FORMAT}, sort_keys=True)
+    return save_safetensors(state, metadata={HEADER_KEY: header})
 
 
 def read_weights(
@@ -99,12 +103,12 @@ def read_weights(
     except (SafetensorError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{what}: not a readable safetensors file ({first})") from None
-    if header.get("format") != FORMAT:
-        raise DataError(f"{what}: not an autotask network weights file")
     try:
-        metadata = {k: json.loads(v) for k, v in header.items() if k != "format"}
+        metadata = json.loads(header.get(HEADER_KEY, "{}"))
     except json.JSONDecodeError:
         raise DataError(f"{what}: malformed header metadata") from None
+    if not isinstance(metadata, dict) or metadata.pop("format", None) != FORMAT:
+        raise DataError(f"{what}: not an autotask network weights file")
     return state, metadata
 
 
