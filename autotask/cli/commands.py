@@ -5,6 +5,7 @@ from autotask.cli import (  # noqa: F401
     dashboard,
     evaluate,
     listing,
+    models,
     report,
     search,
     select,

@@ -443,7 +443,11 @@ def status(
 def export(
     study_name: str = typer.Argument(..., help="Name of the study."),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="File to write (default best.yaml; with --pareto a folder)."
+        None,
+        "-o",
+        "--output",
+        help="File to write (default best.yaml; with --pareto a folder; with --weights or "
+        "--onnx the model folder, default model).",
     ),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     budget: float | None = typer.Option(
@@ -452,11 +456,26 @@ def export(
     pareto: bool = typer.Option(
         False, "--pareto", help="Every Pareto-optimal architecture (Δm vs cost), one file each."
     ),
+    weights: bool = typer.Option(
+        False,
+        "--weights",
+        help="Write a model folder: the architecture, its trained weights (safetensors) and "
+        "a manifest, for autotask.load_model.",
+    ),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="With the weights, one ONNX file per network, checked."
+    ),
+    device: str | None = typer.Option(
+        None, help="Where networks whose weights were not kept train again (default: best)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Write the best architecture as YAML for build_model.
+    """Write the best architecture as YAML for build_model, or (--weights) the trained model.
 
-    The file holds the architecture with its suite and metrics."""
+    The file holds the architecture with its suite and metrics. With --weights the
+    networks' kept weights are written (networks whose weights were not kept train
+    again, seeded as in the search)."""
     from autotask.outputs import check_outputs
     from autotask.search.backend.stored import load_study
     from autotask.search.export import export_best
@@ -465,8 +484,10 @@ def export(
 
     if pareto and budget is not None:
         raise ConfigError("--pareto and --budget exclude each other")
+    if pareto and (weights or onnx):
+        raise ConfigError("--pareto writes architecture files only (no --weights or --onnx)")
     url = _storage_for(study_name, storage)
-    study, config, _ = load_study(study_name, url)
+    study, config, db = load_study(study_name, url)
     if pareto:
         folder = output or Path("pareto")
         if folder.exists() and not folder.is_dir():
@@ -484,7 +505,51 @@ def export(
         out.print(table("Pareto-optimal architectures", ["file", "cost", "Δm val", "arch"], rows))
         return
     chosen = None if budget is None else best_within_budget(study, budget)
+    if weights or onnx:
+        _export_model(
+            study, config, db, output or Path("model"), chosen, device, onnx, force, quiet
+        )
+        return
     path = output or Path("best.yaml")
     check_outputs([path], force=force, storage_url=url)
     spec = export_best(study, config, path, chosen)
     out.print(f"wrote {path}: {spec.describe()}")
+
+
+def _export_model(
+    study: Any,
+    config: Any,
+    db: Any,
+    folder: Path,
+    trial: Any,
+    device: str | None,
+    onnx: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """``export --weights``: the model folder of ``trial`` (default: the chosen one)."""
+    from autotask.cli.models import network_progress, print_model, write_onnx
+    from autotask.engine.runner import RunnerEvents
+    from autotask.search.model_export import export_trial_model, study_context
+    from autotask.search.weights import weight_store_for
+    from autotask.trained.bundle import check_bundle_target
+
+    check_bundle_target(folder, force=force)
+    events = RunnerEvents()
+    context = study_context(study, config, db, device=device, events=events)
+    with network_progress(
+        events, "training networks whose weights were not kept", quiet=quiet
+    ) as shown:
+        manifest = export_trial_model(
+            study,
+            config,
+            context,
+            weight_store_for(db.url),
+            folder,
+            trial=trial,
+            force=force,
+            on_start=shown.start,
+        )
+    if onnx:
+        write_onnx(folder, context.suite.splits["test"].x[:8])
+    print_model(folder, manifest)

@@ -100,6 +100,21 @@ def select(
     ),
     heuristic: bool = typer.Option(False, "--heuristic", help="Use the (inexact) heuristic."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="With --study: write the selection as an architecture file (with --weights: "
+        "a model folder) that `autotask train` and autotask.load_model read.",
+    ),
+    weights: bool = typer.Option(
+        False, "--weights", help="With -o: the model folder, with the networks' weights."
+    ),
+    onnx: bool = typer.Option(False, "--onnx", help="With --weights: also ONNX files."),
+    device: str | None = typer.Option(
+        None, help="With --weights: where networks whose weights were not kept train again."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     r"""Choose the best trained networks or task groups under a budget.
 
@@ -126,6 +141,12 @@ def select(
         raise ConfigError(f"--direction must be minimize or maximize, got {direction!r}")
     if standley is None and (score_on_path is not None or hoa):
         raise ConfigError("--score-on and --hoa go with --standley")
+    if (weights or onnx) and output is None:
+        raise ConfigError("--weights and --onnx write to the folder given with -o")
+    if output is not None and (study is None or sweep):
+        raise ConfigError("-o writes one selection of a study's networks: give --study, no --sweep")
+    if output is not None:
+        _check_output(output, weights or onnx, force, storage, study)
     method: Method = "heuristic" if heuristic else "auto"
     if affinity is not None:
         if budget is not None or sweep or not overlap:
@@ -187,6 +208,8 @@ def select(
             "values": values,
             "total": _aggregate(values, aggregate),
         }
+    if output is not None and study is not None:
+        _write_selection(study, storage, spool, selection, output, weights, onnx, device, force)
     if not json_out:
         _print_selection(title, selection, "metric", extra)
         if "scored_on" in report:
@@ -215,6 +238,75 @@ def select(
             _print_sweep(report["sweep"], score_on_path)
     if json_out:
         _print_json(report)
+
+
+def _check_output(
+    output: Path, folder: bool, force: bool, storage: str | None, study: str | None
+) -> None:
+    """Refuse an output that exists (without --force), before anything is selected."""
+    from autotask.outputs import check_outputs
+    from autotask.search.backend.storage import resolve_storage_url
+    from autotask.trained.bundle import check_bundle_target
+
+    if folder:
+        check_bundle_target(output, force=force)
+    else:
+        url = resolve_storage_url(storage, None, study) if study is not None else None
+        check_outputs([output], force=force, storage_url=url)
+
+
+def _write_selection(
+    study_name: str,
+    storage: str | None,
+    spool: Any,
+    selection: Selection,
+    output: Path,
+    weights: bool,
+    onnx: bool,
+    device: str | None,
+    force: bool,
+) -> None:
+    """``select --study -o``: the selection as an architecture file or a model folder."""
+    from autotask.outputs import write_text
+    from autotask.search.backend.storage import resolve_storage_url
+    from autotask.search.backend.stored import load_study
+    from autotask.search.selection_export import selected_architecture
+
+    url = resolve_storage_url(storage, None, study_name)
+    study, config, db = load_study(study_name, url)
+    chosen = selected_architecture(study, config, db, spool, selection)
+    if not (weights or onnx):
+        write_text(output, chosen.to_yaml())
+        out.print(f"wrote {output}: {chosen.spec.describe()}")
+        return
+    from autotask.cli.models import network_progress, print_model, write_onnx
+    from autotask.engine.runner import RunnerEvents
+    from autotask.search.model_export import save_trained, study_context
+    from autotask.search.weights import trained_networks, weight_store_for
+    from autotask.store.cache import DatabaseCache
+
+    events = RunnerEvents()
+    context = study_context(study, config, db, device=device, events=events)
+    cache = DatabaseCache(db)
+    with network_progress(events, "training networks whose weights were not kept") as shown:
+        networks = trained_networks(
+            context.runner, cache, weight_store_for(url), chosen.jobs, on_start=shown.start
+        )
+    manifest = save_trained(
+        output,
+        chosen.spec,
+        networks,
+        context.suite,
+        suite_name=config.suite.name,
+        numerics=chosen.jobs[0].numerics,
+        source={"study": study_name, "selection": list(selection.names)},
+        architecture_yaml=chosen.to_yaml(),
+        serving=chosen.serving,
+        force=force,
+    )
+    if onnx:
+        write_onnx(output, context.suite.splits["test"].x[:8])
+    print_model(output, manifest)
 
 
 def _select_groups(

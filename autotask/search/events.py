@@ -13,12 +13,13 @@ if TYPE_CHECKING:
     from autotask.search.study import SearchSession
     from autotask.select.matrix import AffinityMatrix
 
-__all__ = ["BASELINES", "CONFIRMATION", "TAG_GROUPING", "StudyEvents"]
+__all__ = ["BASELINES", "CONFIRMATION", "KEEPING_WEIGHTS", "TAG_GROUPING", "StudyEvents"]
 
 #: Stages that train networks outside trials (:meth:`StudyEvents.stage_started`).
 BASELINES = "baselines"
 TAG_GROUPING = "TAG grouping"
 CONFIRMATION = "confirmation"
+KEEPING_WEIGHTS = "best weights"
 
 
 class StudyEvents:
@@ -28,9 +29,9 @@ class StudyEvents:
         """The study is open (created or resumed); nothing trained yet."""
 
     def stage_started(self, stage: str, networks: int) -> None:
-        """``stage`` (:data:`BASELINES`, :data:`TAG_GROUPING`, :data:`CONFIRMATION`) starts
-        training ``networks``
-        networks (not called when all of them are cached)."""
+        """``stage`` (:data:`BASELINES`, :data:`TAG_GROUPING`, :data:`CONFIRMATION`,
+        :data:`KEEPING_WEIGHTS`) starts training ``networks`` networks (not called when all
+        of them are cached)."""
 
     def stage_finished(self, stage: str) -> None:
         """``stage`` trained all its networks."""

@@ -23,7 +23,14 @@ from autotask.search.backend.storage import resolve_storage_url
 from autotask.search.backend.workers import count_budget_trials
 from autotask.search.confirmation import confirm_top
 from autotask.search.confirmed import Confirmation
-from autotask.search.events import BASELINES, CONFIRMATION, TAG_GROUPING, StudyEvents
+from autotask.search.events import (
+    BASELINES,
+    CONFIRMATION,
+    KEEPING_WEIGHTS,
+    TAG_GROUPING,
+    StudyEvents,
+)
+from autotask.search.pareto import scored_trials
 from autotask.search.refinement import AffinityRefinement
 from autotask.search.scoring import ArchitectureScore
 from autotask.search.seeding import (
@@ -34,6 +41,7 @@ from autotask.search.seeding import (
 )
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
+from autotask.search.weights import keep_best, weight_store_for
 from autotask.select.matrix import AffinityMatrix
 
 __all__ = ["SEARCH", "WORKER", "PoolSettings", "StudyPlan", "StudyRun", "run_study"]
@@ -134,6 +142,7 @@ def run_study(
         confirmation = None
         if plan.confirm:
             confirmation = _confirm(session, budget, events)
+            _keep_best_weights(session, url, events)
         if plan.publish:
             events.publish_results(session)
         return StudyRun(session, all_in_one, budget, started, confirmation)
@@ -162,6 +171,26 @@ def _confirm(session: SearchSession, budget: int, events: StudyEvents) -> Confir
         return None
     stage.finish()
     return confirmation
+
+
+def _keep_best_weights(session: SearchSession, url: str, events: StudyEvents) -> None:
+    """Keep the weights of the architecture ``export`` writes (``keep_weights: best`` or
+    ``all``), training again those not kept yet; a study without scored trials keeps none."""
+    if session.config.keep_weights == "none" or not scored_trials(session.study):
+        return
+    stage = _Stage(events, KEEPING_WEIGHTS)
+    try:
+        keep_best(
+            session.study,
+            session.context,
+            weight_store_for(url),
+            prune=session.config.keep_weights == "best",
+            on_start=stage.start,
+        )
+    except AutotaskError as exc:
+        logger.warning("weights of the best architecture not kept: %s", exc)
+        return
+    stage.finish()
 
 
 @dataclass

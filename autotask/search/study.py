@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import torch
@@ -58,6 +58,7 @@ from autotask.search.study_config import (
     stored_reference,
 )
 from autotask.search.suite_record import SUITE_ATTR, SuiteRecord
+from autotask.search.weights import weight_store_for, weights_keeper
 from autotask.spec import ArchitectureSpec
 from autotask.store.cache import DatabaseCache
 from autotask.store.claims import default_owner
@@ -304,6 +305,10 @@ class SearchSession:
         )
         for option in space.balancers:
             context.runner.runtime.check_balancer(option.name)
+        if config.keep_weights != "none":
+            context.runner.keep = weights_keeper(
+                cast(DatabaseCache, context.runner.cache), weight_store_for(url)
+            )
         gate = study_lock(url, f"study:{name}")
         return cls(config, study, context, db.safe_url, gate, configured_sampler=sampler, db=db)
 

@@ -21,6 +21,8 @@ Example (``studies/digits.yaml``)::
     reference: paired         # Δm against single-task networks at each architecture's own
                               # training settings (paired, default) or the defaults (fixed)
     confirm: {top: 3, seeds: 3}   # re-train the 3 best with 3 more seeds; top: 0 turns it off
+    keep_weights: best        # trained weights kept (safetensors in the artifact store):
+                              # best (what `export` writes, default) | all | none
 """
 
 from __future__ import annotations
@@ -203,6 +205,10 @@ class StudyConfig(BaseModel):
     #: was created with; one stored before the option existed keeps ``fixed``.
     reference: ReferenceMode = "paired"
     confirm: ConfirmConfig = ConfirmConfig()
+    #: Which trained networks keep their weights: ``best`` (the networks of the
+    #: architecture ``autotask export`` writes), ``all`` or ``none``
+    #: (:mod:`autotask.search.weights`).
+    keep_weights: Literal["none", "best", "all"] = "best"
 
     @field_validator("suite", "sampler", "pruner", mode="before")
     @classmethod
@@ -237,8 +243,8 @@ class StudyConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What a resumed study must share with the stored one (not the budget, storage,
-        seeding, sampler, pruner, runtime or confirmation, which may change between runs;
-        numerics-changing runtime settings are part of every network's cache key; the
+        seeding, sampler, pruner, runtime, confirmation or kept weights, which may change
+        between runs; numerics-changing runtime settings are part of every network's cache key; the
         reference mode is the stored study's own, see :func:`stored_reference`)."""
         return self.model_dump(
             mode="json",
@@ -252,6 +258,7 @@ class StudyConfig(BaseModel):
                 "runtime",
                 "reference",
                 "confirm",
+                "keep_weights",
             },
         )
 

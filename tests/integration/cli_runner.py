@@ -13,8 +13,10 @@ import pytest
 from autotask.cli import main
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOTASK_THREADS": "1"}
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOTASK_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "autotask", *args],
         cwd=cwd,
