@@ -120,7 +120,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="Overwrite the model in a non-empty folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train an architecture file into a model folder that autotask.load_model reads.
+    """Train an architecture file into a loadable model folder.
 
     Each network trains as a search trains it: the same seed gives the same weights."""
     from autotask.engine.runner import RunnerEvents
@@ -180,7 +180,7 @@ def train(
 def inspect(
     model: Path = typer.Argument(..., help="Model folder (export --weights, train, select)."),
 ) -> None:
-    """Check a model folder (hashes, suite, tensor shapes) and show what it holds."""
+    """Check a model folder's weights and show what the model holds."""
     from autotask.trained.model import load_model
 
     loaded = load_model(model)

@@ -471,7 +471,7 @@ def export(
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Write the best architecture as YAML for build_model, or (--weights) the trained model.
+    """Write the best architecture as YAML, or (--weights) the model.
 
     The file holds the architecture with its suite and metrics. With --weights the
     networks' kept weights are written (networks whose weights were not kept train

@@ -41,8 +41,9 @@ from autotask.search.seeding import (
 )
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
-from autotask.search.weights import keep_best, weight_store_for
+from autotask.search.weights import keep_best, weight_store_for, weights_pruner
 from autotask.select.matrix import AffinityMatrix
+from autotask.store.cache import DatabaseCache
 
 __all__ = ["SEARCH", "WORKER", "PoolSettings", "StudyPlan", "StudyRun", "run_study"]
 
@@ -138,7 +139,9 @@ def run_study(
             )
             session.storage_check()  # the workers' trials were kept
         else:
-            started = session.run(budget, timeout=limit, callbacks=[progressed])
+            started = session.run(
+                budget, timeout=limit, callbacks=[progressed, *_weights_pruning(session, url)]
+            )
         confirmation = None
         if plan.confirm:
             confirmation = _confirm(session, budget, events)
@@ -171,6 +174,23 @@ def _confirm(session: SearchSession, budget: int, events: StudyEvents) -> Confir
         return None
     stage.finish()
     return confirmation
+
+
+def _weights_pruning(session: SearchSession, url: str) -> list[Callable[..., None]]:
+    """The trial callback that keeps ``keep_weights: best`` within its budget (none for
+    the other modes)."""
+    cache = session.context.runner.cache
+    if session.config.keep_weights != "best" or not isinstance(cache, DatabaseCache):
+        return []
+    return [
+        weights_pruner(
+            session.study.study_name,
+            cache,
+            weight_store_for(url),
+            top=max(1, session.config.confirm.top),
+            budget_bytes=session.config.keep_weights_budget * 2**30,
+        )
+    ]
 
 
 def _keep_best_weights(session: SearchSession, url: str, events: StudyEvents) -> None:

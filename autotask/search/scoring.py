@@ -229,7 +229,8 @@ class TrainingContext:
         first: dict[str, NetworkResult] = {}
         for tree, references in zip(spec.networks, per_network, strict=True):
             for task in tree.tasks:
-                first.setdefault(task, references[task])
+                if task in references:
+                    first.setdefault(task, references[task])
         return first, trained
 
     def _network_references(

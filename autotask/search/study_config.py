@@ -23,6 +23,8 @@ Example (``studies/digits.yaml``)::
     confirm: {top: 3, seeds: 3}   # re-train the 3 best with 3 more seeds; top: 0 turns it off
     keep_weights: best        # trained weights kept (safetensors in the artifact store):
                               # best (what `export` writes, default) | all | none
+    keep_weights_budget: 2.0  # GiB a running search keeps (best) before deleting the
+                              # weights of networks outside its best trials
 """
 
 from __future__ import annotations
@@ -209,6 +211,10 @@ class StudyConfig(BaseModel):
     #: architecture ``autotask export`` writes), ``all`` or ``none``
     #: (:mod:`autotask.search.weights`).
     keep_weights: Literal["none", "best", "all"] = "best"
+    #: With ``keep_weights: best``: most GiB of weights a running search keeps before it
+    #: deletes those of the oldest networks outside its best trials (see
+    #: :mod:`autotask.search.weights`).
+    keep_weights_budget: float = Field(default=2.0, ge=0)
 
     @field_validator("suite", "sampler", "pruner", mode="before")
     @classmethod
@@ -259,6 +265,7 @@ class StudyConfig(BaseModel):
                 "reference",
                 "confirm",
                 "keep_weights",
+                "keep_weights_budget",
             },
         )
 

@@ -4,18 +4,21 @@ A study's ``keep_weights`` decides which networks keep their weights:
 
 - ``all``: every network the study trains, as it is stored in the result cache;
 - ``best`` (default): the networks of the architecture ``autotask export`` writes (the
-  confirmed best, else the best trial). Every network keeps its weights as it is stored
-  (so the chosen networks' weights are exactly those their stored metrics were measured
-  on, whichever trial trained them); once the search has ended the study deletes all
-  the others;
+  confirmed best, else the best trial). Every network keeps its weights as it is stored,
+  so the chosen networks' weights are exactly those their stored metrics were measured
+  on, whichever trial trained them. While the study's kept weights exceed
+  ``keep_weights_budget`` (GiB), each finished trial deletes those of the oldest networks
+  outside the best trials; once the search has ended the study deletes all but the
+  chosen architecture's;
 - ``none``: none (``autotask export --weights`` trains them again when asked).
 
 Weights are safetensors files in the study's Optuna artifact store
 (:func:`~autotask.store.artifacts.artifact_store_for`), one per cache key; the cache row
 holds the reference (artifact id, SHA-256, size). A network whose weights were not kept
-is trained again from its job: training is seeded, so on the CPU it reproduces the stored
-result exactly (checked; a difference is reported, and the weights carry their own
-metrics).
+is trained again from its job: training is seeded, so on the CPU a network that trained
+alone reproduces its stored result exactly; one trained in a fused group (networks of one
+structure trained together) differs in the last digits (a warning says so, and the
+model folder lists the metrics of the new weights).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from autotask.engine.runner import NetworkKeeper, Runner
 from autotask.errors import DataError, TrialDiverged
 from autotask.models import build_network
 from autotask.models.tree import TreeNetwork
+from autotask.search.confirmation import top_trials
 from autotask.search.confirmed import chosen_trial
 from autotask.search.record import TrialRecord
 from autotask.search.scoring import TrainingContext
@@ -55,9 +59,11 @@ __all__ = [
     "keep_network",
     "network_metadata",
     "prune_weights",
+    "top_network_keys",
     "trained_networks",
     "weight_store_for",
     "weights_keeper",
+    "weights_pruner",
 ]
 
 logger = logging.getLogger("autotask")
@@ -224,14 +230,57 @@ def keep_best(
     return networks
 
 
-def prune_weights(study_name: str, cache: DatabaseCache, store: WeightStore, keep: set[str]) -> int:
-    """Delete the kept weights of every network ``study_name`` trained except those with
-    cache keys in ``keep``; how many were deleted."""
+def prune_weights(
+    study_name: str,
+    cache: DatabaseCache,
+    store: WeightStore,
+    keep: set[str],
+    *,
+    budget_bytes: float = 0.0,
+) -> int:
+    """Delete the kept weights of networks ``study_name`` trained, except those with cache
+    keys in ``keep``, oldest first, until the study's kept weights fit ``budget_bytes``
+    (0: delete all of them); how many were deleted."""
+    kept = cache.kept_weights(study_name)
+    total = sum(WeightsRef.from_dict(r).bytes for r in kept.values())
     removed = 0
-    for key, reference in cache.kept_weights(study_name).items():
+    for key, reference in kept.items():
+        if total <= budget_bytes:
+            break
         if key in keep:
             continue
-        store.remove(WeightsRef.from_dict(reference))
+        ref = WeightsRef.from_dict(reference)
+        store.remove(ref)
         cache.clear_weights(key)
+        total -= ref.bytes
         removed += 1
     return removed
+
+
+def top_network_keys(study: optuna.Study, top: int) -> set[str]:
+    """Cache keys of the networks of the ``top`` completed trials by validation Δm (those
+    confirmation chooses from)."""
+    return {key for record in top_trials(study, top) for key in record.network_keys or ()}
+
+
+def weights_pruner(
+    study_name: str,
+    cache: DatabaseCache,
+    store: WeightStore,
+    *,
+    top: int,
+    budget_bytes: float,
+) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback for ``keep_weights: best``: after each trial, while the study's
+    kept weights exceed ``budget_bytes``, delete those of the oldest networks outside the
+    ``top`` trials."""
+
+    def prune(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        kept = cache.kept_weights(study_name)
+        if sum(WeightsRef.from_dict(r).bytes for r in kept.values()) <= budget_bytes:
+            return
+        prune_weights(
+            study_name, cache, store, top_network_keys(study, top), budget_bytes=budget_bytes
+        )
+
+    return prune

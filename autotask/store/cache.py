@@ -106,13 +106,15 @@ class DatabaseCache:
 
     def kept_weights(self, study_name: str) -> dict[str, dict[str, Any]]:
         """Cache key -> weights reference of every network ``study_name`` trained and
-        kept the weights of."""
+        kept the weights of, oldest first."""
         with self.db.session() as session:
             rows = session.execute(
-                select(GroupResultRow.key, GroupResultRow.weights).where(
+                select(GroupResultRow.key, GroupResultRow.weights)
+                .where(
                     GroupResultRow.study_name == study_name,
                     GroupResultRow.weights.is_not(None),
                 )
+                .order_by(GroupResultRow.id)
             ).all()
         return {key: weights for key, weights in rows if weights}
 

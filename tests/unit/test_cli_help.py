@@ -37,12 +37,14 @@ def test_every_command_is_listed() -> None:
         "dashboard",
         "evaluate",
         "export",
+        "inspect",
         "report",
         "search",
         "select",
         "status",
         "studies",
         "suites",
+        "train",
         "worker",
     ]
 

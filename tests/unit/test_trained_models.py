@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from autotask.engine.cache import MemoryCache
+from autotask.engine.evaluation import evaluate_network
 from autotask.engine.runner import Runner
 from autotask.errors import ConfigError, DataError
 from autotask.models import build_network
@@ -226,3 +227,44 @@ def test_a_refit_trains_all_its_epochs_on_train_and_val(tmp_path: Path) -> None:
     assert again.test_metrics == result.test_metrics  # seeded
     _, plain = runner.train(job)
     assert plain.test_metrics != result.test_metrics  # it saw other rows
+
+
+def test_kept_weights_are_written_as_networks_are_stored_and_pruned_to_budget(
+    tmp_path: Path,
+) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from autotask.search.weights import prune_weights, trained_networks, weights_keeper
+    from autotask.store.cache import DatabaseCache
+    from autotask.store.db import Database
+    from autotask.trained.weights import WeightStore
+
+    suite = get_suite("synthetic", seed=0, n_samples=240)
+    cache = DatabaseCache(Database(f"sqlite:///{tmp_path}/s.db"))
+    (tmp_path / "art").mkdir()
+    store = WeightStore(FileSystemArtifactStore(tmp_path / "art"))
+    runner = Runner(suite, suite.splits, cache, study_name="s", keep=weights_keeper(cache, store))
+    backbone = BackboneSpec.model_validate(suite.default_backbone)
+    jobs = [
+        runner.job(TaskTree(tasks=(t,)), backbone, OptimizerSpec(epochs=2), BalancerSpec(), 0)
+        for t in suite.task_names[:3]
+    ]
+    runs = runner.run_many(jobs)  # trained together where they share a structure
+    kept = cache.kept_weights("s")
+    assert list(kept) == [job.key for job in sorted(jobs, key=lambda j: j.key)]
+    loaded = trained_networks(runner, cache, store, jobs)
+    for job, network, (stored, _) in zip(jobs, loaded, runs, strict=True):
+        assert network.result == stored
+        evaluated = evaluate_network(network.network, suite.splits["test"], _kinds(suite))
+        assert evaluated == stored.test_metrics  # the weights the stored metrics came from
+        assert network.job == job
+    size = next(iter(kept.values()))["bytes"]
+    newest = list(kept)[-1]
+    assert prune_weights("s", cache, store, {newest}, budget_bytes=size) == 2
+    assert list(cache.kept_weights("s")) == [newest]
+    assert len(list((tmp_path / "art").iterdir())) == 1
+    assert prune_weights("s", cache, store, set()) == 1 and not cache.kept_weights("s")
+
+
+def _kinds(suite: object) -> dict[str, str]:
+    return {t.name: t.kind for t in suite.tasks}  # type: ignore[attr-defined]
