@@ -204,7 +204,12 @@ def _print_best(study: optuna.Study, all_in_one: ArchitectureScore, storage_url:
             f"{_num(front[0].cost):.2f} to {_num(front[-1].cost):.2f}; "
             f"autotask export {study.study_name} --pareto writes them all"
         )
-    out.print(f"Export it with: {export_command(study.study_name, storage_url)}")
+    command = export_command(study.study_name, storage_url)
+    out.print(f"Export it with: {command}")
+    out.print(
+        "  or the trained model (autotask.load_model): "
+        + command.replace(" -o best.yaml", " -o model --weights", 1)
+    )
 
 
 def reference_text(mode: str) -> str:
