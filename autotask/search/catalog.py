@@ -23,7 +23,13 @@ from autotask.search.backend.storage import open_storage, sqlite_file_missing
 from autotask.search.backend.stored import CONFIG_ATTR, frozen_study_record
 from autotask.search.record import TrialRecord
 from autotask.store.db import Database, default_storage_url
-from autotask.store.deletion import StudyRows, delete_study_rows, study_rows, suite_keys
+from autotask.store.deletion import (
+    StudyRows,
+    delete_study_rows,
+    study_rows,
+    suite_keys,
+    weights_going,
+)
 
 __all__ = [
     "STATES",
@@ -172,6 +178,7 @@ class StudyDeletion:
         for trial in trials:
             metas = optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
             artifacts += [m.artifact_id for m in metas]
+        artifacts += weights_going(db, study_name, shared_suites)  # kept network weights
         return cls(
             storage=storage,
             db=db,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from autotask.store.db import Database
 from autotask.store.models import AffinityRow, GroupResultRow
 
-__all__ = ["StudyRows", "delete_study_rows", "study_rows", "suite_keys"]
+__all__ = ["StudyRows", "delete_study_rows", "study_rows", "suite_keys", "weights_going"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,19 @@ def study_rows(db: Database, study_name: str, shared_suites: Collection[str]) ->
     """What :func:`delete_study_rows` would remove (and keep), without removing anything."""
     with db.session() as session:
         return _count(session, study_name, shared_suites)
+
+
+def weights_going(db: Database, study_name: str, shared_suites: Collection[str]) -> list[str]:
+    """Artifact ids of the kept weights of the group results :func:`delete_study_rows`
+    removes (those passed to another study keep theirs)."""
+    with db.session() as session:
+        refs = session.scalars(
+            select(GroupResultRow.weights).where(
+                GroupResultRow.study_name == study_name,
+                GroupResultRow.suite_key.not_in(list(shared_suites)),
+            )
+        )
+        return [str(ref["artifact_id"]) for ref in refs if ref and "artifact_id" in ref]
 
 
 def delete_study_rows(db: Database, study_name: str, shared_suites: Mapping[str, str]) -> StudyRows:

@@ -15,7 +15,7 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any
 
 import torch
 from optuna.artifacts.exceptions import ArtifactNotFound
@@ -25,9 +25,9 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from autotask.errors import DataError
+from autotask.store.artifacts import ArtifactStore
 
 __all__ = [
-    "ArtifactStore",
     "WeightStore",
     "WeightsRef",
     "check_state",
@@ -42,16 +42,6 @@ FORMAT = "autotask-network/1"
 #: network's metadata (one key, so that equal weights give equal bytes: safetensors
 #: writes several metadata keys in no fixed order).
 HEADER_KEY = "autotask"
-
-
-class ArtifactStore(Protocol):
-    """What autotask uses of an Optuna artifact store (file system, S3, GCS, ...)."""
-
-    def open_reader(self, artifact_id: str) -> BinaryIO: ...
-
-    def write(self, artifact_id: str, content_body: BinaryIO) -> None: ...
-
-    def remove(self, artifact_id: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,11 @@ def test_delete_removes_the_study_and_its_rows_and_keeps_the_others(shared_db: P
     with sqlite3.connect(db) as conn:
         names = [n for (n,) in conn.execute("SELECT study_name FROM studies")]
     assert names == ["beta"]
+    # kept network weights go with the rows that referenced them; beta keeps its own
+    with sqlite3.connect(db) as conn:
+        refs = [
+            json.loads(w) for (w,) in conn.execute("SELECT weights FROM autotask_group_results")
+        ]
+    kept = sorted(r["artifact_id"] for r in refs if r)
+    files = sorted(p.name for p in (shared_db / "studies" / "alpha.artifacts").glob("weights-*"))
+    assert kept and files == kept
