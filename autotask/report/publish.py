@@ -172,6 +172,8 @@ def best_note(
     lines += [
         "",
         f"Export it: `autotask export {study_name} --storage {storage} -o best.yaml`",
+        f"· the trained model: `autotask export {study_name} --storage {storage} -o model "
+        "--weights`",
         f"· report: `autotask report {study_name} --storage {storage} -o report.html`",
     ]
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from autotask.search.evaluate import EvaluationPlan
 from autotask.search.export import exported_document
 from autotask.search.record import TrialRecord
 from autotask.search.scoring import TrainingContext, best_serving
-from autotask.search.study import build_suite, study_suite
+from autotask.search.study import build_suite, study_suite, study_training_context
 from autotask.search.study_config import StudyConfig
 from autotask.search.weights import TrainedNetwork, trained_networks
 from autotask.spec import ArchitectureSpec
@@ -82,19 +82,7 @@ def study_context(
             f"study {study.study_name!r}: suite {name!r} now has data key {suite.key()}, the "
             f"study trained on {stored} (its data or parameters changed)"
         )
-    space = config.search_space
-    return TrainingContext.create(
-        suite,
-        DatabaseCache(db),
-        seed=config.seed,
-        device=pick_device(device),
-        baseline_optimizer=space.optimizer.default(),
-        baseline_backbone=space.backbone.default(suite.default_backbone),
-        study_name=study.study_name,
-        runtime=config.runtime,
-        events=events,
-        reference=config.reference,
-    )
+    return study_training_context(config, suite, db, study.study_name, device=device, events=events)
 
 
 def served_metrics(

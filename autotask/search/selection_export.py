@@ -28,13 +28,11 @@ from autotask.search.study_pool import StudyPool
 from autotask.select.selection import Selection
 from autotask.spec import (
     ArchitectureSpec,
-    BackboneSpec,
     BalancerSpec,
-    OptimizerSpec,
     SuiteRef,
-    TaskTree,
 )
 from autotask.store.db import Database
+from autotask.store.migrations import job_of_row
 from autotask.store.models import GroupResultRow
 
 __all__ = ["SelectedArchitecture", "selected_architecture"]
@@ -60,18 +58,6 @@ def _most_common(values: Sequence[BaseModel]) -> Any:
     return next(v for v in values if counts[v.model_dump_json()] == best)
 
 
-def _job(row: GroupResultRow) -> NetworkJob:
-    return NetworkJob(
-        row.suite_key,
-        TaskTree.model_validate(row.tree),
-        BackboneSpec.model_validate(row.backbone),
-        OptimizerSpec.model_validate(row.optimizer),
-        BalancerSpec.model_validate(row.balancer),
-        row.seed,
-        dict(row.numerics or {}),
-    )
-
-
 def selected_architecture(
     study: optuna.Study,
     config: StudyConfig,
@@ -89,7 +75,7 @@ def selected_architecture(
     missing = [name for name, key in zip(selection.names, keys, strict=True) if key not in rows]
     if missing:
         raise StorageError(f"networks {missing} are no longer in the study's cache")
-    jobs = [_job(rows[key]) for key in keys]
+    jobs = [job_of_row(rows[key], dict(rows[key].numerics or {})) for key in keys]
     shared = [j for j in jobs if len(j.tree.tasks) > 1]
     optimizer = _most_common([j.optimizer for j in jobs])
     backbone = _most_common([j.backbone for j in jobs])

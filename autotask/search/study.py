@@ -18,6 +18,7 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
 from autotask.engine.device import pick_device
+from autotask.engine.runner import RunnerEvents
 from autotask.engine.runtime import free_device_memory
 from autotask.errors import AutotaskError, ConfigError, StorageError
 from autotask.search.backend.objectives import (
@@ -99,6 +100,32 @@ TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 def build_suite(config: SuiteConfig) -> TaskSuite:
     """The configured suite, restricted to its task subset if one is given."""
     return get_suite_for_tasks(config.name, config.task_subset(), **config.suite_args())
+
+
+def study_training_context(
+    config: StudyConfig,
+    suite: TaskSuite,
+    db: Database,
+    study_name: str,
+    *,
+    device: str | None = None,
+    events: RunnerEvents | None = None,
+) -> TrainingContext:
+    """A training context on the study's cache as its search trains: the study seed,
+    baseline settings, runtime and reference mode."""
+    space = config.search_space
+    return TrainingContext.create(
+        suite,
+        DatabaseCache(db),
+        seed=config.seed,
+        device=pick_device(device),
+        baseline_optimizer=space.optimizer.default(),
+        baseline_backbone=space.backbone.default(suite.default_backbone),
+        study_name=study_name,
+        runtime=config.runtime,
+        events=events,
+        reference=config.reference,
+    )
 
 
 def study_suite(study: optuna.Study, config: StudyConfig) -> SuiteRecord:
@@ -292,17 +319,7 @@ class SearchSession:
             )
             config = config.model_copy(update={"reference": stored_reference(stored)})
         space = config.search_space
-        context = TrainingContext.create(
-            suite,
-            DatabaseCache(db),
-            seed=config.seed,
-            device=pick_device(device),
-            baseline_optimizer=space.optimizer.default(),
-            baseline_backbone=space.backbone.default(suite.default_backbone),
-            study_name=name,
-            runtime=config.runtime,
-            reference=config.reference,
-        )
+        context = study_training_context(config, suite, db, name, device=device)
         for option in space.balancers:
             context.runner.runtime.check_balancer(option.name)
         if config.keep_weights != "none":

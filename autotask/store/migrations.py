@@ -20,7 +20,7 @@ from autotask.errors import StorageError
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.store.models import SCHEMA_VERSION, AffinityRow, Base, ClaimRow, GroupResultRow
 
-__all__ = ["MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "job_of_row", "migrate"]
 
 Migration = Callable[[Connection], None]
 
@@ -87,20 +87,26 @@ def _add_numerics(conn: Connection) -> None:
             conn.execute(update(table).where(table.c.id == row.id).values(numerics=numerics))
 
 
+def job_of_row(row: Any, numerics: dict[str, Any]) -> NetworkJob:
+    """The job a stored group-result row (or a row of its columns) was trained as, under
+    ``numerics``; pydantic's ``ValidationError`` where the stored settings do not parse."""
+    return NetworkJob(
+        row.suite_key,
+        TaskTree.model_validate(row.tree),
+        BackboneSpec.model_validate(row.backbone),
+        OptimizerSpec.model_validate(row.optimizer),
+        BalancerSpec.model_validate(row.balancer),
+        row.seed,
+        numerics,
+    )
+
+
 def _numerics_of(row: Any) -> dict[str, Any] | None:
     """The numerics under which the row's stored job has the row's key."""
     try:
-        fields = (
-            row.suite_key,
-            TaskTree.model_validate(row.tree),
-            BackboneSpec.model_validate(row.backbone),
-            OptimizerSpec.model_validate(row.optimizer),
-            BalancerSpec.model_validate(row.balancer),
-            row.seed,
-        )
+        return next((n for n in _NUMERICS_V4 if job_of_row(row, n).key == row.key), None)
     except ValidationError:
         return None
-    return next((n for n in _NUMERICS_V4 if NetworkJob(*fields, n).key == row.key), None)
 
 
 def _add_weights(conn: Connection) -> None:
