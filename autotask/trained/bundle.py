@@ -35,6 +35,7 @@ __all__ = [
     "Manifest",
     "TaskOutput",
     "check_bundle_target",
+    "clear_bundle",
     "network_file",
     "read_manifest",
     "task_outputs",
@@ -131,6 +132,20 @@ def check_bundle_target(directory: Path, *, force: bool) -> None:
         raise ConfigError(f"{directory} is a file; give a folder for the model")
     if directory.is_dir() and any(directory.iterdir()) and not force:
         raise ConfigError(f"{directory} is not empty; pass --force to overwrite the model in it")
+
+
+def clear_bundle(directory: Path) -> None:
+    """Remove a previous model's files from ``directory`` (its manifest, architecture,
+    weights and ONNX files; nothing else), so an overwritten folder holds one model."""
+    names = [MANIFEST_FILE, ARCHITECTURE_FILE]
+    if directory.is_dir():
+        names += [p.name for p in directory.glob("network-*.safetensors")]
+        names += [p.name for p in directory.glob("network-*.onnx")]
+    for name in names:
+        try:
+            (directory / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot remove {directory / name}: {exc.strerror or exc}") from None
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

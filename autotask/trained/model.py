@@ -25,6 +25,7 @@ from autotask.trained.bundle import (
     TaskOutput,
     check_architecture,
     check_bundle_target,
+    clear_bundle,
     network_file,
     read_manifest,
     write_bytes,
@@ -131,6 +132,7 @@ def save_model(
     YAML; it must name its interface and backbone), one safetensors file per network (in
     the order of ``spec.networks``) and the manifest."""
     check_bundle_target(directory, force=force)
+    clear_bundle(directory)
     if [n.network.tree.describe() for n in networks] != [t.describe() for t in spec.networks]:
         raise AutotaskError("the networks to save do not match the architecture's networks")
     entries = []

@@ -58,7 +58,9 @@ def _spec() -> ArchitectureSpec:
     )
 
 
-def _saved(folder: Path, seed: int = 0) -> tuple[ArchitectureSpec, list[torch.nn.Module]]:
+def _saved(
+    folder: Path, seed: int = 0, force: bool = False
+) -> tuple[ArchitectureSpec, list[torch.nn.Module]]:
     torch.manual_seed(seed)
     spec = _spec()
     networks = [build_network(tree, BACKBONE, INTERFACE) for tree in spec.networks]
@@ -72,6 +74,7 @@ def _saved(folder: Path, seed: int = 0) -> tuple[ArchitectureSpec, list[torch.nn
         numerics={},
         source={"test": True},
         metrics={"test": {"a": 0.5}},
+        force=force,
     )
     return spec, networks
 
@@ -189,6 +192,16 @@ def test_a_model_folder_is_not_overwritten_without_force(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="pass --force"):
         check_bundle_target(folder, force=False)
     check_bundle_target(folder, force=True)
+    (folder / "network-7.safetensors").write_bytes(b"from an older, larger model")
+    (folder / "notes.txt").write_text("mine")
+    _saved(folder, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "architecture.yaml",
+        "manifest.json",
+        "network-0.safetensors",
+        "network-1.safetensors",
+        "notes.txt",
+    ]
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         check_bundle_target(tmp_path / "file", force=True)
