@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
@@ -287,7 +287,7 @@ def _write_selection(
 
     events = RunnerEvents()
     context = study_context(study, config, db, device=device, events=events)
-    cache = DatabaseCache(db)
+    cache = cast(DatabaseCache, context.runner.cache)
     with network_progress(events, "training networks whose weights were not kept") as shown:
         networks = trained_networks(
             context.runner, cache, weight_store_for(url), chosen.jobs, on_start=shown.start

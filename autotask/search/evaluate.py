@@ -161,6 +161,15 @@ def plan_evaluation(path: str | Path, runtime: dict[str, Any] | None = None) -> 
     )
 
 
+def check_balancers(runtime: Runtime, spec: ArchitectureSpec) -> None:
+    """Refuse, before training, a balancer of ``spec`` (its own or a network's) that
+    ``runtime`` cannot run."""
+    runtime.check_balancer(spec.balancer.name)
+    for tree in spec.networks:
+        if tree.balancer is not None:
+            runtime.check_balancer(tree.balancer.name)
+
+
 def evaluate_architecture(
     path: str | Path | EvaluationPlan,
     seeds: Sequence[int],
@@ -204,10 +213,7 @@ def evaluate_architecture(
         )
         resolved = context.runner.runtime
         if seed == seeds[0]:
-            resolved.check_balancer(spec.balancer.name)
-            for tree in spec.networks:
-                if tree.balancer is not None:
-                    resolved.check_balancer(tree.balancer.name)
+            check_balancers(resolved, spec)
             if on_runtime is not None:
                 on_runtime(resolved)
         if on_seed is not None:

@@ -19,13 +19,12 @@ import optuna
 
 from autotask.engine.cache import MemoryCache
 from autotask.engine.device import pick_device
-from autotask.engine.result import NetworkResult
 from autotask.engine.runner import RunnerEvents
 from autotask.engine.runtime import Runtime
 from autotask.errors import ConfigError, DataError, StorageError, TrialDiverged
 from autotask.models import interface_for
 from autotask.search.confirmed import chosen_trial
-from autotask.search.evaluate import EvaluationPlan
+from autotask.search.evaluate import EvaluationPlan, check_balancers
 from autotask.search.export import exported_document
 from autotask.search.record import TrialRecord
 from autotask.search.scoring import TrainingContext, best_serving
@@ -48,7 +47,6 @@ __all__ = [
     "file_seed",
     "file_serving",
     "save_trained",
-    "served_metrics",
     "study_context",
     "train_architecture",
 ]
@@ -85,19 +83,6 @@ def study_context(
     return study_training_context(config, suite, db, study.study_name, device=device, events=events)
 
 
-def served_metrics(
-    tasks: Sequence[str], results: Sequence[NetworkResult], higher: Mapping[str, bool]
-) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
-    """Which network serves each task (best on validation) and the served metrics per
-    split: what the model's outputs score."""
-    serving = best_serving(tasks, results, higher)
-    metrics = {
-        split: {t: getattr(results[i], f"{split}_metrics")[t] for t, i in serving.items()}
-        for split in ("val", "test")
-    }
-    return serving, metrics
-
-
 def save_trained(
     directory: Path,
     spec: ArchitectureSpec,
@@ -118,8 +103,7 @@ def save_trained(
     holds)."""
     higher = {t.name: t.higher_is_better for t in suite.tasks}
     results = [n.result for n in networks]
-    chosen, _ = served_metrics(spec.tasks, results, higher)
-    chosen.update(serving or {})
+    chosen = {**best_serving(spec.tasks, results, higher), **(serving or {})}
     metrics = {
         split: {t: getattr(results[i], f"{split}_metrics")[t] for t, i in chosen.items()}
         for split in ("val", "test")
@@ -247,10 +231,7 @@ def train_architecture(
         reference=plan.reference,
     )
     runner = context.runner
-    runner.runtime.check_balancer(spec.balancer.name)
-    for tree in spec.networks:
-        if tree.balancer is not None:
-            runner.runtime.check_balancer(tree.balancer.name)
+    check_balancers(runner.runtime, spec)
     if on_runtime is not None:
         on_runtime(runner.runtime)
     networks, epochs = [], []
