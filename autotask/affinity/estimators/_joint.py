@@ -43,14 +43,17 @@ class MeanMatrix:
         self._valid.append(valid)
 
     def mean(self) -> npt.NDArray[np.float64]:
+        """The mean per entry (NaN where no step was valid). The steps are masked on the
+        device in their own dtype (float32: the device may have no float64) and summed
+        in float64 on the host."""
         if not self._values:
             return np.full((self.k, self.k), np.nan)
-        values = torch.stack(self._values).double()
+        values = torch.stack(self._values)
         full = torch.ones(self.k, self.k, dtype=torch.bool, device=values.device)
         valid = torch.stack([full if v is None else v.expand(self.k, self.k) for v in self._valid])
         ok = valid & torch.isfinite(values)
-        total = torch.where(ok, values, 0.0).sum(0).cpu().numpy()
-        count = ok.sum(0).double().cpu().numpy()
+        total = torch.where(ok, values, 0.0).cpu().double().sum(0).numpy()
+        count = ok.sum(0).cpu().numpy().astype(np.float64)
         out = np.full(total.shape, np.nan)
         np.divide(total, count, out=out, where=count > 0)
         return out

@@ -118,12 +118,12 @@ def stage_rdms(net: TreeNetwork, probe: torch.Tensor) -> list[FloatArray]:
     was_training = net.training
     net.eval()
     rows = probe.shape[0]
-    upper = torch.triu_indices(rows, rows, 1, device=probe.device)
+    upper = torch.triu_indices(rows, rows, 1)
     out: list[FloatArray] = []
     h = probe
     for block in net.blocks["n0"].children():
         h = block(h)
-        corr = torch.nan_to_num(torch.corrcoef(h.reshape(rows, -1).double()), nan=0.0)
+        corr = torch.nan_to_num(torch.corrcoef(h.reshape(rows, -1).to("cpu").double()), nan=0.0)
         out.append((1.0 - corr[upper[0], upper[1]]).cpu().numpy())
     net.train(was_training)
     return out
