@@ -12,6 +12,7 @@ __all__ = [
     "AutotaskError",
     "ConfigError",
     "DataError",
+    "DeviceFailed",
     "StorageError",
     "TrialDiverged",
     "UnknownNameError",
@@ -47,6 +48,14 @@ class UnknownNameError(ConfigError):
 
 class StorageError(AutotaskError):
     """The study database cannot be reached, read or written."""
+
+
+class DeviceFailed(AutotaskError):
+    """The accelerator reported an error that leaves this process's device unusable (a
+    device-side assert, an illegal memory access): the trial is recorded as failed and the
+    process stops, so that a new one (a restarted worker) starts with a fresh context."""
+
+    exit_code = 3
 
 
 class TrialDiverged(AutotaskError):

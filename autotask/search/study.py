@@ -18,9 +18,10 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from autotask.backbones import build_backbone
 from autotask.balancing import build_balancer
 from autotask.engine.device import pick_device
+from autotask.engine.device_errors import is_sticky_device_error
 from autotask.engine.runner import RunnerEvents
 from autotask.engine.runtime import free_device_memory
-from autotask.errors import AutotaskError, ConfigError, StorageError
+from autotask.errors import AutotaskError, ConfigError, DeviceFailed, StorageError
 from autotask.search.backend.objectives import (
     best_trial,
     build_pruner,
@@ -254,6 +255,8 @@ class SearchSession:
     sampler_session: int | None = None
     #: The study database (its result cache, affinity matrices).
     db: Database | None = None
+    #: Why this process's device became unusable (a sticky CUDA error), once it did.
+    device_failure: str | None = None
 
     #: Whether the study database is still there (checked before each trial).
     storage_check: StorageCheck = field(init=False)
@@ -415,6 +418,9 @@ class SearchSession:
                 reason = f"out of memory: {_first_line(exc)}"
                 traceback.clear_frames(exc.__traceback__)  # the training frames' tensors
                 _free_memory()  # the worker goes on with its next trial
+            elif is_sticky_device_error(exc):
+                reason = f"device error: {_first_line(exc)}"
+                self.device_failure = reason  # stops this process once the trial is FAIL
             elif isinstance(exc, AutotaskError):
                 reason = str(exc)
             elif isinstance(exc, DATABASE_ERRORS):  # e.g. a full disk
@@ -478,9 +484,24 @@ class SearchSession:
                 gate,
                 budget=budget,
                 timeout=timeout,
-                callbacks=[*([self.refinement] if self.refinement else []), *callbacks],
+                callbacks=[
+                    self._stop_on_device_failure,
+                    *([self.refinement] if self.refinement else []),
+                    *callbacks,
+                ],
                 on_stale=self._release_dead_worker,
                 storage_check=self.storage_check,
+            )
+
+    def _stop_on_device_failure(
+        self, _study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> None:
+        """After a trial that hit a sticky device error (recorded FAIL with its reason):
+        stop this process; nothing more can run on its device context."""
+        if self.device_failure is not None:
+            raise DeviceFailed(
+                f"trial {trial.number}: {self.device_failure}; this process cannot use the "
+                "device any more (restart it: the study resumes where it stopped)"
             )
 
     def _start_sampling(self, gate: StudyLock) -> None:

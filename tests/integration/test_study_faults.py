@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from autotask.engine import runner
+from autotask.errors import DeviceFailed
 from autotask.search.study import SearchSession
 from autotask.search.study_config import StudyConfig
 
@@ -108,3 +109,28 @@ def test_an_exception_in_training_fails_the_trial_and_the_study_goes_on(
     assert trials[0].user_attrs["fail_reason"] == "IndexError: target 7 is out of bounds"
     assert trials[1].state == optuna.trial.TrialState.COMPLETE
     assert session.finished_trials() == 2
+
+
+def test_a_sticky_device_error_fails_the_trial_and_stops_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = f"sqlite:///{tmp_path}/sticky.db"
+    session = SearchSession.open(_tiny_config(2), storage=storage)
+    session.prepare_baselines()
+    lost = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+    _fail_first_trial_training(monkeypatch, session, lost)
+    session.study.enqueue_trial({"optimizer.lr": 0.02})
+    with pytest.raises(DeviceFailed, match="illegal memory access") as raised:
+        session.run(2)
+    assert raised.value.exit_code == 3
+    trials = session.study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]  # nothing more ran
+    assert trials[0].user_attrs["fail_reason"].startswith("device error: CUDA error")
+    # a new process (a restarted worker) resumes the study and trains the network
+    monkeypatch.undo()
+    resumed = SearchSession.open(_tiny_config(2), storage=storage)
+    resumed.study.enqueue_trial({"optimizer.lr": 0.02})
+    resumed.run(2)
+    last = resumed.study.get_trials()[-1]
+    assert last.state == optuna.trial.TrialState.COMPLETE
+    assert last.user_attrs["networks_trained"] == 1
