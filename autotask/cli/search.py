@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 from collections import Counter
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # imported where used: ``status`` and ``--help`` start withou
     import optuna
     from rich.progress import Progress
 
+    from autotask.search.backend.launcher import Placement
     from autotask.search.confirmed import Confirmation
     from autotask.search.scoring import ArchitectureScore
     from autotask.search.study import SearchSession
@@ -32,6 +34,8 @@ logger = logging.getLogger("autotask")
 
 #: More local workers than this on one SQLite file get a warning.
 SQLITE_MAX_WORKERS = 4
+#: The device every process of a search uses unless told otherwise (see ``pick_device``).
+DEVICE_ENV = "AUTOTASK_DEVICE"
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
 
 
@@ -61,8 +65,12 @@ def search(
     timeout: float | None = typer.Option(None, min=1, help="Stop starting trials after SEC."),
     seed: int | None = typer.Option(None, min=0, help="Override the study's seed."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
-    workers: int = typer.Option(1, min=1, help="Local worker processes sharing the study."),
-    gpus: str | None = typer.Option(None, help="One worker per GPU, e.g. 0,1,2,3."),
+    workers: int = typer.Option(
+        1, min=1, help="Local worker processes sharing the study (spread over GPUs)."
+    ),
+    gpus: str | None = typer.Option(
+        None, help="One worker per entry (visible GPU indices), e.g. 0,1 or 0,0."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_out: bool = typer.Option(
         False, "--json", help="Print the study's summary as JSON (no progress bar)."
@@ -79,16 +87,26 @@ def search(
 
     config = load_study_config(study_file)
     gpu_list = parse_gpus(gpus)
+    if gpu_list and device is not None:
+        raise ConfigError(
+            "--gpus and --device exclude each other: with --gpus the search "
+            "itself trains on the first GPU listed"
+        )
+    placement = place_search(gpu_list, workers, device)
     name = study_name or config.name
     url = resolve_storage_url(storage, config.storage, name)
-    pool_size = len(gpu_list) or workers
+    pool_size = len(placement.gpus) or workers
     if pool_size > SQLITE_MAX_WORKERS and is_sqlite(url):
         logger.warning(
             "%d workers share one SQLite file: expect lock waits; use PostgreSQL for many "
             "workers (--storage postgresql+psycopg://...)",
             pool_size,
         )
-    pool = PoolSettings(study_file, workers, gpu_list) if pool_size > 1 or gpu_list else None
+    pool = None
+    if pool_size > 1 or placement.gpus:
+        pool = PoolSettings(study_file, workers, placement.gpus, placement.worker_device)
+    if placement.note:
+        err.print(placement.note)
     with ExitStack() as shown:
         run = run_study(
             config,
@@ -97,7 +115,7 @@ def search(
             storage=url,
             study_name=name,
             seed=seed,
-            device=device,
+            device=placement.parent_device,
             trials=trials,
             timeout=timeout,
             pool=pool,
@@ -109,6 +127,19 @@ def search(
         out.print_json(json.dumps(study_summary(study, config), default=str))
         return
     _print_best(study, run.all_in_one, run.session.storage_url)
+
+
+def place_search(gpus: list[str], workers: int, device: str | None) -> Placement:
+    """Where ``search`` and its workers train (see
+    :func:`~autotask.search.backend.launcher.plan_placement`), from the GPUs this process
+    sees; ``$AUTOTASK_DEVICE`` counts as ``--device``."""
+    import torch
+
+    from autotask.search.backend.launcher import plan_placement
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wanted = device or os.environ.get(DEVICE_ENV) or None
+    return plan_placement(gpus, workers, wanted, os.environ, count)
 
 
 class CliEvents(ProgressEvents):

@@ -14,7 +14,11 @@ __all__ = ["configure_threads", "pick_device", "seed_everything"]
 
 
 def pick_device(preference: str | None = None) -> torch.device:
-    """``preference`` (or ``$AUTOTASK_DEVICE``) if given, else the best device present."""
+    """``preference`` (or ``$AUTOTASK_DEVICE``) if given, else the best device present.
+
+    An indexed CUDA device (``cuda:1``) becomes the process's current device
+    (``torch.cuda.set_device``), so nothing opens a CUDA context on GPU 0 beside it; its
+    index counts within ``$CUDA_VISIBLE_DEVICES`` and must be below the devices visible."""
     wanted = preference or os.environ.get("AUTOTASK_DEVICE")
     if wanted:
         try:
@@ -23,12 +27,25 @@ def pick_device(preference: str | None = None) -> torch.device:
             raise ConfigError(f"unknown device {wanted!r}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {wanted!r} requested but CUDA is not available")
+        if device.type == "cuda" and device.index is not None:
+            _use_cuda_device(device.index, wanted)
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _use_cuda_device(index: int, wanted: str) -> None:
+    """Make CUDA device ``index`` the current one, once it is known to be visible."""
+    count = torch.cuda.device_count()
+    if index >= count:
+        mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f" (CUDA_VISIBLE_DEVICES={mask!r})" if mask is not None else ""
+        seen = f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+        raise ConfigError(f"device {wanted!r} requested but this process sees {seen}{where}")
+    torch.cuda.set_device(index)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -79,6 +79,8 @@ class PoolSettings:
     study_file: Path
     workers: int
     gpus: Sequence[str] = ()
+    #: the workers' device when no GPUs are given (None: each picks the best)
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,15 @@ def run_study(
         if pool is not None:
             _run_pool(
                 WorkerPool(
-                    pool.study_file, url, name, budget, pool.workers, limit, seed, list(pool.gpus)
+                    pool.study_file,
+                    url,
+                    name,
+                    budget,
+                    pool.workers,
+                    limit,
+                    seed,
+                    list(pool.gpus),
+                    pool.device,
                 ),
                 progressed,
                 events,

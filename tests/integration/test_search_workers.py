@@ -90,6 +90,6 @@ def test_ctrl_c_fails_running_trials_as_interrupted_and_keeps_the_rest(tmp_path:
 def test_gpu_list_parsing() -> None:
     assert parse_gpus("0, 1,3") == ["0", "1", "3"]
     assert parse_gpus(None) == []
-    for bad in ("a", "0,0", ""):
+    for bad in ("a", ""):
         with pytest.raises(ConfigError, match="--gpus"):
             parse_gpus(bad)
