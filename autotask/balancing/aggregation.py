@@ -142,6 +142,7 @@ class GradientAggregation(Balancer):
         self._tap: FeatureTap | None = None
         self._param_grads = BatchedGrads()
         self._feature_grads = BatchedGrads()
+        self._indices: dict[tuple[str, str], torch.Tensor] = {}
 
     # -- the method ------------------------------------------------------------------
 
@@ -164,17 +165,17 @@ class GradientAggregation(Balancer):
     ) -> torch.Tensor:
         """Weights (on ``gram``'s device) for one node's Gramian over its tasks."""
         size = gram.shape[0]
-        if not bool(torch.isfinite(gram).all()):
-            if losses is not None and not bool(torch.isfinite(losses).all()):
-                bad = [
-                    t
-                    for t, v in zip(self.tasks, losses.tolist(), strict=True)
-                    if not math.isfinite(v)
-                ]
-                raise self._diverged(f"non-finite training loss ({', '.join(bad)})")
+        # the one copy to the host (a sync on an accelerator); everything else about the
+        # Gramian, its finiteness included, is decided there
+        host = gram.detach().to(device="cpu", dtype=torch.float64)
+        if not bool(torch.isfinite(host).all()):
+            if losses is not None:
+                values = losses.tolist()  # only on the way out: a diverged network
+                bad = [t for t, v in zip(self.tasks, values, strict=True) if not math.isfinite(v)]
+                if bad:
+                    raise self._diverged(f"non-finite training loss ({', '.join(bad)})")
             raise self._diverged("non-finite task gradients")
         scale_tasks = self.params["scale"] == "tasks"
-        host = gram.detach().to(device="cpu", dtype=torch.float64)
         trace = float(host.trace())
         if trace <= 1e-30:  # every gradient is zero: any weights give the same (no) update
             return torch.ones(size, device=gram.device, dtype=gram.dtype)
@@ -195,7 +196,7 @@ class GradientAggregation(Balancer):
                 raise self._diverged(f"weights sum to {total:.3g} < 0: {weights.tolist()}")
             if total > 1e-12:
                 weights = weights * (size / total)
-        return weights.to(device=gram.device, dtype=torch.float32)
+        return _upload(weights.to(torch.float32), gram.device)
 
     # -- the network -----------------------------------------------------------------
 
@@ -297,6 +298,14 @@ class GradientAggregation(Balancer):
         assert root is not None
         return root
 
+    def _row_index(self, node: NodePlan, device: torch.device) -> torch.Tensor:
+        """The node's task rows as an index tensor on ``device``, made once per node."""
+        key = (node.name, str(device))
+        index = self._indices.get(key)
+        if index is None:
+            index = self._indices[key] = torch.tensor(node.rows, device=device)
+        return index
+
     def _full_weights(
         self, node: NodePlan, gram: torch.Tensor, losses: torch.Tensor
     ) -> torch.Tensor:
@@ -304,11 +313,19 @@ class GradientAggregation(Balancer):
         rows = node.rows
         if len(rows) == self.num_tasks and rows == list(range(self.num_tasks)):
             return self.node_weights(node.name, gram, losses.detach()).to(losses.dtype)
-        index = torch.tensor(rows, device=gram.device)
+        index = self._row_index(node, gram.device)
         sub = gram.index_select(0, index).index_select(1, index)
         full = torch.zeros(self.num_tasks, device=losses.device, dtype=losses.dtype)
         full[index] = self.node_weights(node.name, sub, losses.detach()).to(losses.dtype)
         return full
+
+
+def _upload(weights: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host weights onto ``device``; to CUDA through pinned memory, so the copy is queued
+    behind the step's kernels instead of waiting for them."""
+    if device.type != "cuda":
+        return weights.to(device)
+    return weights.pin_memory().to(device, non_blocking=True)
 
 
 # -- the methods -------------------------------------------------------------------------
