@@ -8,7 +8,8 @@ host (by the caller, for the solvers).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,15 +261,32 @@ def gramian(jacobians: Sequence[torch.Tensor]) -> torch.Tensor:
     """``J J^T`` (``[k, k]``, float32) of the row-wise concatenation of ``jacobians``
     (each ``[k, ...]``), without concatenating them."""
     total: torch.Tensor | None = None
-    for jac in jacobians:
-        flat = jac.flatten(1)
-        if flat.dtype != torch.float32 and flat.dtype != torch.float64:
-            flat = flat.float()
-        term = flat @ flat.T
-        total = term if total is None else total + term
+    with _ieee_matmul(jacobians[0].device if jacobians else None):
+        for jac in jacobians:
+            flat = jac.flatten(1)
+            if flat.dtype != torch.float32 and flat.dtype != torch.float64:
+                flat = flat.float()
+            term = flat @ flat.T
+            total = term if total is None else total + term
     if total is None:
         raise ValueError("gramian of nothing")
     return total.float()
+
+
+@contextmanager
+def _ieee_matmul(device: torch.device | None) -> Iterator[None]:
+    """Full fp32 matmuls on CUDA inside (TF32's 10-bit mantissa would round the Gramian's
+    inner products, whose differences the weightings act on); restored on exit."""
+    if device is None or device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = saved
 
 
 def combine(weights: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:

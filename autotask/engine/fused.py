@@ -319,11 +319,21 @@ def _train_group(
     runtime: Runtime | None,
 ) -> None:
     """Train ``jobs`` (one signature, see :func:`plan_groups`) as one grouped model."""
-    train, val = data["train"], data["val"]
-    rt = runtime if runtime is not None else Runtime(train.x.device)
+    rt = runtime if runtime is not None else Runtime(data["train"].x.device)
     for _, job, _ in jobs:
         rt.check_balancer(job.balancer.name)
-    rt.apply_backend_flags()
+    with rt.backend_flags():
+        _train_grouped(jobs, data, interface, done, rt)
+
+
+def _train_grouped(
+    jobs: Sequence[tuple[int, NetworkJob, EpochCallback | None]],
+    data: Mapping[str, Split],
+    interface: ModelInterface,
+    done: ResultCallback,
+    rt: Runtime,
+) -> None:
+    train, val = data["train"], data["val"]
     device = rt.device
     members = [
         _build_member(i, slot, job, beat, interface, device)

@@ -120,8 +120,8 @@ Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor | No
 
 
 def _gather(t: torch.Tensor, rows: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Rows of a host tensor, gathered into pinned memory (with CUDA) and sent asynchronously."""
-    pin = t.is_pinned()
+    """Rows of a host tensor, gathered into pinned memory (for CUDA) and sent asynchronously."""
+    pin = runtime.device.type == "cuda"
     out = torch.empty((rows.numel(), *t.shape[1:]), dtype=t.dtype, pin_memory=pin)
     torch.index_select(t, 0, rows, out=out)
     return out.to(runtime.device, non_blocking=pin)
@@ -253,7 +253,6 @@ def train_epochs(
     generator = seed_everything(job.seed)
     rt = runtime_of(data["train"].x, runtime)
     rt.check_balancer(job.balancer.name)
-    rt.apply_backend_flags()
     device = rt.device
     net = build_network(job.tree, job.backbone, interface)
     state = NetworkState[StateDict].of(job, net, interface, on_epoch, keep_last=keep_last)
@@ -282,38 +281,43 @@ def train_epochs(
 
     net.train()
     for epoch in range(1, optimizer.epochs + 1):
-        state.begin_epoch(epoch)
-        order = torch.randperm(n, generator=generator)
-        epoch_loss = torch.zeros(len(tasks), device=device)
-        try:
-            for batch, targets, masks in _batches(train, train_masks, order, bs, rt, channels_last):
-                with rt.autocast():
-                    losses = _task_losses(net(batch), targets, masks, kinds, tasks)
-                opt.zero_grad(set_to_none=True)
-                backward_losses = losses if scaler is None else scaler.scale(losses)
-                if observer is None:
-                    bal.backward(backward_losses, net)
-                else:
-                    current = TrainStep(step, epoch, net, opt, batch, targets, masks, losses, kinds)
-                    observer.before_backward(current)
-                    bal.backward(backward_losses, net)
-                    observer.after_backward(current)
-                step += 1
-                _optimizer_step(opt, scaler, net, optimizer.grad_clip)
-                epoch_loss += losses.detach()
-        except TrialDiverged as exc:  # the balancer could not produce a finite update
-            return diverged(state.balancer_failure(exc))
-        if sched is not None:
-            sched.step()
-        reason = state.end_training(bal, epoch_loss, bs / n)
-        if reason is not None:
-            return diverged(reason)
-        val_loss = float(validation_losses(net, val, kinds, val_masks, rt).sum())
-        reason = state.validated(val_loss, lambda: copy.deepcopy(net.state_dict()))
-        if reason is not None:
-            return diverged(reason)
-        if state.improved and epoch_metrics:
-            best_metrics = evaluate_network(net, val, kinds, rt)
+        with rt.backend_flags():  # set while this run computes, not while it yields
+            state.begin_epoch(epoch)
+            order = torch.randperm(n, generator=generator)
+            epoch_loss = torch.zeros(len(tasks), device=device)
+            try:
+                for batch, targets, masks in _batches(
+                    train, train_masks, order, bs, rt, channels_last
+                ):
+                    with rt.autocast():
+                        losses = _task_losses(net(batch), targets, masks, kinds, tasks)
+                    opt.zero_grad(set_to_none=True)
+                    backward_losses = losses if scaler is None else scaler.scale(losses)
+                    if observer is None:
+                        bal.backward(backward_losses, net)
+                    else:
+                        current = TrainStep(
+                            step, epoch, net, opt, batch, targets, masks, losses, kinds
+                        )
+                        observer.before_backward(current)
+                        bal.backward(backward_losses, net)
+                        observer.after_backward(current)
+                    step += 1
+                    _optimizer_step(opt, scaler, net, optimizer.grad_clip)
+                    epoch_loss += losses.detach()
+            except TrialDiverged as exc:  # the balancer could not produce a finite update
+                return diverged(state.balancer_failure(exc))
+            if sched is not None:
+                sched.step()
+            reason = state.end_training(bal, epoch_loss, bs / n)
+            if reason is not None:
+                return diverged(reason)
+            val_loss = float(validation_losses(net, val, kinds, val_masks, rt).sum())
+            reason = state.validated(val_loss, lambda: copy.deepcopy(net.state_dict()))
+            if reason is not None:
+                return diverged(reason)
+            if state.improved and epoch_metrics:
+                best_metrics = evaluate_network(net, val, kinds, rt)
         yield EpochReport(epoch, val_loss, state.best_epoch, best_metrics)
         if state.done:
             break
@@ -321,4 +325,5 @@ def train_epochs(
     net.load_state_dict(state.best)
     restore_forward()
     state.charge(time.perf_counter() - started)
-    return net, state.completed(net, data, rt)
+    with rt.backend_flags():
+        return net, state.completed(net, data, rt)

@@ -18,20 +18,23 @@ __all__ = ["RngState", "RngStream"]
 
 @dataclass
 class RngState:
-    """The CPU generator's state and every CUDA device's (none without CUDA)."""
+    """The CPU generator's state and the current CUDA device's, once this process uses CUDA
+    (asking for it earlier would start CUDA in CPU runs, and every device's state would
+    open a context on every visible GPU)."""
 
     cpu: torch.Tensor
-    cuda: list[torch.Tensor]
+    cuda: torch.Tensor | None
 
     @classmethod
     def capture(cls) -> RngState:
-        cuda = list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else []
+        initialized = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        cuda = torch.cuda.get_rng_state() if initialized else None
         return cls(torch.random.get_rng_state(), cuda)
 
     def restore(self) -> None:
         torch.random.set_rng_state(self.cpu)
-        if self.cuda:
-            torch.cuda.set_rng_state_all(self.cuda)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda)
 
 
 class RngStream:

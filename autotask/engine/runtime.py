@@ -21,13 +21,17 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
-from collections.abc import Callable, Mapping
+import types
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
+import torch._functorch.config
 from torch import nn
 
 from autotask.engine.runtime_spec import DATA_BUDGET_ENV, Precision, RuntimeSpec, parse_runtime
@@ -41,17 +45,22 @@ __all__ = [
     "Precision",
     "Runtime",
     "RuntimeSpec",
+    "eager_copy",
+    "fp32_precision",
     "free_device_memory",
     "parse_runtime",
     "place_splits",
+    "resident_nbytes",
     "split_nbytes",
 ]
 
 #: Balancers whose update scales linearly with the losses and that never inspect gradients
 #: for finiteness, so a GradScaler's scaled losses and skipped steps are exact for them.
 FP16_BALANCERS = ("equal", "static")
-#: Compiled variants kept per forward function (dynamo's ``recompile_limit``, default 8).
-COMPILE_VARIANTS = 256
+#: Compiled variants kept per compiled module (dynamo's ``recompile_limit``, default 8):
+#: training and evaluation, with and without gradients, a last short batch (3 in a
+#: plain run), autocast, channels-last; past it the module silently runs eager.
+COMPILE_VARIANTS = 32
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -104,11 +113,22 @@ class Runtime:
                 f"{', '.join(FP16_BALANCERS)}, not {name!r}; use bf16"
             )
 
-    def apply_backend_flags(self) -> None:
-        """Set the process-wide TF32 flags (CUDA only)."""
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = self.tf32
-            torch.backends.cudnn.allow_tf32 = self.tf32
+    @contextlib.contextmanager
+    def backend_flags(self) -> Iterator[None]:
+        """TF32 on or off for CUDA matmuls and cuDNN, and cuDNN's autotuner on (batches keep
+        one shape, so each convolution is timed once); the process's own settings are
+        restored on exit (a no-op off CUDA). Only torch's ``fp32_precision`` API is used:
+        mixing it with the legacy ``allow_tf32`` setters makes torch raise."""
+        if self.device.type != "cuda":
+            yield
+            return
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            with fp32_precision("tf32" if self.tf32 else "ieee"):
+                yield
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
 
     def autocast(self) -> AbstractContextManager[Any]:
         """Autocast to the resolved precision (a no-op for fp32)."""
@@ -143,7 +163,9 @@ class Runtime:
 
         Each submodule's ``forward`` is compiled, not the modules themselves, so module
         identity, parameters, state-dict keys and forward hooks (the gradient balancers'
-        feature taps) stay as they are. A no-op without a compile backend.
+        feature taps) stay as they are. Each module gets compiled graphs of its own and
+        holds them without a reference cycle (:func:`_compiled_forward`). A copy of the
+        network must be made by :func:`eager_copy`. A no-op without a compile backend.
         """
         if self.compile_backend is None:
             return _nothing
@@ -153,12 +175,10 @@ class Runtime:
         # gradient balancers run several backward passes through one graph (retain_graph),
         # which compiled backward functions with donated buffers refuse
         torch._functorch.config.donated_buffer = False
-        # every block shares its class's forward: one compiled variant per block structure
-        # (stage slice, head kind) of the trees a search trains, more than dynamo's default
         dynamo_config = torch._dynamo.config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILE_VARIANTS)
         for module in modules:
-            module.forward = torch.compile(module.forward, backend=self.compile_backend)
+            module.forward = _compiled_forward(module, self.compile_backend)
 
         def restore() -> None:
             for module in modules:
@@ -171,9 +191,75 @@ def _nothing() -> None:
     return None
 
 
+def _compiled_forward(module: nn.Module, backend: str) -> Callable[..., Any]:
+    """``module``'s (class) forward through torch.compile, compiled for this module alone.
+
+    Dynamo keeps compiled graphs on the code object it runs and limits how many one code
+    object holds (``accumulated_recompile_limit``, 256). ``torch.compile(module.forward)``
+    would put every block of a class, of every network the process trains, on one code
+    object (the class's ``forward``, or torch's one wrapper of bound methods): past the
+    limit each further structure silently runs eager, for the rest of the process. Here
+    each module runs through a function with a code object of its own, so its graphs (and
+    its recompilations, :data:`COMPILE_VARIANTS`) are its own and are freed with it. The
+    function holds the module weakly, so a module and its compiled forward form no
+    reference cycle: a network dropped in the middle of training (a pruned trial) is freed
+    at once, compiled graphs included, without ``gc.collect``.
+    """
+    forward = type(module).forward
+    owner = weakref.ref(module)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return forward(owner(), *args, **kwargs)
+
+    code = call.__code__.replace(co_name=f"{type(module).__name__}_forward")  # a new object
+    own = types.FunctionType(code, call.__globals__, code.co_name, None, call.__closure__)
+    return torch.compile(own, backend=backend)
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def eager_copy(net: ModuleT) -> ModuleT:
+    """A deep copy of ``net`` whose modules run their own class ``forward``, uncompiled.
+
+    The forwards :meth:`Runtime.compile_network` sets run the modules they were compiled
+    for: a plain :func:`copy.deepcopy` would share them, and the copy would compute with
+    the original's parameters and buffers (``torch.func.functional_call`` on the copy
+    would substitute nothing, and its BatchNorm would update the original's statistics).
+    """
+    twin = copy.deepcopy(net)
+    for module in twin.modules():
+        module.__dict__.pop("forward", None)
+    return twin
+
+
+@contextlib.contextmanager
+def fp32_precision(precision: Literal["tf32", "ieee"]) -> Iterator[None]:
+    """Set the fp32 precision of CUDA matmuls and cuDNN (convolutions and RNNs alike) and
+    restore the previous values on exit."""
+    backends: tuple[Any, ...] = (
+        torch.backends.cuda.matmul,
+        torch.backends.cudnn.conv,  # type: ignore[attr-defined]
+        torch.backends.cudnn.rnn,
+    )
+    saved = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = precision
+    try:
+        yield
+    finally:
+        for backend, value in zip(backends, saved, strict=True):
+            backend.fp32_precision = value
+
+
 class HostSplit(Split):
-    """A split kept on the host (too large for the device's data budget), pinned where CUDA
-    is present: training gathers each batch there and copies it to the device."""
+    """A split kept on the host (too large for the device's data budget): training gathers
+    each batch there, into pinned memory where the device is CUDA, and copies it over."""
+
+
+#: Copies of a split training holds at once: the training split is shuffled by one gather
+#: per epoch (``x[order]`` beside ``x``); the others are read in place.
+RESIDENT_COPIES = {"train": 2}
 
 
 def split_nbytes(split: Split) -> int:
@@ -182,30 +268,34 @@ def split_nbytes(split: Split) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def resident_nbytes(name: str, split: Split) -> int:
+    """Device bytes a split needs while training runs (its epoch's shuffled copy included)."""
+    return split_nbytes(split) * RESIDENT_COPIES.get(name, 1)
+
+
 def place_splits(splits: Mapping[str, Split], runtime: Runtime) -> dict[str, Split]:
-    """Splits on the device while they fit its data budget (smallest first); the others stay
-    on the host, pinned where CUDA is present, and training copies them batch by batch."""
+    """Splits on the device while they fit its data budget (smallest first, the training
+    split counted with its shuffled copy); the others stay on the host, where training
+    gathers each batch and copies it to the device."""
     budget = runtime.data_budget
     placed: dict[str, Split] = {}
     used = 0
-    for name in sorted(splits, key=lambda s: split_nbytes(splits[s])):
-        split, size = splits[name], split_nbytes(splits[name])
+    for name in sorted(splits, key=lambda s: resident_nbytes(s, splits[s])):
+        split, size = splits[name], resident_nbytes(name, splits[name])
         if budget is None or used + size <= budget:
             placed[name], used = split.to(runtime.device), used + size
         else:
-            placed[name] = _on_host(split, pin=torch.cuda.is_available())
+            placed[name] = _on_host(split)
     return {name: placed[name] for name in splits}
 
 
-def _on_host(split: Split, *, pin: bool) -> HostSplit:
-    def host(t: torch.Tensor) -> torch.Tensor:
-        t = t.to("cpu")
-        return t.pin_memory() if pin else t
-
+def _on_host(split: Split) -> HostSplit:
+    """The split's tensors on the host, not copied where they already are there (and not
+    pinned: each batch is gathered into a pinned buffer of its own)."""
     return HostSplit(
-        x=host(split.x),
-        targets={k: host(v) for k, v in split.targets.items()},
-        masks={k: host(v) for k, v in split.masks.items()},
+        x=split.x.to("cpu"),
+        targets={k: v.to("cpu") for k, v in split.targets.items()},
+        masks={k: v.to("cpu") for k, v in split.masks.items()},
     )
 
 

@@ -21,7 +21,14 @@ if TYPE_CHECKING:
 
     from autotask.engine.runtime import Runtime
 
-__all__ = ["DATA_BUDGET_ENV", "Precision", "RuntimeSpec", "parse_runtime"]
+__all__ = [
+    "BF16_CAPABILITY",
+    "DATA_BUDGET_ENV",
+    "Precision",
+    "RuntimeSpec",
+    "native_bf16",
+    "parse_runtime",
+]
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 #: Environment variable: data budget on the device in MiB (overrides ``data_fraction``).
@@ -50,9 +57,13 @@ class RuntimeSpec(BaseModel):
         cuda = device.type == "cuda"
         precision = self.precision
         if precision == "auto":
-            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-        elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"runtime: precision bf16 is not supported on {device}; use fp16")
+            precision = "bf16" if cuda and native_bf16(device) else "fp32"
+        elif precision == "bf16" and cuda and not native_bf16(device):
+            major, minor = _capability(device)
+            raise ConfigError(
+                f"runtime: precision bf16 is emulated on {device} (compute capability "
+                f"{major}.{minor}; bf16 needs 8.0): use fp16 or fp32"
+            )
         if precision in ("bf16", "fp16") and device.type not in ("cuda", "cpu", "mps", "xpu"):
             raise ConfigError(f"runtime: precision {precision} needs autocast, not on {device}")
         if self.tf32 and not cuda:
@@ -85,6 +96,29 @@ class RuntimeSpec(BaseModel):
             free, _ = torch.cuda.mem_get_info(device)
             return int(free * self.data_fraction)
         return None
+
+
+#: The first CUDA compute capability with bf16 tensor cores (Ampere, sm_80).
+BF16_CAPABILITY = (8, 0)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 runs natively on ``device`` (not emulated in fp32, as on V100 and T4): compute
+    capability 8.0 or later, asked of that device, not of the process's current one; any
+    ROCm device."""
+    import torch
+
+    if torch.version.hip:
+        return True
+    return _capability(device) >= BF16_CAPABILITY
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return (major, minor)
 
 
 def _compile_backend(value: bool | str) -> str | None:

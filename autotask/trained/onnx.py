@@ -10,7 +10,6 @@ the network's own. ``onnx``, ``onnxscript`` and ``onnxruntime`` come with the
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import importlib
 import io
@@ -26,6 +25,7 @@ from types import ModuleType
 
 import torch
 
+from autotask.engine.runtime import eager_copy
 from autotask.errors import ConfigError, DataError
 from autotask.models.tree import TreeNetwork
 
@@ -110,8 +110,9 @@ def _quiet() -> Iterator[None]:
 
 
 def _cpu_fp32(network: TreeNetwork) -> TreeNetwork:
-    """A copy of ``network`` on the CPU in float32 and in eval mode; the original is untouched."""
-    clone = copy.deepcopy(network)
+    """An eager copy of ``network`` on the CPU in float32 and in eval mode; the original is
+    untouched."""
+    clone = eager_copy(network)
     return clone.to(device="cpu", dtype=torch.float32).eval()
 
 

@@ -365,7 +365,8 @@ def _context(suite: TaskSuite, device: torch.device, runtime: RuntimeSpec) -> Tr
 
 def test_splits_over_the_budget_stay_on_the_host(tiny_suite: TaskSuite) -> None:
     sizes = {name: split_nbytes(s) for name, s in tiny_suite.splits.items()}
-    budget = sizes["val"] + sizes["test"]  # room for the two small splits, not for train
+    # room for the two small splits and the training split, not for its shuffled copy
+    budget = sizes["val"] + sizes["test"] + sizes["train"]
     placed = place_splits(tiny_suite.splits, Runtime(torch.device("cpu"), data_budget=budget))
     assert isinstance(placed["train"], HostSplit)
     assert not isinstance(placed["val"], HostSplit) and not isinstance(placed["test"], HostSplit)
@@ -384,8 +385,9 @@ def test_streaming_gives_the_same_results_as_the_device_path(
     streamed = _context(suite, device, RuntimeSpec(precision="fp32", data_budget_mb=0))
     assert all(isinstance(s, HostSplit) for s in streamed.runner.data.values())
     assert not any(isinstance(s, HostSplit) for s in resident.runner.data.values())
-    if device.type == "cuda":
-        assert all(s.x.is_pinned() for s in streamed.runner.data.values())
+    # host splits are the originals, not pinned copies beside them (batches are pinned)
+    assert all(not s.x.is_pinned() for s in streamed.runner.data.values())
+    assert streamed.runner.data["train"].x.data_ptr() == suite.splits["train"].x.data_ptr()
     job = resident.job(BRANCHED, resident.baseline_backbone, OPT, BalancerSpec(name=balancer))
     _, a = resident.runner.train(job)
     _, b = streamed.runner.train(job)
@@ -449,11 +451,11 @@ def test_cuda_defaults_turn_on_bf16_and_tf32() -> None:
     assert rt.tf32 and rt.channels_last
     assert rt.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
     assert rt.data_budget is not None and rt.data_budget > 0
+    before = torch.backends.cuda.matmul.fp32_precision
     train(make_tiny_suite(), rt)
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.fp32_precision == before  # restored after training
     off = RuntimeSpec(tf32=False).resolve("cuda")
     train(make_tiny_suite(), off)
-    assert not torch.backends.cuda.matmul.allow_tf32
     assert off.numerics() != rt.numerics()
 
 

@@ -25,9 +25,11 @@ How the probe is computed:
 - the ``k`` lookahead forwards, plus one at the current parameters, run as **one batched
   functional pass**: ``torch.func.vmap`` over ``functional_call`` with stacked shared
   parameters, not ``k`` copies of the model;
-- the probe evaluates a copy of the network's modules whose BatchNorm layers use batch
-  statistics and **never update running statistics**, with dropout off, so probing
-  changes nothing in the trained network and before/after losses are comparable.
+- the probe evaluates an uncompiled copy of the network's modules
+  (:func:`~autotask.engine.runtime.eager_copy`; with ``compile`` a plain copy would run
+  the original's modules) whose BatchNorm layers use batch statistics and **never update
+  running statistics**, with dropout off, so probing changes nothing in the trained
+  network and before/after losses are comparable.
 
 Tasks with no labelled row in a probed batch give no measurement for that probe. As a
 by-product the probe's per-task gradients give the gradient cosine on the shared
@@ -36,7 +38,6 @@ parameters (``extra["gradient_cosine"]``).
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -53,6 +54,7 @@ from autotask.affinity.optimizer_step import lookahead_parameters
 from autotask.balancing._gradients import BatchedGrads, gramian
 from autotask.engine.losses import masked_loss
 from autotask.engine.observer import TrainStep
+from autotask.engine.runtime import eager_copy
 from autotask.select.matrix import AffinityMatrix
 
 if TYPE_CHECKING:
@@ -84,7 +86,8 @@ class LookaheadProbe:
             raise ValueError("lookahead affinity needs a network with shared parameters")
         named = list(net.named_parameters())
         self.shared_names = [n for n, p in named if id(p) in shared]
-        self.probe = copy.deepcopy(net)
+        # uncompiled: a compiled forward runs the module it was compiled for, not the copy
+        self.probe = eager_copy(net)
         replace_all_batch_norm_modules_(self.probe)  # batch statistics, no running stats
         self.probe.eval()  # dropout off; BatchNorm without running stats uses the batch
         self.grads = BatchedGrads()
