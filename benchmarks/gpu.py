@@ -8,13 +8,18 @@ setting gets a warm-up run first (allocator, autotuning, compilation), then the 
 of ``--repeats`` timed runs.
 
 Models: the all-in-one digits MLP (7 tasks), the ``cnn`` backbone on random 3x64x64
-images (2 tasks) and, where a ``resnet`` backbone is registered, that backbone on the
-same images. On CUDA it also prints the achieved TFLOP/s (counted MACs x 2 x 3 for
-forward + backward) and the GPU utilisation sampled during the timed runs
+images (2 tasks) and the CelebA preset's all-in-one network (``studies/celeba-tag.yaml``:
+``resnet`` width 64, 2 blocks a stage, nine binary attributes) on random 3x64x64 images.
+On CUDA it also prints the achieved TFLOP/s (counted MACs x 2 x 3 for forward +
+backward), that as a share of the GPU's dense bf16 peak (``--peak-tflops``, else the
+vendor figure for known GPUs) and the GPU utilisation sampled during the timed runs
 (``torch.cuda.utilization()``, which needs pynvml; else n/a).
+
+The fp32 row is the study default on CUDA: fp32 with TF32 matmuls and convolutions.
 
     python benchmarks/gpu.py [--device cuda] [--epochs 3] [--repeats 3] [--images 4096]
                              [--batch-size 256] [--compile-backend inductor]
+                             [--peak-tflops 989]
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from dataclasses import dataclass
 
 import torch
 
-from autotask.backbones import list_backbones
 from autotask.engine.device import pick_device
 from autotask.engine.job import NetworkJob
 from autotask.engine.loop import train_network
@@ -38,6 +42,27 @@ from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
 from autotask.suites.base import Split, Task, TaskSuite
 
+#: Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, without sparsity), by a
+#: part of the name ``torch.cuda.get_device_name`` reports; checked in this order.
+BF16_PEAK_TFLOPS = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+    ("RTX 4090", 165.0),
+)
+
+
+def bf16_peak(device_name: str) -> float | None:
+    """The dense bf16 peak of a known GPU, else None."""
+    for part, peak in BF16_PEAK_TFLOPS:
+        if part in device_name:
+            return peak
+    return None
+
 
 def image_suite(n: int, eval_rows: int, seed: int = 0) -> TaskSuite:
     """Random 3x64x64 images with a binary and a regression task (throughput only)."""
@@ -45,6 +70,28 @@ def image_suite(n: int, eval_rows: int, seed: int = 0) -> TaskSuite:
     total = n + 2 * eval_rows
     x = torch.randn(total, 3, 64, 64, generator=g)
     targets = {"bright": (x[:, 0].mean(dim=(1, 2)) > 0).float(), "level": x[:, 1].mean(dim=(1, 2))}
+    return _image_tasks(x, targets, n, eval_rows, "images64", seed)
+
+
+def attribute_suite(n: int, eval_rows: int, seed: int = 0) -> TaskSuite:
+    """Random 3x64x64 images with nine binary attributes: the CelebA preset's shapes."""
+    g = torch.Generator().manual_seed(seed)
+    total = n + 2 * eval_rows
+    x = torch.randn(total, 3, 64, 64, generator=g)
+    means = x.mean(dim=(2, 3))
+    targets = {f"attr{i}": (means[:, i % 3] > 0.01 * (i - 4)).float() for i in range(9)}
+    return _image_tasks(x, targets, n, eval_rows, "attributes64", seed)
+
+
+def _image_tasks(
+    x: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    n: int,
+    eval_rows: int,
+    name: str,
+    seed: int,
+) -> TaskSuite:
+    total = x.shape[0]
     cuts = {"train": (0, n), "val": (n, n + eval_rows), "test": (n + eval_rows, total)}
     splits = {
         name: Split(
@@ -55,8 +102,8 @@ def image_suite(n: int, eval_rows: int, seed: int = 0) -> TaskSuite:
         for name, (a, b) in cuts.items()
     }
     return TaskSuite(
-        name="images64",
-        tasks=[Task("bright", "binary", 1), Task("level", "regression", 1)],
+        name=name,
+        tasks=[Task(t, "regression" if t == "level" else "binary", 1) for t in targets],
         splits=splits,
         input_shape=(3, 64, 64),
         default_backbone={"name": "cnn", "params": {"width": 32, "depth": 4}},
@@ -161,6 +208,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (TFLOP/s)"
+    )
+    parser.add_argument("--models", default=None, help="comma-separated labels to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -173,13 +224,14 @@ def main() -> None:
 
     digits = small_eval(get_suite("digits"), eval_rows)
     pictures = image_suite(images, eval_rows)
+    attributes = attribute_suite(images, eval_rows)
+    preset = BackboneSpec(name="resnet", params={"width": 64, "blocks": 2})
     models = [("digits mlp", digits, BackboneSpec.model_validate(digits.default_backbone))]
     models.append(("cnn 3x64x64", pictures, BackboneSpec.model_validate(pictures.default_backbone)))
-    if "resnet" in list_backbones():
-        models.append(("resnet 3x64x64", pictures, BackboneSpec(name="resnet")))
+    models.append(("celeba preset", attributes, preset))
 
     settings = {
-        "fp32": Runtime(device),
+        "fp32": Runtime(device, tf32=cuda),
         "bf16": Runtime(device, precision="bf16"),
         "bf16+channels_last": Runtime(device, precision="bf16", channels_last=True),
         "bf16+cl+compile": Runtime(
@@ -187,16 +239,21 @@ def main() -> None:
         ),
     }
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    peak = args.peak_tflops or (bf16_peak(name) if cuda else None)
     print(
         f"device {device} ({name}), torch {torch.__version__}, {args.epochs} epochs, "
         f"batch {args.batch_size}, median of {args.repeats}, {args.threads} CPU thread(s); "
         f"compile backend {args.compile_backend}; GPU utilisation "
-        f"{'sampled' if cuda and _nvml_present() else 'n/a (no pynvml)' if cuda else 'n/a'}"
+        f"{'sampled' if cuda and _nvml_present() else 'n/a (no pynvml)' if cuda else 'n/a'}; "
+        f"bf16 peak {f'{peak:g} TFLOP/s' if peak else 'unknown (--peak-tflops)'}"
     )
     header = f"{'model':<16}{'setting':<20}{'samples/s':>12}{'x fp32':>8}"
-    header += f"{'TFLOP/s':>9}{'GPU %':>7}" if cuda else ""
+    header += f"{'TFLOP/s':>9}{'% peak':>8}{'GPU %':>7}" if cuda else ""
     print(header)
+    wanted = None if args.models is None else {m.strip() for m in args.models.split(",")}
     for label, suite, backbone in models:
+        if wanted is not None and label not in wanted:
+            continue
         interface = interface_for(suite)
         net = build_network(TaskTree(tasks=tuple(suite.task_names)), backbone, interface)
         flops_per_sample = 6 * count_macs(net, interface.input_shape)  # fwd + bwd ~ 3x fwd
@@ -218,8 +275,9 @@ def main() -> None:
             line = f"{label:<16}{setting:<20}{result.samples_per_s:>12.0f}{ratio}"
             if cuda:
                 tflops = result.samples_per_s * flops_per_sample / 1e12
+                share = f"{tflops / peak:>8.1%}" if peak else f"{'n/a':>8}"
                 util = "n/a" if result.utilisation is None else f"{result.utilisation:.0f}"
-                line += f"{tflops:>9.2f}{util:>7}"
+                line += f"{tflops:>9.2f}{share}{util:>7}"
             print(line, flush=True)
 
 
