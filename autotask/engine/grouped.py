@@ -105,16 +105,26 @@ class _Linear(_Op):
         w = self.store.tensors[self.w]
         k = w.shape[0]
         lead = x.shape[:-1] if layout == "shared" else x.shape[1:-1]
-        flat = (
-            x.reshape(1, -1, x.shape[-1]).expand(k, -1, -1)
-            if layout == "shared"
-            else x.reshape(k, -1, x.shape[-1])
-        )
+        if layout == "shared":
+            # cast once, then expand: autocast would cast the expanded view, one copy of
+            # the input per network
+            flat = _autocast_input(x).reshape(1, -1, x.shape[-1]).expand(k, -1, -1)
+        else:
+            flat = x.reshape(k, -1, x.shape[-1])
         if self.b is None:
             y = torch.bmm(flat, w.transpose(1, 2))
         else:
             y = torch.baddbmm(self.store.tensors[self.b].unsqueeze(1), flat, w.transpose(1, 2))
         return y.reshape(k, *lead, w.shape[1]), "vec"
+
+
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the autocast dtype of its device when autocast is on (as a matmul would
+    cast it), else ``x``."""
+    device = x.device.type
+    if not x.is_floating_point() or not torch.is_autocast_enabled(device):
+        return x
+    return x.to(torch.get_autocast_dtype(device))
 
 
 class _Conv(_Op):

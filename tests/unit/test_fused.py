@@ -597,3 +597,35 @@ def test_context_trains_fp16_one_network_at_a_time(monkeypatch: pytest.MonkeyPat
     context.runner.fused = True
     score = context.score(_spec())
     assert seen == [] and score.trained == 2
+
+
+def test_grouped_linear_casts_its_shared_input_once_under_autocast() -> None:
+    """Under bf16 autocast the first layer's input (one tensor shared by the K networks)
+    is cast before it is expanded: the batched product gets a stride-0 view, not K copies."""
+    from torch.overrides import TorchFunctionMode
+
+    from autotask.engine.grouped import GroupedTrees
+    from autotask.models import build_network
+
+    suite = make_tiny_suite()
+    interface = interface_for(suite)
+    backbone = BackboneSpec.model_validate(suite.default_backbone)
+    nets = [
+        build_network(TaskTree(tasks=tuple(suite.task_names)), backbone, interface)
+        for _ in range(4)
+    ]
+    group = GroupedTrees(nets)
+    seen: list[torch.Tensor] = []
+
+    class Products(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if getattr(func, "__name__", "") in ("bmm", "baddbmm"):
+                seen.append(args[-2])
+            return func(*args, **(kwargs or {}))
+
+    x = suite.splits["train"].x[:16]
+    with torch.autocast("cpu", dtype=torch.bfloat16), Products():
+        group.forward(x, training=True)
+    first = seen[0]
+    assert first.dtype == torch.bfloat16 and first.shape[0] == 4
+    assert first.stride(0) == 0  # one cast input, viewed four times
