@@ -14,7 +14,8 @@ both sides do the same work.
 - ``cnn``: the same on the digits as 8x8 images with the ``cnn`` backbone (BatchNorm).
 
 ``--precision bf16`` trains both sides under bf16 autocast (the training runtime's CUDA
-default; TF32, channels-last and compile stay off) and compares results within two bf16
+default; ``--channels-last`` adds the CUDA default memory format for the CNNs; TF32 and
+compile stay off) and compares results within two bf16
 rounding steps (2 * 2**-8 relative) instead of 1e-4. On CPU this shows that the fused path
 runs under autocast and agrees with the sequential one; its ratio says nothing about a
 GPU, where bf16 matmuls run on tensor cores and per-step launch overhead dominates small
@@ -23,7 +24,7 @@ networks: run it there for GPU numbers.
 Target (1 thread, CPU): >= 2.5x for k = 8 MLP networks.
 
     python benchmarks/fused.py [--epochs 10] [--cnn-epochs 3] [--repeats 3] [--threads 1]
-        [--device cpu|cuda] [--backbones mlp,cnn] [--precision fp32|bf16]
+        [--device cpu|cuda] [--backbones mlp,cnn] [--precision fp32|bf16] [--channels-last]
 """
 
 from __future__ import annotations
@@ -108,10 +109,11 @@ def main() -> None:
     parser.add_argument("--backbones", default="mlp,cnn")
     parser.add_argument("--ks", default="1,2,4,8")
     parser.add_argument("--precision", choices=sorted(TOLERANCE), default="fp32")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC for the CNNs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    runtime = Runtime(device, precision=args.precision)
+    runtime = Runtime(device, precision=args.precision, channels_last=args.channels_last)
     tol = TOLERANCE[args.precision]
 
     digits = get_suite("digits")

@@ -22,7 +22,8 @@ results agree within its rounding rather than float32's: a batched product may r
 to the other side of a bf16 step than the plain product does. What grouping cannot
 reproduce per network trains one network at a time (:func:`runtime_blocker`):
 fp16, whose one GradScaler would skip every network's step when one overflows, compiled
-networks, splits streamed from the host, and channels-last convolutional networks.
+networks and splits streamed from the host. Channels-last convolutional networks group
+with channels-last inputs (grouped NHWC convolutions).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def plan_groups(
 ) -> list[list[int]]:
     """Indices of the jobs trained together, in order of first appearance; a group of one
     trains on its own. Each reason to train a network alone is logged once (debug).
-    ``runtime`` and ``data`` add the reasons of :func:`runtime_blocker` and channels-last."""
+    ``runtime`` and ``data`` add the reasons of :func:`runtime_blocker`."""
     use_groups = fused_enabled() if fused is None else fused
     shared = runtime_blocker(runtime, data) if use_groups else "grouping is off"
     groups: dict[tuple[Any, ...], list[int]] = {}
@@ -150,7 +151,7 @@ def plan_groups(
     planned: list[list[int]] = []
     for members in groups.values():
         blocker = (
-            None if len(members) == 1 else _module_blocker(jobs[members[0]], interface, runtime)
+            None if len(members) == 1 else _module_blocker(jobs[members[0]], interface)
         )
         if blocker is None:
             planned.append(members)
@@ -166,13 +167,9 @@ def _kind_blocker(job: NetworkJob, interface: ModelInterface) -> str | None:
     return f"per-pixel task kinds ({', '.join(pixel)})" if pixel else None
 
 
-def _module_blocker(
-    job: NetworkJob, interface: ModelInterface, runtime: Runtime | None
-) -> str | None:
+def _module_blocker(job: NetworkJob, interface: ModelInterface) -> str | None:
     with torch.random.fork_rng(devices=[]):  # building draws from the global RNG
         net = build_network(job.tree, job.backbone, interface)
-    if runtime is not None and runtime.uses_channels_last(net, interface.input_shape):
-        return "channels-last convolutional networks"
     return grouping_blocker(net)
 
 
@@ -340,6 +337,8 @@ def _train_grouped(
         for slot, (i, job, beat) in enumerate(jobs)
     ]
     first = members[0]
+    # channels-last inputs: the grouped convolutions run in NHWC, as each network alone would
+    channels_last = rt.uses_channels_last(first.net, interface.input_shape)
     started = time.perf_counter()
     spec = first.job.optimizer
     group = GroupedTrees([m.net for m in members])
@@ -414,7 +413,7 @@ def _train_grouped(
         for start in range(0, n, bs):
             end = start + bs
             with rt.autocast():
-                outputs = group.forward(x[start:end], training=True)
+                outputs = group.forward(rt.batch(x[start:end], channels_last), training=True)
                 losses = _losses(
                     outputs,
                     [t[:, start:end] for t in targets],
@@ -481,7 +480,8 @@ def _train_grouped(
         drop([m for m, _ in gone])
         if not members:
             break
-        val_losses = _validation(group, val.x, val_t, val_m, kinds, rt).sum(dim=1).tolist()
+        val_totals = _validation(group, val.x, val_t, val_m, kinds, rt, channels_last)
+        val_losses = val_totals.sum(dim=1).tolist()
         stopped: list[tuple[_Member, str | None]] = []
         for row, m in enumerate(members):
             why = m.state.validated(float(val_losses[row]), partial(group.snapshot, row))
@@ -501,13 +501,15 @@ def _validation(
     masks: Sequence[torch.Tensor | None],
     kinds: Sequence[str],
     runtime: Runtime,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """``[K, P]`` losses of every network on the whole split, in eval mode (outputs
     under the runtime's autocast, losses in float32)."""
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, x.shape[0], EVAL_BATCH):
         with runtime.autocast():
-            chunk = group.forward(x[start : start + EVAL_BATCH], training=False)
+            batch = runtime.batch(x[start : start + EVAL_BATCH], channels_last)
+            chunk = group.forward(batch, training=False)
         chunks.append([out.float() for out in chunk])
     outputs = [torch.cat([c[p] for c in chunks], dim=1) for p in range(len(kinds))]
     return _losses(outputs, targets, masks, kinds)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from autotask.balancing.scalarized import UncertaintyWeighting
 from autotask.engine import runner
@@ -20,11 +21,12 @@ from autotask.engine.fused import (
     runtime_blocker,
     train_networks,
 )
+from autotask.engine.grouped import GroupedTrees
 from autotask.engine.job import NetworkJob
 from autotask.engine.result import NetworkResult
 from autotask.engine.runtime import HostSplit, Runtime, RuntimeSpec
 from autotask.errors import ConfigError, TrialDiverged
-from autotask.models import interface_for
+from autotask.models import build_network, interface_for
 from autotask.search import scoring
 from autotask.spec import (
     ArchitectureSpec,
@@ -41,9 +43,12 @@ MLP = BackboneSpec(name="mlp", params={"width": 16, "depth": 3})
 OPT = OptimizerSpec(lr=0.01, epochs=8, patience=8, batch_size=32)
 
 
-def _suite(poison: str | None = None, image: bool = False) -> TaskSuite:
+def _suite(poison: str | None = None, image: bool = False, cube: bool = False) -> TaskSuite:
     """The tiny suite plus ``bin2`` (binary) and ``reg2`` (regression, a third unlabelled),
-    so that several tasks share a head kind; ``image`` gives inputs of shape (2, 4)."""
+    so that several tasks share a head kind; ``image`` gives inputs of shape (2, 4),
+    ``cube`` images of shape (2, 2, 4) (channels, height, width: the inputs and their
+    negation as two channels)."""
+    shape = (2, 2, 4) if cube else (2, 4) if image else (8,)
     base = make_tiny_suite(poison=poison)
     splits = {}
     for name, split in base.splits.items():
@@ -56,14 +61,15 @@ def _suite(poison: str | None = None, image: bool = False) -> TaskSuite:
         masks["reg2"] = torch.arange(len(x)) % 3 != 0
         if poison == "bin2" and name == "train":
             targets["bin2"] = torch.full_like(targets["bin2"], float("inf"))
-        splits[name] = Split(x.view(-1, 2, 4) if image else x, targets, masks)
+        pixels = torch.stack([x, -x], dim=1) if cube else x
+        splits[name] = Split(pixels.reshape(-1, *shape), targets, masks)
     return TaskSuite(
         name="tiny2",
         tasks=[*base.tasks, Task("bin2", "binary", 1), Task("reg2", "regression", 1)],
         splits=splits,
-        input_shape=(2, 4) if image else (8,),
+        input_shape=shape,
         default_backbone=base.default_backbone,
-        params={"poison": poison, "image": image},
+        params={"poison": poison, "shape": list(shape)},
     )
 
 
@@ -118,11 +124,14 @@ def _same(a: NetworkResult, b: NetworkResult, tol: float = 1e-4) -> None:
 
 
 def _compare(
-    jobs: list[NetworkJob], suite: TaskSuite, device: torch.device
+    jobs: list[NetworkJob],
+    suite: TaskSuite,
+    device: torch.device,
+    runtime: Runtime | None = None,
 ) -> tuple[list[NetworkResult], list[NetworkResult]]:
     interface, data = interface_for(suite), _data(suite, device)
-    alone = train_networks(jobs, data, interface, fused=False)
-    together = train_networks(jobs, data, interface, fused=True)
+    alone = train_networks(jobs, data, interface, fused=False, runtime=runtime)
+    together = train_networks(jobs, data, interface, fused=True, runtime=runtime)
     for (net_a, a), (net_b, b) in zip(alone, together, strict=True):
         _same(a, b)
         if a.ok:  # the returned networks hold the best epoch's weights
@@ -527,15 +536,42 @@ def test_runtimes_grouping_cannot_follow_train_alone(
             plan = plan_groups(jobs, interface, fused=True, runtime=runtime, data=split_data)
         assert plan == [[0], [1]]
         assert any(reason in r.getMessage() for r in caplog.records)
-    # channels-last applies to convolutional networks on images only
+    # channels-last convolutional networks group too (grouped NHWC convolutions)
     images = ModelInterface(input_shape=(3, 8, 8), heads={"a": ("binary", 1), "b": ("binary", 1)})
     cnn = BackboneSpec(name="cnn", params={"channels": [4, 6]})
     conv = [_job((t,), backbone=cnn) for t in ("a", "b")]
     last = Runtime(device, precision="bf16", channels_last=True)
     assert plan_groups(conv, images, fused=True, runtime=Runtime(device)) == grouped
-    with caplog.at_level(logging.DEBUG, logger="autotask"):
-        assert plan_groups(conv, images, fused=True, runtime=last) == [[0], [1]]
-    assert any("channels-last" in r.getMessage() for r in caplog.records)
+    assert plan_groups(conv, images, fused=True, runtime=last) == grouped
+
+
+def test_channels_last_fused_cnns_match_channels_last_cnns_trained_alone(
+    device: torch.device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite = _suite(cube=True)
+    interface, data = interface_for(suite), _data(suite, device)
+    cnn = BackboneSpec(name="cnn", params={"channels": [4, 6]})
+    jobs = [
+        _job(("bin",), backbone=cnn),
+        _job(("bin2",), backbone=cnn),
+        _job((), backbone=cnn, tree=_branched(("cls", "bin", "reg"))),
+        _job((), backbone=cnn, tree=_branched(("cls", "bin2", "reg2"))),
+    ]
+    last = Runtime(device, channels_last=True)
+    assert plan_groups(jobs, interface, fused=True, runtime=last, data=data) == [[0, 1], [2, 3]]
+    formats: list[bool] = []
+    forward = GroupedTrees.forward
+
+    def spy(self: GroupedTrees, x: torch.Tensor, training: bool) -> list[torch.Tensor]:
+        formats.append(x.is_contiguous(memory_format=torch.channels_last))
+        return forward(self, x, training)
+
+    monkeypatch.setattr(GroupedTrees, "forward", spy)
+    alone, _ = _compare(jobs, suite, device, runtime=last)
+    assert all(r.ok for r in alone)
+    # after each group's structure probe (a contiguous dummy batch), NHWC batches only
+    probes = 2
+    assert len(formats) > probes and not any(formats[:probes]) and all(formats[probes:])
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Runtime | None]:
@@ -602,11 +638,6 @@ def test_context_trains_fp16_one_network_at_a_time(monkeypatch: pytest.MonkeyPat
 def test_grouped_linear_casts_its_shared_input_once_under_autocast() -> None:
     """Under bf16 autocast the first layer's input (one tensor shared by the K networks)
     is cast before it is expanded: the batched product gets a stride-0 view, not K copies."""
-    from torch.overrides import TorchFunctionMode
-
-    from autotask.engine.grouped import GroupedTrees
-    from autotask.models import build_network
-
     suite = make_tiny_suite()
     interface = interface_for(suite)
     backbone = BackboneSpec.model_validate(suite.default_backbone)
