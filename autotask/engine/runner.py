@@ -30,7 +30,7 @@ from autotask.engine.loop import EpochCallback, EpochReport, TrainingRun, run_to
 from autotask.engine.observer import StepObserver
 from autotask.engine.result import NetworkResult
 from autotask.engine.rng import RngStream
-from autotask.engine.runtime import Runtime, RuntimeSpec, place_splits
+from autotask.engine.runtime import Runtime, RuntimeSpec, free_device_memory, place_splits
 from autotask.errors import TrialDiverged
 from autotask.models import interface_for
 from autotask.models.tree import TreeNetwork
@@ -217,6 +217,21 @@ class Runner:
     def device(self) -> torch.device:
         """Where networks train (splits over the data budget stay on the host)."""
         return self.runtime.device
+
+    @contextmanager
+    def device_data_released(self) -> Iterator[None]:
+        """Inside, this runner holds its splits on the host only (its device copies are
+        dropped and the allocator's cache returned), e.g. while worker processes train on
+        the same GPU; they are placed again on exit. Nothing may train inside."""
+        if self.device.type == "cpu":
+            yield
+            return
+        self.data = {name: split.to("cpu") for name, split in self.suite.splits.items()}
+        free_device_memory(self.device)
+        try:
+            yield
+        finally:
+            self.data = place_splits(self.suite.splits, self.runtime)
 
     @property
     def tasks(self) -> list[str]:

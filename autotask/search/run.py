@@ -132,21 +132,23 @@ def run_study(
 
         started = 0
         if pool is not None:
-            _run_pool(
-                WorkerPool(
-                    pool.study_file,
-                    url,
-                    name,
-                    budget,
-                    pool.workers,
-                    limit,
-                    seed,
-                    list(pool.gpus),
-                    pool.device,
-                ),
-                progressed,
-                events,
-            )
+            # the workers may train on this process's GPU: its splits wait on the host
+            with session.context.runner.device_data_released():
+                _run_pool(
+                    WorkerPool(
+                        pool.study_file,
+                        url,
+                        name,
+                        budget,
+                        pool.workers,
+                        limit,
+                        seed,
+                        list(pool.gpus),
+                        pool.device,
+                    ),
+                    progressed,
+                    events,
+                )
             session.storage_check()  # the workers' trials were kept
         else:
             started = session.run(

@@ -15,7 +15,9 @@ import torch
 
 from autotask.cli import search as search_cli
 from autotask.engine import runtime
+from autotask.engine.cache import MemoryCache
 from autotask.engine.device import pick_device
+from autotask.engine.runner import Runner
 from autotask.errors import ConfigError
 from autotask.search import run as run_module
 from autotask.search.backend import launcher
@@ -29,6 +31,7 @@ from autotask.search.backend.launcher import (
     visible_devices,
     worker_environments,
 )
+from tests.conftest import make_tiny_suite
 
 URL = "sqlite:///studies/s.db"
 UUIDS = "GPU-8a1f0c2e-1111-2222-3333-444455556666,MIG-5b2e9d7f-aaaa-bbbb-cccc-ddddeeeeffff"
@@ -369,3 +372,19 @@ def test_a_worker_whose_device_failed_is_started_again(
     assert again.wait(lambda: None) == [3]
     again.close()
     assert again.restarts == [launcher.DEVICE_RESTARTS]
+
+
+def test_the_search_process_drops_its_device_splits_while_workers_run() -> None:
+    """While a pool runs, the process that started it holds its splits on the host only
+    (its device copies freed), and places them again afterwards. The 'meta' device stands
+    in for a GPU."""
+    suite = make_tiny_suite()
+    runner = Runner.place(suite, MemoryCache(), device=torch.device("meta"))
+    assert all(split.x.device.type == "meta" for split in runner.data.values())
+    with runner.device_data_released():
+        assert all(split.x.device.type == "cpu" for split in runner.data.values())
+    assert all(split.x.device.type == "meta" for split in runner.data.values())
+    cpu = Runner.place(suite, MemoryCache(), device=torch.device("cpu"))
+    before = dict(cpu.data)
+    with cpu.device_data_released():  # nothing to release on the host
+        assert cpu.data == before
