@@ -113,6 +113,21 @@ def make_tiny_suite(n: int = 240, seed: int = 0, poison: str | None = None) -> T
     )
 
 
+def make_tiny_image_suite() -> TaskSuite:
+    """The tiny suite with its inputs as 2x4 images, for a CNN with BatchNorm."""
+    tiny = make_tiny_suite()
+    splits = {
+        name: Split(s.x.view(-1, 2, 4), s.targets, s.masks) for name, s in tiny.splits.items()
+    }
+    return TaskSuite(
+        name="tiny-images",
+        tasks=tiny.tasks,
+        splits=splits,
+        input_shape=(2, 4),
+        default_backbone={"name": "cnn", "params": {"channels": [4, 6]}},
+    )
+
+
 @pytest.fixture
 def tiny_suite() -> TaskSuite:
     return make_tiny_suite()

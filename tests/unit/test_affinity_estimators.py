@@ -27,8 +27,8 @@ from autotask.search.scoring import TrainingContext
 from autotask.select.matrix import AffinityMatrix, pair_scores
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
 from autotask.suites import get_suite
-from autotask.suites.base import Split, TaskSuite
-from tests.conftest import make_context, make_tiny_suite
+from autotask.suites.base import TaskSuite
+from tests.conftest import make_context, make_tiny_image_suite, make_tiny_suite
 
 OPTIMIZERS = [
     OptimizerSpec(name="sgd", lr=0.05),
@@ -37,21 +37,6 @@ OPTIMIZERS = [
     OptimizerSpec(name="adam", lr=0.01, weight_decay=0.05),
     OptimizerSpec(name="adamw", lr=0.01, weight_decay=0.05),
 ]
-
-
-def image_suite() -> TaskSuite:
-    """The tiny suite with its inputs as 2x4 images, for a CNN with BatchNorm."""
-    tiny = make_tiny_suite()
-    splits = {
-        name: Split(s.x.view(-1, 2, 4), s.targets, s.masks) for name, s in tiny.splits.items()
-    }
-    return TaskSuite(
-        name="tiny-images",
-        tasks=tiny.tasks,
-        splits=splits,
-        input_shape=(2, 4),
-        default_backbone={"name": "cnn", "params": {"channels": [4, 6]}},
-    )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +89,9 @@ def _step_for(net: TreeNetwork, suite: TaskSuite, opt: torch.optim.Optimizer) ->
     return TrainStep(0, 1, net, opt, x, targets, masks, losses, kinds)
 
 
-@pytest.mark.parametrize("suite_factory", [make_tiny_suite, image_suite], ids=["mlp", "cnn-bn"])
+@pytest.mark.parametrize(
+    "suite_factory", [make_tiny_suite, make_tiny_image_suite], ids=["mlp", "cnn-bn"]
+)
 @pytest.mark.parametrize("reference", ["drift", "current"])
 def test_batched_probe_equals_sequential_real_steps(suite_factory, reference: str) -> None:  # type: ignore[no-untyped-def]
     suite = suite_factory()
@@ -174,7 +161,7 @@ def test_batched_probe_equals_sequential_real_steps(suite_factory, reference: st
 
 
 def test_probing_leaves_training_unchanged() -> None:
-    suite = image_suite()
+    suite = make_tiny_image_suite()
     opt = OptimizerSpec(lr=0.01, epochs=3, batch_size=32, patience=5)
     data, backbone = suite.splits, BackboneSpec(**suite.default_backbone)
     tree = TaskTree(tasks=tuple(suite.task_names))

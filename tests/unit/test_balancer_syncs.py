@@ -7,24 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autotask.balancing import BALANCERS, GradientAggregation, build_balancer, list_balancers
+from autotask.balancing import GradientAggregation, build_balancer
 from autotask.balancing.aggregation import GramianWeighting
 from autotask.models import build_network
 from autotask.spec import BackboneSpec, ModelInterface, TaskTree
 from tests.sync_counter import SyncCounter, mark_host
+from tests.unit.test_balancers import GRADIENT_METHODS, NESTED, TASKS
 
-TASKS = ("a", "b", "c")
-GRADIENT_METHODS = [n for n in list_balancers() if BALANCERS.get(n).family == "gradient"]
-NESTED = TaskTree.model_validate(
-    {
-        "tasks": list(TASKS),
-        "branch_at": 1,
-        "children": [
-            {"tasks": ["a"]},
-            {"tasks": ["b", "c"], "branch_at": 2, "children": [{"tasks": ["b"]}, {"tasks": ["c"]}]},
-        ],
-    }
-)
 #: tree -> nodes serving two or more tasks (each balanced on its own)
 TREES = {"shared": (TaskTree(tasks=TASKS), 1), "nested": (NESTED, 2)}
 

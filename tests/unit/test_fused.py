@@ -502,15 +502,20 @@ def test_bf16_fused_networks_match_bf16_networks_trained_alone(device: torch.dev
     _compare_bf16(jobs, suite, device)
 
 
-def test_bf16_fused_batchnorm_cnns_match_bf16_cnns_trained_alone(device: torch.device) -> None:
-    suite = _suite(image=True)
+def _cnn_jobs() -> list[NetworkJob]:
+    """Two single-task and two branched BatchNorm CNNs: two groups of two."""
     cnn = BackboneSpec(name="cnn", params={"channels": [4, 6]})
-    jobs = [
+    return [
         _job(("bin",), backbone=cnn),
         _job(("bin2",), backbone=cnn),
         _job((), backbone=cnn, tree=_branched(("cls", "bin", "reg"))),
         _job((), backbone=cnn, tree=_branched(("cls", "bin2", "reg2"))),
     ]
+
+
+def test_bf16_fused_batchnorm_cnns_match_bf16_cnns_trained_alone(device: torch.device) -> None:
+    suite = _suite(image=True)
+    jobs = _cnn_jobs()
     _compare_bf16(jobs, suite, device)
 
 
@@ -550,13 +555,7 @@ def test_channels_last_fused_cnns_match_channels_last_cnns_trained_alone(
 ) -> None:
     suite = _suite(cube=True)
     interface, data = interface_for(suite), _data(suite, device)
-    cnn = BackboneSpec(name="cnn", params={"channels": [4, 6]})
-    jobs = [
-        _job(("bin",), backbone=cnn),
-        _job(("bin2",), backbone=cnn),
-        _job((), backbone=cnn, tree=_branched(("cls", "bin", "reg"))),
-        _job((), backbone=cnn, tree=_branched(("cls", "bin2", "reg2"))),
-    ]
+    jobs = _cnn_jobs()
     last = Runtime(device, channels_last=True)
     assert plan_groups(jobs, interface, fused=True, runtime=last, data=data) == [[0, 1], [2, 3]]
     formats: list[bool] = []

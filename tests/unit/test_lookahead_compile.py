@@ -18,25 +18,10 @@ from autotask.engine.runtime import Runtime, RuntimeSpec, eager_copy
 from autotask.models import build_network, interface_for
 from autotask.models.tree import TreeNetwork
 from autotask.spec import BackboneSpec, BalancerSpec, OptimizerSpec, TaskTree
-from autotask.suites.base import Split, TaskSuite
-from tests.conftest import make_tiny_suite
+from autotask.suites.base import TaskSuite
+from tests.conftest import make_tiny_image_suite, make_tiny_suite
 
 OPTIMIZER = OptimizerSpec(name="adam", lr=0.01, epochs=1, batch_size=48, patience=2)
-
-
-def image_suite() -> TaskSuite:
-    """The tiny suite with its inputs as 2x4 images, for a CNN with BatchNorm."""
-    tiny = make_tiny_suite()
-    splits = {
-        name: Split(s.x.view(-1, 2, 4), s.targets, s.masks) for name, s in tiny.splits.items()
-    }
-    return TaskSuite(
-        name="tiny-images",
-        tasks=tiny.tasks,
-        splits=splits,
-        input_shape=(2, 4),
-        default_backbone={"name": "cnn", "params": {"channels": [4, 6]}},
-    )
 
 
 class BufferCheckedProbe(LookaheadProbe):
@@ -75,7 +60,9 @@ def probed(suite: TaskSuite, runtime: Runtime) -> tuple[BufferCheckedProbe, Tree
     return probes[0], net
 
 
-@pytest.mark.parametrize("suite_factory", [make_tiny_suite, image_suite], ids=["mlp", "cnn-bn"])
+@pytest.mark.parametrize(
+    "suite_factory", [make_tiny_suite, make_tiny_image_suite], ids=["mlp", "cnn-bn"]
+)
 def test_compiled_training_probes_the_same_affinity_as_eager(
     suite_factory: Callable[[], TaskSuite],
 ) -> None:
@@ -97,7 +84,7 @@ def test_compiled_training_probes_the_same_affinity_as_eager(
 
 
 def test_an_eager_copy_of_a_compiled_network_runs_its_own_modules() -> None:
-    suite = image_suite()
+    suite = make_tiny_image_suite()
     torch.manual_seed(0)
     net = build_network(
         TaskTree(tasks=tuple(suite.task_names)),
