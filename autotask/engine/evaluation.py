@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from autotask.engine.losses import PIXEL_KINDS, loss_and_weight, masked_loss
+from autotask.engine.losses import loss_and_weight
 from autotask.engine.metrics import metric_accumulator, primary_metric
 from autotask.engine.runtime import Runtime
 from autotask.models.tree import TreeNetwork
@@ -78,17 +78,6 @@ def _rows(t: torch.Tensor, chunk: slice, rt: Runtime) -> torch.Tensor:
     return t[chunk].to(rt.device, non_blocking=True)
 
 
-def _loss_and_weight(
-    kind: str, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`loss_and_weight`, with an unmasked chunk's row count filled on the device
-    (``torch.tensor(n, device=...)`` would be a blocking host-to-device copy)."""
-    if mask is None and kind not in PIXEL_KINDS:
-        rows = torch.full((), float(output.shape[0]), device=output.device)
-        return masked_loss(kind, output, target, None), rows
-    return loss_and_weight(kind, output, target, mask)
-
-
 def validation_losses(
     net: TreeNetwork,
     split: Split,
@@ -112,7 +101,7 @@ def validation_losses(
         for t in tasks:
             mask = masks[t]
             terms.append(
-                _loss_and_weight(
+                loss_and_weight(
                     kinds[t],
                     outputs[t],
                     _rows(split.targets[t], chunk, rt),

@@ -150,9 +150,7 @@ def plan_groups(
             alone.append([index])
     planned: list[list[int]] = []
     for members in groups.values():
-        blocker = (
-            None if len(members) == 1 else _module_blocker(jobs[members[0]], interface)
-        )
+        blocker = None if len(members) == 1 else _module_blocker(jobs[members[0]], interface)
         if blocker is None:
             planned.append(members)
         else:

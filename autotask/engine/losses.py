@@ -96,10 +96,9 @@ def loss_and_weight(
             count = torch.where(mask, count, torch.zeros_like(count))
         weight = count.sum()
         return total.sum() / weight.clamp_min(1.0), weight
-    if mask is None:
-        return _mean(kind, output, target), torch.tensor(
-            float(output.shape[0]), device=output.device
-        )
+    if mask is None:  # the row count filled on the device: no blocking host-to-device copy
+        rows = torch.full((), float(output.shape[0]), device=output.device)
+        return _mean(kind, output, target), rows
     values = _per_row(kind, output, target)
     mask_f = mask.to(values.dtype)
     weight = mask_f.sum()

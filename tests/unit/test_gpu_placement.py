@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from autotask.cli import search as search_cli
-from autotask.engine import runtime
 from autotask.engine.cache import MemoryCache
 from autotask.engine.device import pick_device
 from autotask.engine.runner import Runner
@@ -162,29 +161,15 @@ class _Recorded:
         self.started.append((cmd, env))
 
 
-def test_the_pool_starts_a_worker_per_entry_after_freeing_gpu_memory(
+def test_the_pool_starts_a_worker_per_entry_on_its_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[str] = []
     _Recorded.started = []
-
-    class Popen(_Recorded):
-        def __init__(self, cmd: list[str], env: dict[str, str], **kwargs: Any) -> None:
-            events.append("spawn")
-            super().__init__(cmd, env, **kwargs)
-
-    monkeypatch.setattr("autotask.search.backend.launcher.subprocess.Popen", Popen)
-
-    def free_parent_memory() -> bool:
-        events.append("free")
-        return True
-
-    monkeypatch.setattr(launcher, "free_parent_memory", free_parent_memory)
+    monkeypatch.setattr("autotask.search.backend.launcher.subprocess.Popen", _Recorded)
     monkeypatch.setenv(VISIBLE_DEVICES_ENV, "2,3")
     pool = WorkerPool(tmp_path / "s.yaml", URL, "s", trials=4, workers=1, gpus=["1", "0", "1"])
     pool.start()
     pool.close()
-    assert events == ["free", "spawn", "spawn", "spawn"]
     assert [env[VISIBLE_DEVICES_ENV] for _, env in _Recorded.started] == ["3", "2", "3"]
     for cmd, _ in _Recorded.started:
         assert cmd[cmd.index("--device") + 1] == "cuda"
@@ -198,17 +183,6 @@ def test_a_bad_index_starts_no_worker(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="--gpus 5"):
         pool.start()
     assert _Recorded.started == []
-
-
-def test_memory_is_freed_only_after_gpu_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    freed: list[object] = []
-    monkeypatch.setattr(runtime, "free_device_memory", lambda *a, **k: freed.append(a))
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    assert launcher.free_parent_memory() is False
-    assert freed == []
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    assert launcher.free_parent_memory() is True
-    assert len(freed) == 1
 
 
 @pytest.fixture
@@ -327,7 +301,6 @@ def test_workers_without_gpus_get_the_pools_device(
 ) -> None:
     _Recorded.started = []
     monkeypatch.setattr("autotask.search.backend.launcher.subprocess.Popen", _Recorded)
-    monkeypatch.setattr(launcher, "free_parent_memory", lambda: False)
     pool = WorkerPool(tmp_path / "s.yaml", URL, "s", trials=4, workers=2, device="cpu")
     pool.start()
     pool.close()
@@ -357,7 +330,6 @@ def test_a_worker_whose_device_failed_is_started_again(
     # worker 0: device fails, restarted, then finishes; worker 1: an ordinary error
     _Exited.codes, _Exited.started = [3, 1, 0], []
     monkeypatch.setattr("autotask.search.backend.launcher.subprocess.Popen", _Exited)
-    monkeypatch.setattr(launcher, "free_parent_memory", lambda: False)
     monkeypatch.setattr(launcher.time, "sleep", lambda _s: None)
     pool = WorkerPool(tmp_path / "s.yaml", URL, "s", trials=4, workers=1, gpus=["0", "1"])
     pool.start()

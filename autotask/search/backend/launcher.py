@@ -9,8 +9,9 @@ inherited ``CUDA_VISIBLE_DEVICES=2,3`` (a Slurm allocation), ``--gpus 0,1`` mean
 GPUs 2 and 3, and an entry of that mask may be a UUID (``GPU-...``, ``MIG-...``). Without
 ``--gpus``, :func:`plan_placement` puts every worker on an explicit ``--device``, or else
 spreads them round-robin over the visible GPUs when there are several. The process that
-started the pool trains on the first GPU of the list and returns its cached GPU memory
-before the workers start (:func:`free_parent_memory`). The storage URL reaches the workers
+started the pool trains on the first GPU of the list and, while the workers run, holds its
+data on the host and returns its GPU memory
+(:meth:`~autotask.engine.runner.Runner.device_data_released`). The storage URL reaches the workers
 through their environment (``AUTOTASK_STORAGE``), never their command line, which ``ps``
 shows to every user of the machine. On Ctrl-C or SIGTERM every worker gets the same signal:
 running trials end FAIL with ``fail_reason: interrupted`` (and are re-run when the study
@@ -38,7 +39,6 @@ __all__ = [
     "VISIBLE_DEVICES_ENV",
     "Placement",
     "WorkerPool",
-    "free_parent_memory",
     "parse_gpus",
     "physical_gpus",
     "plan_placement",
@@ -145,8 +145,8 @@ class Placement:
     gpus: list[str]
     #: The device of the process that starts the pool (None: :func:`pick_device`'s choice).
     parent_device: str | None
-    #: The device every worker gets through ``$AUTOTASK_DEVICE`` (an explicit CPU or MPS
-    #: device; a CUDA device becomes ``gpus``), None to leave it to each worker.
+    #: The ``--device`` every worker gets (an explicit CPU or MPS device; a CUDA device
+    #: becomes ``gpus``), None to leave it to each worker.
     worker_device: str | None = None
     #: A line for the console on a placement the user did not spell out.
     note: str | None = None
@@ -188,19 +188,6 @@ def plan_placement(
         )
         return Placement(spread, "cuda:0", note=note)
     return Placement([], None)
-
-
-def free_parent_memory() -> bool:
-    """Return this process's cached GPU memory to the driver before workers start on the
-    same GPUs; False (nothing done) when it did no GPU work. Its CUDA context stays."""
-    import torch
-
-    from autotask.engine.runtime import free_device_memory
-
-    if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-        return False
-    free_device_memory()
-    return True
 
 
 @dataclass
@@ -247,11 +234,10 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start the workers (one per entry of ``gpus`` when given, see
-        :func:`worker_environments`), once this process has freed its cached GPU memory."""
+        :func:`worker_environments`)."""
         environments = worker_environments(
             self.gpus, os.environ, workers=self.workers, storage_url=self.storage_url
         )
-        free_parent_memory()
         # with GPUs: the one GPU its CUDA_VISIBLE_DEVICES leaves each worker
         device = "cuda" if self.gpus else self.device
         for env in environments:
