@@ -99,6 +99,9 @@ def select(
         None, help="SQLAlchemy URL of the study database (default: sqlite:///studies/<name>.db)."
     ),
     heuristic: bool = typer.Option(False, "--heuristic", help="Use the (inexact) heuristic."),
+    time_limit: float | None = typer.Option(
+        None, help="Seconds a solve of an exact selection may take (default 60)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     output: Path | None = typer.Option(
         None,
@@ -118,12 +121,15 @@ def select(
 ) -> None:
     r"""Choose the best trained networks or task groups under a budget.
 
-    The selection is exact unless --heuristic is given.
+    The selection is exact unless --heuristic is given: a programme over task subsets
+    up to 16 tasks, a mixed-integer programme (HiGHS) beyond, which reports its gap if
+    --time-limit stops it first.
 
     Networks and groups are written in the spec's notation:
     \[a,b] is one network serving tasks a and b
     (README, "Reading an architecture").
     """
+    from autotask.select.milp import DEFAULT_TIME_LIMIT
     from autotask.select.selection import (
         higher_order_approximation,
         select_networks,
@@ -148,6 +154,7 @@ def select(
     if output is not None:
         _check_output(output, weights or onnx, force, storage, study)
     method: Method = "heuristic" if heuristic else "auto"
+    solve_limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     if affinity is not None:
         if budget is not None or sweep or not overlap:
             raise ConfigError("--affinity takes --max-groups only (no budget, sweep or partition)")
@@ -193,6 +200,7 @@ def select(
         direction=chosen_direction,
         aggregate=aggregate,
         method=method,
+        time_limit=solve_limit,
     )
     extra: dict[str, Any] = {}
     if study is not None:
@@ -225,6 +233,7 @@ def select(
             direction=chosen_direction,
             aggregate=aggregate,
             method=method,
+            time_limit=solve_limit,
         )
         report["sweep"] = []
         for b, r in zip(budgets, results, strict=True):

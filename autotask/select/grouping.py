@@ -16,8 +16,9 @@ groups containing it (``direction="minimize"`` for losses/errors, e.g. HOA matri
 This is the overlap network selection of :mod:`autotask.select.selection` over the
 pool of all ``2^n - 1`` groups, each of cost 1, so it is exact up to
 :data:`~autotask.select.selection.EXACT_MAX_TASKS` tasks. Beyond, the candidate groups
-are all pairs and triples plus the merges of average-linkage clustering, searched by the
-selection heuristic (labelled ``exact=False``).
+are all pairs and triples plus the merges of average-linkage clustering, among which the
+selection is exact (a mixed-integer programme) but which may miss the best group
+(labelled ``exact=False``).
 
 Groups are named in the spec's notation: ``[a,b,c]`` (tasks sorted as
 :class:`~autotask.spec.TaskTree` sorts them), several joined by `` | ``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -226,7 +228,8 @@ def group_tasks(
 ) -> Selection:
     """The best at most ``max_groups`` (possibly overlapping) groups covering all tasks.
 
-    ``exact=None`` is exact up to 16 tasks and heuristic beyond; ``True`` refuses larger
+    ``exact=None`` is exact up to 16 tasks; beyond, it selects exactly among candidate
+    groups (not every group: the result says ``exact=False``); ``True`` refuses larger
     problems; ``False`` forces the heuristic. The result's ``values`` are the per-task
     scores, ``total`` their mean.
     """
@@ -235,11 +238,17 @@ def group_tasks(
     if max_groups < 1:
         raise ConfigError(f"max_groups must be >= 1, got {max_groups}")
     method: Method = "auto" if exact is None else ("exact" if exact else "heuristic")
-    if n <= EXACT_MAX_TASKS or method == "exact":
+    every_group = n <= EXACT_MAX_TASKS
+    if not every_group and method == "exact":
+        raise ConfigError(
+            f"exact grouping weighs every group of the tasks: at most {EXACT_MAX_TASKS} "
+            f"tasks, this matrix has {n}; leave exact unset to choose among candidate groups"
+        )
+    if every_group:
         pool = group_pool(r, names, singleton=singleton)
     else:
         pool = group_pool(r, names, singleton=singleton, groups=_candidate_groups(r))
-    return select_networks(
+    selection = select_networks(
         pool,
         max_groups=max_groups,
         mode="overlap",
@@ -247,6 +256,9 @@ def group_tasks(
         aggregate="mean",
         method=method,
     )
+    if every_group:
+        return selection
+    return replace(selection, exact=False, method=f"{selection.method}, among candidate groups")
 
 
 def _candidate_groups(r: npt.NDArray[np.float64]) -> list[tuple[int, ...]]:

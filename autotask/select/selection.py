@@ -43,8 +43,10 @@ tie, the rule picks among the first :data:`MAX_TIES` found (``Selection.tied`` s
 many were seen). Within a selection, a task whose metric ties between two chosen
 networks is served by the earlier one.
 
-Beyond :data:`EXACT_MAX_TASKS` tasks a greedy cover followed by add/drop/swap local
-search is used; its result says ``exact=False``.
+Beyond :data:`EXACT_MAX_TASKS` tasks the same problem is solved as a mixed-integer
+programme (:mod:`autotask.select.milp`, scipy's HiGHS) with a time limit; a solve stopped
+by it reports ``exact=False`` and its gap. A greedy cover followed by add/drop/swap local
+search (``method="heuristic"``) is kept for comparison; its result says ``exact=False``.
 """
 
 from __future__ import annotations
@@ -59,10 +61,12 @@ import numpy as np
 import numpy.typing as npt
 
 from autotask.errors import ConfigError, DataError
+from autotask.select.milp import DEFAULT_TIME_LIMIT, milp_selection
 
 __all__ = [
     "EXACT_MAX_TASKS",
     "MAX_TIES",
+    "METHODS",
     "Aggregate",
     "Direction",
     "Method",
@@ -79,7 +83,9 @@ __all__ = [
 Direction = Literal["maximize", "minimize"]
 Mode = Literal["overlap", "partition"]
 Aggregate = Literal["sum", "mean"]
-Method = Literal["auto", "exact", "heuristic"]
+Method = Literal["auto", "exact", "milp", "heuristic"]
+#: The selection methods (``auto`` and ``exact`` are the same: exact at every size).
+METHODS: tuple[str, ...] = ("auto", "exact", "milp", "heuristic")
 
 #: Largest number of tasks solved exactly (the programme has ``2^n`` states per level).
 EXACT_MAX_TASKS = 16
@@ -296,6 +302,9 @@ class Selection:
     method: str
     #: Selections found tying on the objective (1: unique optimum; capped at MAX_TIES).
     tied: int = 1
+    #: Relative gap between the selection and the best bound proven (0.0: optimal; None:
+    #: the heuristic, which proves no bound).
+    gap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -320,6 +329,7 @@ class Selection:
             "exact": self.exact,
             "method": self.method,
             "tied": self.tied,
+            "gap": self.gap,
         }
 
 
@@ -335,20 +345,27 @@ def select_networks(
     direction: Direction = "maximize",
     aggregate: Aggregate = "sum",
     method: Method = "auto",
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> Selection:
     """The best selection of networks of ``pool`` that serves every task.
 
     ``budget`` bounds the total cost, ``max_groups`` the number of networks (``None``:
-    no limit). ``method="auto"`` is exact up to :data:`EXACT_MAX_TASKS` tasks and a
-    labelled heuristic beyond; ``"exact"`` refuses larger problems, ``"heuristic"``
-    always uses the heuristic. Raises :class:`~autotask.errors.ConfigError` for bad
-    options and when no selection within the limits covers every task.
+    no limit). ``method="auto"`` (or ``"exact"``) is exact at every size: the subset
+    programme up to :data:`EXACT_MAX_TASKS` tasks, a mixed-integer programme beyond
+    (:mod:`autotask.select.milp`; ``"milp"`` uses it at any size), which returns its best
+    selection with ``exact=False`` and the proven ``gap`` should a solve reach
+    ``time_limit`` seconds; ``"heuristic"`` always uses the (inexact) heuristic. Raises
+    :class:`~autotask.errors.ConfigError` for bad options and when no selection within
+    the limits covers every task.
     """
     pool = pool if isinstance(pool, NetworkPool) else NetworkPool(pool)
     problem = _Problem(pool, mode, direction, aggregate, max_groups)
     budgets = [] if budget is None else [_check_budget(budget)]
-    if _use_exact(problem, method):
+    solver = _solver(problem, method)
+    if solver == "subsets":
         return _ExactSolver(problem, budgets).solve(budget)
+    if solver == "milp":
+        return milp_selection(problem, budget, time_limit)
     return _heuristic(problem, budget)
 
 
@@ -361,6 +378,7 @@ def sweep_budgets(
     direction: Direction = "maximize",
     aggregate: Aggregate = "sum",
     method: Method = "auto",
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> list[Selection | None]:
     """The best selection at every budget of ``budgets`` (``None`` where none is feasible).
 
@@ -372,17 +390,21 @@ def sweep_budgets(
     if not values:
         raise ConfigError("give at least one budget to sweep")
     results: list[Selection | None] = []
-    if _use_exact(problem, method):
-        solver = _ExactSolver(problem, values)
+    solver = _solver(problem, method)
+    if solver == "subsets":
+        programme = _ExactSolver(problem, values)
         for b in values:
             try:
-                results.append(solver.solve(b) if solver.feasible(b) else None)
+                results.append(programme.solve(b) if programme.feasible(b) else None)
             except ConfigError:
                 results.append(None)
         return results
     for b in values:
         try:
-            results.append(_heuristic(problem, b))
+            if solver == "milp":
+                results.append(milp_selection(problem, b, time_limit))
+            else:
+                results.append(_heuristic(problem, b))
         except ConfigError:
             results.append(None)
     return results
@@ -486,6 +508,7 @@ class _Problem:
         exact: bool,
         method: str,
         tied: int = 1,
+        gap: float | None = None,
     ) -> Selection:
         pool = self.pool
         positions = tuple(sorted(set(int(i) for i in chosen)))
@@ -521,6 +544,7 @@ class _Problem:
             exact=exact,
             method=method,
             tied=tied,
+            gap=0.0 if exact and gap is None else gap,
         )
 
     def objective(self, chosen: Sequence[int]) -> float:
@@ -532,19 +556,16 @@ class _Problem:
         return math.fsum(best.tolist()) if np.all(np.isfinite(best)) else _NEG
 
 
-def _use_exact(problem: _Problem, method: str) -> bool:
-    if method not in ("auto", "exact", "heuristic"):
-        raise ConfigError(f"method must be 'auto', 'exact' or 'heuristic', got {method!r}")
+def _solver(problem: _Problem, method: str) -> Literal["subsets", "milp", "heuristic"]:
+    """The subset programme up to :data:`EXACT_MAX_TASKS` tasks, the mixed-integer
+    programme beyond (``method="milp"``: at any size), or the heuristic."""
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "heuristic":
-        return False
-    if problem.n > EXACT_MAX_TASKS:
-        if method == "exact":
-            raise ConfigError(
-                f"exact selection handles at most {EXACT_MAX_TASKS} tasks, "
-                f"this pool has {problem.n}; use method='heuristic'"
-            )
-        return False
-    return True
+        return "heuristic"
+    if method == "milp" or problem.n > EXACT_MAX_TASKS:
+        return "milp"
+    return "subsets"
 
 
 def _popcount(x: int) -> int:
