@@ -20,7 +20,10 @@ unmeasured (it is its own baseline).
 
 The proposal is the best partition over measured and predicted groups within the
 search space's ``max_groups`` and ``together`` blocks (the exact programme of
-:func:`~autotask.select.selection.select_networks`) that no trial has tried; when the
+:func:`~autotask.select.selection.select_networks`) that no trial has tried. Up to
+:data:`MAX_UNITS` blocks every union of blocks is a candidate group; beyond, the
+candidates are the blocks, their pairs and triples, the groups of the affinity matrix's
+best clustered partitions and every measured group (:func:`candidate_groups`); when the
 best one was tried, the next best comes from Lawler's k-best scheme. A proposal made only
 of trained groups costs no training with a shared cache (and fixed settings), and makes
 the best combination of the pool a trial of the study.
@@ -44,6 +47,7 @@ from autotask.search.backend.workers import count_budget_trials
 from autotask.search.record import TrialRecord, trial_attrs
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.scoring import relative_change
+from autotask.select.candidates import rank_partitions
 from autotask.select.matrix import AffinityMatrix
 from autotask.select.selection import Network, NetworkPool, select_networks
 from autotask.spec import ArchitectureSpec
@@ -59,13 +63,14 @@ __all__ = [
     "TASK_PRIOR",
     "AffinityRefinement",
     "GroupModel",
+    "candidate_groups",
     "measured_groups",
     "propose_partition",
 ]
 
 logger = logging.getLogger("autotask")
 
-#: Most task blocks refined exactly (every union of blocks is a candidate group).
+#: Most task blocks refined over every union of blocks (beyond: :func:`candidate_groups`).
 MAX_UNITS = 12
 #: Prior standard deviation of a task's own correction (in residual spreads).
 TASK_PRIOR = 1.0
@@ -233,25 +238,30 @@ def propose_partition(
     optimism: float = OPTIMISM,
 ) -> Partition | None:
     """The best partition over measured and predicted groups that no trial evaluated yet
-    (None with more than :data:`MAX_UNITS` blocks, or when :data:`MAX_SEARCH` exact
-    programmes find none)."""
-    if len(units) > MAX_UNITS:
-        return None
+    (None when :data:`MAX_SEARCH` exact programmes find none). Up to :data:`MAX_UNITS`
+    blocks every union of blocks is a candidate group; beyond, the candidates of
+    :func:`candidate_groups`."""
     model = GroupModel.fit(matrix, measured)
     tasks = [t for unit in units for t in unit]
     order = {t: i for i, t in enumerate(tasks)}
     networks: dict[Group, Network] = {}
-    for size in range(1, len(units) + 1):
-        for chosen in combinations(units, size):
-            group = frozenset(t for unit in chosen for t in unit)
-            values = measured.get(group)
-            metrics = (
-                dict(values)
-                if values is not None
-                else {t: model.predict(t, group, optimism) for t in group}
-            )
-            ordered = tuple(sorted(group, key=order.__getitem__))
-            networks[group] = Network(ordered, metrics, name="+".join(ordered))
+    if len(units) <= MAX_UNITS:
+        groups: Sequence[Group] = [
+            frozenset(t for unit in chosen for t in unit)
+            for size in range(1, len(units) + 1)
+            for chosen in combinations(units, size)
+        ]
+    else:
+        groups = candidate_groups(matrix, units, measured, max_groups)
+    for group in dict.fromkeys(groups):
+        values = measured.get(group)
+        metrics = (
+            dict(values)
+            if values is not None
+            else {t: model.predict(t, group, optimism) for t in group}
+        )
+        ordered = tuple(sorted(group, key=order.__getitem__))
+        networks[group] = Network(ordered, metrics, name="+".join(ordered))
 
     Found = tuple[float, frozenset[Group]]
 
@@ -294,6 +304,35 @@ def propose_partition(
                 return None
             push(excluded | {group}, forced | frozenset(free[:i]))
     return None
+
+
+#: Most blocks whose triples are all candidate groups beyond :data:`MAX_UNITS`
+#: (40 blocks: 9,880 triples).
+TRIPLES_MAX_UNITS = 40
+#: Best-scoring clustered partitions whose groups are candidates beyond :data:`MAX_UNITS`.
+CLUSTERED_PARTITIONS = 50
+
+
+def candidate_groups(
+    matrix: AffinityMatrix,
+    units: Sequence[Sequence[str]],
+    measured: Mapping[Group, Mapping[str, float]],
+    max_groups: int | None,
+) -> list[Group]:
+    """Candidate groups when there are too many blocks for every union: each block alone,
+    every pair and (up to :data:`TRIPLES_MAX_UNITS` blocks) triple of blocks, the groups of
+    the best clustered partitions of the affinity matrix
+    (:func:`~autotask.select.candidates.rank_partitions`), and every measured group.
+    Alone blocks make every partition of the candidates feasible."""
+    blocks = [frozenset(u) for u in units]
+    sizes = (1, 2, 3) if len(blocks) <= TRIPLES_MAX_UNITS else (1, 2)
+    out = [frozenset().union(*chosen) for k in sizes for chosen in combinations(blocks, k)]
+    for candidate in rank_partitions(
+        matrix, units=units, max_groups=max_groups, count=CLUSTERED_PARTITIONS
+    ):
+        out += [frozenset(g) for g in candidate.groups]
+    out += [g for g in measured if all(b <= g or not b & g for b in blocks)]
+    return list(dict.fromkeys(out))
 
 
 class AffinityRefinement:

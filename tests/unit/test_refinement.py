@@ -10,7 +10,13 @@ import numpy as np
 import optuna
 import pytest
 
-from autotask.search.refinement import GroupModel, measured_groups, propose_partition
+from autotask.search.refinement import (
+    MAX_UNITS,
+    GroupModel,
+    candidate_groups,
+    measured_groups,
+    propose_partition,
+)
 from autotask.search.scoring import relative_change
 from autotask.select.candidates import rank_partitions
 from autotask.select.matrix import AffinityMatrix
@@ -167,3 +173,39 @@ def test_measured_groups_keep_each_groups_best_completed_trial_and_every_tried_p
         "b": pytest.approx(0.0),
     }
     assert measured[frozenset({"c"})] == {"c": pytest.approx(50.0)}  # 1.0 against 2.0
+
+
+def _planted(blocks: list[int]) -> tuple[tuple[str, ...], ...]:
+    out, start = [], 0
+    for size in blocks:
+        out.append(tuple(f"t{i}" for i in range(start, start + size)))
+        start += size
+    return tuple(out)
+
+
+def test_beyond_twelve_blocks_the_planted_partition_is_proposed_then_the_next() -> None:
+    blocks = [5, 5, 5, 5]
+    matrix = block_matrix(blocks, noise=0.2)
+    units = [[t] for t in matrix.tasks]
+    assert len(units) > MAX_UNITS
+    proposal = propose_partition(matrix, {}, set(), units=units, max_groups=4)
+    assert proposal == _planted(blocks)
+    evaluated = {frozenset(frozenset(g) for g in proposal)}
+    following = propose_partition(matrix, {}, evaluated, units=units, max_groups=4)
+    assert following is not None and following != proposal
+    assert len(following) <= 4
+
+
+def test_beyond_twelve_blocks_the_proposal_keeps_blocks_together() -> None:
+    matrix = block_matrix([4, 4, 4, 4], noise=0.2)
+    tasks = list(matrix.tasks)
+    # t0..t3 kept as two blocks of two, the rest alone: 14 blocks
+    units = [tasks[0:2], tasks[2:4], *([t] for t in tasks[4:])]
+    assert len(units) > MAX_UNITS
+    proposal = propose_partition(matrix, {}, set(), units=units, max_groups=4)
+    assert proposal == _planted([4, 4, 4, 4])
+    measured = {frozenset(tasks[0:3]): {t: 1.0 for t in tasks[0:3]}}  # splits a block
+    groups = candidate_groups(matrix, units, measured, max_groups=4)
+    assert frozenset(tasks[0:3]) not in groups
+    assert frozenset(tasks[0:4]) in groups and frozenset(tasks[4:8]) in groups
+    assert all(all(set(u) <= g or not set(u) & g for u in units) for g in groups)
