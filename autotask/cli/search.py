@@ -124,7 +124,8 @@ def search(
     if json_out:
         from autotask.report.summary import study_summary
 
-        out.print_json(json.dumps(study_summary(study, config), default=str))
+        summary = study_summary(study, config, run.session.db)
+        out.print_json(json.dumps(summary, default=str))
         return
     _print_best(study, run.all_in_one, run.session.storage_url)
 
@@ -345,16 +346,17 @@ def status(
 ) -> None:
     """Show a study's trials by state and its best architecture.
 
-    The best architecture's per-task metrics are shown beside the single-task baselines."""
+    The best architecture's per-task metrics are shown beside the single-task baselines;
+    with a stored affinity matrix, how its estimate ranked the trained groups."""
     from autotask.contributions import points, task_readings
     from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND, metric_label
     from autotask.report.summary import find_best, study_summary
     from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
     from autotask.search.confirmed import load_confirmation, shown_values
 
-    study, config, _ = load_study(study_name, _storage_for(study_name, storage))
+    study, config, db = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
-    summary = study_summary(study, config)
+    summary = study_summary(study, config, db)
     states, states_by_number = Counter(summary["trials"]), {t.number: t.state.name for t in trials}
     trained, reused = summary["networks_trained"], summary["networks_reused"]
     baselines: dict[str, Any] = study_record(study, BASELINES_ATTR, {})
@@ -468,11 +470,26 @@ def status(
             f"TAG-selected grouping ({tag['estimator']}): {tag['architecture']}  "
             f"Δm val {tag['delta_m_val']:+.2f}%  cost {tag['cost']:.2f}"
         )
+    print_affinity_audit(summary.get("affinity_audit"))
     if "pareto" in summary:
         front = [
             (p["trial"], p["cost"], p["delta_m_val"], p["architecture"]) for p in summary["pareto"]
         ]
         out.print(table("Pareto front (Δm vs cost)", ["trial", "cost", "Δm val", "arch"], front))
+
+
+def print_affinity_audit(audit: dict[str, Any] | None) -> None:
+    """The affinity audit's line (from :func:`~autotask.report.summary.study_summary`),
+    with its warning, once it covers enough measured groups."""
+    if not audit:
+        return
+    from autotask.search.affinity_audit import MIN_GROUPS  # loaded already: a matrix is stored
+
+    if audit["groups"] < MIN_GROUPS:
+        return
+    out.print(audit["verdict"])
+    if audit["warning"]:
+        err.print(f"warning: {audit['warning']}", style="yellow")
 
 
 @app.command()

@@ -50,7 +50,8 @@ from autotask.report.study_figures import (
     pareto_data,
     task_table_data,
 )
-from autotask.report.summary import find_best, study_summary
+from autotask.report.summary import affinity_audit, find_best, study_summary
+from autotask.search.affinity_audit import PREDICTORS, AffinityAudit
 from autotask.search.backend.stored import TAG_ATTR
 from autotask.search.confirmed import load_confirmation
 from autotask.search.study import (
@@ -114,6 +115,8 @@ class ReportData:
     #: What Δm is measured against (``paired``/``fixed``), and the confirmation digest.
     reference: str = "fixed"
     confirmation: dict[str, Any] | None = None
+    #: How the affinity estimate ranked the trained groups (None: no matrix or none trained).
+    affinity_audit: AffinityAudit | None = None
 
     def figures(self) -> Iterator[tuple[str, go.Figure | None]]:
         """``(section, figure)`` pairs in page order; None where a section has no figure."""
@@ -160,6 +163,9 @@ class ReportData:
             ],
             "tasks": [row.task for row in self.tasks.rows],
             "affinity": [s.estimator for s in self.affinity],
+            "affinity_audit": None
+            if self.affinity_audit is None
+            else self.affinity_audit.to_dict(),
             "importance": self.importance.importances or self.importance.note,
             "balancers": dict(zip(self.balancers.names, self.balancers.best, strict=True)),
             "balancers_note": balancer_note(self.balancers),
@@ -233,6 +239,7 @@ def report_data(study_name: str, storage_url: str) -> ReportData:
             confirmation.seeds if confirmation is not None else (),
         ),
         affinity=tuple(affinity),
+        affinity_audit=affinity_audit(study, config, db),
         tree=tree,
         importance=importance_data(study),
         balancers=balancer_data(points),
@@ -258,6 +265,8 @@ def render_html(data: ReportData) -> str:
     for section in data.affinity:
         for kind in ("heatmap", "graph"):
             body.append(_figure(figures[f"Task affinity: {section.estimator} {kind}"], ""))
+    if data.affinity_audit is not None:
+        body.append(_audit(data.affinity_audit))
     body += [_h2("Best architecture"), _figure(figures["Best architecture"], "completed trials")]
     body.append(_h2("Hyperparameter importance"))
     note = data.importance.note
@@ -380,6 +389,37 @@ def _task_table(table: TaskTable) -> str:
     return (
         f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + legend
+    )
+
+
+def _audit(audit: AffinityAudit) -> str:
+    """The affinity audit: its line, its warning and the per-group table."""
+    head = "".join(
+        f"<th>{_e(c)}</th>"
+        for c in ("group", "measured gain (%)", "TAG score (sd)", "HOA (%)", "model (%)")
+    )
+    rows = "".join(
+        f"<tr><td>{_e('+'.join(r.tasks))}</td>"
+        + "".join(f"<td>{_e(_fmt(v))}</td>" for v in (r.measured, r.tag, r.hoa, r.model))
+        + "</tr>"
+        for r in audit.rows
+    )
+    warning = audit.warning()
+    legend = (
+        "Spearman's rank correlation of each prediction with the measured gain (the mean "
+        "relative change, %, of the group's tasks against their single-task references) over "
+        f"the trained groups of 2+ tasks. {PREDICTORS['tag']}: the mean affinity onto each "
+        "task from its partners (in standard deviations of the matrix); "
+        f"{PREDICTORS['hoa']}: the mean of the pairs measured inside a group of 3+ tasks; "
+        f"{PREDICTORS['model']}: the refinement's calibrated model, fitted without the "
+        "group. Below 0: the prediction ranks groups against what training measured."
+    )
+    return (
+        "<h3>Affinity audit</h3>"
+        f"<p>{_e(audit.verdict())}</p>"
+        + (f"<p><strong>{_e(warning)}</strong></p>" if warning else "")
+        + f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        + f'<p class="note">{_e(legend)}</p>'
     )
 
 

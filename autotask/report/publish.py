@@ -20,7 +20,7 @@ import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import plotly.graph_objects as go
@@ -38,6 +38,9 @@ from autotask.search.backend.optuna_private import (
 )
 from autotask.search.confirmed import Confirmation, SeedStats
 from autotask.search.record import TrialRecord
+
+if TYPE_CHECKING:
+    from autotask.search.affinity_audit import AffinityAudit
 
 __all__ = [
     "artifact_filename",
@@ -110,10 +113,12 @@ def best_note(
     confirmation: Confirmation | None = None,
     readings: Sequence[TaskReading] = (),
     reference: str = "fixed",
+    affinity_audit: AffinityAudit | None = None,
 ) -> str:
     """The study's note in optuna-dashboard: a short markdown summary of the best trial
     (architecture in the spec's notation, Δm in % with what it is measured against, its
-    confirmation over seeds, cost, the per-task table) and how to export it."""
+    confirmation over seeds, cost, the affinity audit once enough groups were measured,
+    the per-task table) and how to export it."""
     record = TrialRecord.from_trial(best)
     against = reference_label(reference)
     lines = [
@@ -154,6 +159,11 @@ def best_note(
         )
     if pareto_size is not None:
         lines.append(f"- Pareto front (Δm vs cost): {pareto_size} architectures")
+    if affinity_audit is not None and affinity_audit.reportable:
+        lines.append(f"- {affinity_audit.verdict()}")
+        warning = affinity_audit.warning()
+        if warning:
+            lines.append(f"- **warning**: {warning}")
     if readings:
         over = "mean over the confirmation seeds" if confirmation is not None else "study seed"
         lines += [

@@ -1,17 +1,20 @@
-"""A study's summary: trials by state, networks, baselines, failures, the best trial.
+"""A study's summary: trials by state, networks, baselines, failures, the best trial and
+the affinity audit.
 
 One digest for ``autotask status``, ``autotask search`` (``--json``) and the HTML report.
-Imports neither torch nor plotly: ``autotask status`` starts light.
+Imports neither torch nor plotly: ``autotask status`` starts light (the affinity audit
+loads numpy, scipy and networkx, never torch, and only for a study with a stored matrix).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from autotask.affinity.store import stored_estimators
 from autotask.errors import StorageError
 from autotask.search.backend.objectives import is_multi_objective
 from autotask.search.backend.stored import (
@@ -25,8 +28,19 @@ from autotask.search.confirmed import chosen_trial, load_confirmation
 from autotask.search.pareto import pareto_trials
 from autotask.search.record import TrialRecord
 from autotask.search.study_config import StudyConfig, stored_reference
+from autotask.store.db import Database
 
-__all__ = ["BEST_KEYS", "best_digest", "find_best", "retried", "study_summary"]
+if TYPE_CHECKING:
+    from autotask.search.affinity_audit import AffinityAudit
+
+__all__ = [
+    "BEST_KEYS",
+    "affinity_audit",
+    "best_digest",
+    "find_best",
+    "retried",
+    "study_summary",
+]
 
 #: What a summary says of a chosen trial besides its number.
 BEST_KEYS = ("architecture", "delta_m_val", "delta_m_test", "cost")
@@ -47,9 +61,24 @@ def best_digest(record: TrialRecord) -> dict[str, Any]:
     return {"trial": record.number, **{k: getattr(record, k) for k in BEST_KEYS}}
 
 
-def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
-    """Trials by state, networks trained and reused, baselines, failures and the best trial
-    (``autotask status --json`` and ``autotask search --json``)."""
+def affinity_audit(study: optuna.Study, config: StudyConfig, db: Database) -> AffinityAudit | None:
+    """The study's affinity audit (:mod:`autotask.search.affinity_audit`) from its newest
+    stored matrix (the configured estimator's if any); None when it stored no matrix or
+    measured no shared group. Without a matrix nothing numerical is imported."""
+    if not stored_estimators(db, study_name=study.study_name):
+        return None
+    from autotask.search.affinity_audit import study_affinity_audit
+
+    prefer = config.affinity.estimator if config.affinity is not None else "lookahead"
+    return study_affinity_audit(study, db, prefer)
+
+
+def study_summary(
+    study: optuna.Study, config: StudyConfig, db: Database | None = None
+) -> dict[str, Any]:
+    """Trials by state, networks trained and reused, baselines, failures, the best trial
+    and, given the study's database, its affinity audit (``affinity_audit``: None without a
+    stored matrix) (``autotask status --json`` and ``autotask search --json``)."""
     records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -73,6 +102,9 @@ def study_summary(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         "failed": {r.number: r.fail_reason for r in records if r.state == "FAIL"},
         "retried": _retried(records),
     }
+    if db is not None:
+        audit = affinity_audit(study, config, db)
+        summary["affinity_audit"] = None if audit is None else audit.to_dict()
     best = find_best(study)
     if best is None:
         return summary

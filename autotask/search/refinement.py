@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from autotask.contributions import relative_change
 from autotask.errors import ConfigError, DataError
 from autotask.search.backend.workers import count_budget_trials
 from autotask.search.record import TrialRecord, trial_attrs
 from autotask.search.sampling import partition_params, task_units
-from autotask.search.scoring import relative_change
 from autotask.select.candidates import rank_partitions
 from autotask.select.matrix import AffinityMatrix
 from autotask.select.selection import Network, NetworkPool, select_networks

@@ -113,11 +113,27 @@ def test_a_seeded_study_starts_from_the_best_partitions(root: Path) -> None:
     assert len(set(tried)) == 4 and all(len(p) <= 3 for p in tried)
     status = run_cli("status", "tiny-seeded", "--json", cwd=root)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["proposed_by"] == {
+    summary = json.loads(status.stdout)
+    assert summary["proposed_by"] == {
         "affinity:gradcos": 2,
         "refinement:gradcos": 2,
         "sampler": 1,
     }
+    # The affinity audit covers every shared group a completed trial trained (4 tasks in
+    # at most 3 groups: each partition holds one).
+    shared = {
+        frozenset(n["tasks"])
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        for n in t.user_attrs["spec"]["networks"]
+        if len(n["tasks"]) > 1
+    }
+    audit = summary["affinity_audit"]
+    assert audit["estimator"] == "gradcos" and audit["groups"] == len(shared) > 0
+    assert {frozenset(r["tasks"]) for r in audit["rows"]} == shared
+    text = run_cli("status", "tiny-seeded", cwd=root)
+    assert text.returncode == 0, text.stderr
+    assert (audit["verdict"] in text.stdout) == (audit["groups"] >= 3)
     figures = published_figures(study)
     assert "affinity-gradcos-graph" in figures
     tree = figures["best-architecture"]

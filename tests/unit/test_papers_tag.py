@@ -199,14 +199,16 @@ def test_group_pool_scores_follow_the_rule() -> None:
     assert diag.values[diag.names.index("[norm_l]"), 2] == r[2, 2]
 
 
-def test_heuristic_beyond_sixteen_tasks_and_bad_input() -> None:
+def test_candidate_groups_beyond_sixteen_tasks_and_bad_input() -> None:
     rng = np.random.default_rng(0)
     n = 18
     blocks = np.repeat(np.arange(6), 3)
     r = np.where(blocks[:, None] == blocks[None, :], 1.0, 0.0) + 0.01 * rng.random((n, n))
     got = group_tasks(r, max_groups=6)
-    assert not got.exact and "heuristic" in got.method
+    assert not got.exact and "among candidate groups" in got.method
     assert got.total > 0.9  # recovers the planted triples
+    with pytest.raises(ConfigError, match="at most 16 tasks"):
+        group_tasks(r, max_groups=6, exact=True)
     with pytest.raises(UnknownNameError, match="Did you mean 'celeba_TAG'"):
         read_affinity(MATRICES, "celeba_TAGG")
     with pytest.raises(ConfigError, match="choose one with --key"):
