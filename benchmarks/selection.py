@@ -173,8 +173,7 @@ def many_task_rows(sizes: list[int], networks: int) -> None:
             if n == 27 and label == "max 9 groups":
                 target = seconds if sel.exact else math.inf
             print(
-                f"{n:>5} {label:<22} {seconds:>7.2f} {sel.exact!s:>8} {sel.total:>8.3f} "
-                f"{rough:>10}"
+                f"{n:>5} {label:<22} {seconds:>7.2f} {sel.exact!s:>8} {sel.total:>8.3f} {rough:>10}"
             )
     small = many_task_pool(12, 600, seed=1)
     for options in ({"budget": 4.0}, {"max_groups": 4}, {"max_groups": 5, "mode": "partition"}):
