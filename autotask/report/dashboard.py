@@ -19,7 +19,7 @@ from autotask.report.affinity_figures import (
 )
 from autotask.report.publish import best_label, best_note, publish_figure, publish_note
 from autotask.report.study_figures import completed_points, draw_pareto, pareto_data
-from autotask.search.affinity_audit import study_affinity_audit
+from autotask.report.summary import affinity_audit
 from autotask.search.backend.objectives import is_multi_objective
 from autotask.search.backend.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
 from autotask.search.confirmed import chosen_trial, load_confirmation, shown_values
@@ -113,11 +113,7 @@ def publish_summary(session: SearchSession) -> None:
     metrics = {t: (b.get("metric"), b.get("higher_is_better")) for t, b in baselines.items()}
     confirmed = None if confirmation is None else confirmation.best
     values, references = shown_values(record, confirmed, baselines, "val")
-    audit = None
-    if session.db is not None:
-        seeding = session.config.affinity
-        prefer = seeding.estimator if seeding is not None else "lookahead"
-        audit = study_affinity_audit(study, session.db, prefer)
+    audit = None if session.db is None else affinity_audit(study, session.config, session.db)
     note = best_note(
         study.study_name,
         best,

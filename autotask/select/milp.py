@@ -65,7 +65,6 @@ class _Model:
         self.m = m = len(p.pool)
         masks = p.pool.masks
         served = [(i, t) for i in range(m) for t in range(p.n) if int(masks[i]) >> t & 1]
-        self.pairs = served
         if p.mode == "overlap":
             k = len(served)
             self.size = m + k
