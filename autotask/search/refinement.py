@@ -31,7 +31,6 @@ the best combination of the pool a trial of the study.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -43,13 +42,12 @@ import numpy as np
 import optuna
 
 from autotask.contributions import relative_change
-from autotask.errors import ConfigError, DataError
 from autotask.search.backend.workers import count_budget_trials
 from autotask.search.record import TrialRecord, trial_attrs
 from autotask.search.sampling import partition_params, task_units
 from autotask.select.candidates import rank_partitions
 from autotask.select.matrix import AffinityMatrix
-from autotask.select.selection import Network, NetworkPool, select_networks
+from autotask.select.ranked import ranked_partitions
 from autotask.spec import ArchitectureSpec
 
 if TYPE_CHECKING:
@@ -243,8 +241,7 @@ def propose_partition(
     :func:`candidate_groups`."""
     model = GroupModel.fit(matrix, measured)
     tasks = [t for unit in units for t in unit]
-    order = {t: i for i, t in enumerate(tasks)}
-    networks: dict[Group, Network] = {}
+    scores: dict[Group, dict[str, float]] = {}
     if len(units) <= MAX_UNITS:
         groups: Sequence[Group] = [
             frozenset(t for unit in chosen for t in unit)
@@ -255,54 +252,15 @@ def propose_partition(
         groups = candidate_groups(matrix, units, measured, max_groups)
     for group in dict.fromkeys(groups):
         values = measured.get(group)
-        metrics = (
+        scores[group] = (
             dict(values)
             if values is not None
             else {t: model.predict(t, group, optimism) for t in group}
         )
-        ordered = tuple(sorted(group, key=order.__getitem__))
-        networks[group] = Network(ordered, metrics, name="+".join(ordered))
-
-    Found = tuple[float, frozenset[Group]]
-
-    def best(excluded: frozenset[Group], forced: frozenset[Group]) -> Found | None:
-        """The best partition using none of ``excluded`` and all of ``forced``."""
-        held = frozenset(t for g in forced for t in g)
-        pool = [
-            net
-            for group, net in networks.items()
-            if group not in excluded and (group in forced or not group & held)
-        ]
-        try:
-            chosen = select_networks(
-                NetworkPool(pool, tasks), mode="partition", max_groups=max_groups, aggregate="mean"
-            )
-        except (ConfigError, DataError):  # no partition is left
-            return None
-        return chosen.total, frozenset(frozenset(g) for g in chosen.served.values())
-
-    # Lawler's k-best scheme: the partitions other than a subproblem's best P (groups
-    # g_1..g_k) split into k subproblems, the i-th without g_i and with g_1..g_{i-1}.
-    frontier: list[tuple[float, int, frozenset[Group], frozenset[Group], frozenset[Group]]] = []
-    searches = 0
-
-    def push(excluded: frozenset[Group], forced: frozenset[Group]) -> None:
-        nonlocal searches
-        searches += 1
-        found = best(excluded, forced)
-        if found is not None:
-            heapq.heappush(frontier, (-found[0], searches, found[1], excluded, forced))
-
-    push(frozenset(), frozenset())
-    while frontier:
-        _, _, partition, excluded, forced = heapq.heappop(frontier)
-        if partition not in evaluated:
-            return tuple(sorted((networks[g].tasks for g in partition), key=lambda g: order[g[0]]))
-        free = sorted(partition - forced, key=lambda g: order[min(g, key=order.__getitem__)])
-        for i, group in enumerate(free):
-            if searches >= MAX_SEARCH:
-                return None
-            push(excluded | {group}, forced | frozenset(free[:i]))
+    ranked = ranked_partitions(scores, tasks, max_groups=max_groups, max_searches=MAX_SEARCH)
+    for _, partition in ranked:
+        if frozenset(frozenset(g) for g in partition) not in evaluated:
+            return partition
     return None
 
 
