@@ -6,6 +6,7 @@ from autotask.cli import (  # noqa: F401
     evaluate,
     listing,
     models,
+    replay,
     report,
     search,
     select,

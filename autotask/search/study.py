@@ -277,12 +277,14 @@ class SearchSession:
         study_name: str | None = None,
         seed: int | None = None,
         device: str | None = None,
+        suite: TaskSuite | None = None,
     ) -> SearchSession:
-        """Validate everything, then create (or resume) the study."""
+        """Validate everything, then create (or resume) the study; ``suite`` (built by the
+        caller, e.g. a replay's stand-in) replaces the configured one."""
         if seed is not None:
             config = config.model_copy(update={"seed": seed})
         name = study_name or config.name
-        suite = build_suite(config.suite)
+        suite = suite if suite is not None else build_suite(config.suite)
         validate_space(config.search_space, suite)
         url = resolve_storage_url(storage, config.storage, name)
         # Concurrent workers: create tables, the study and its attributes one at a time.

@@ -8,3 +8,4 @@ from pathlib import Path
 PAPERS = Path(__file__).resolve().parent / "papers"
 STANDLEY = PAPERS / "standley"
 TAG_MATRICES = PAPERS / "tag" / "matrices.json"
+MTGNET = PAPERS / "mtgnet"

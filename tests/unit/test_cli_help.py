@@ -38,6 +38,7 @@ def test_every_command_is_listed() -> None:
         "evaluate",
         "export",
         "inspect",
+        "replay",
         "report",
         "search",
         "select",

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "affinity": 8,
     "trained": 8,
     "search": 9,
+    "replay": 10,
     "report": 10,
     "cli": 11,
 }
