@@ -117,6 +117,12 @@ def select(
     device: str | None = typer.Option(
         None, help="With --weights: where networks whose weights were not kept train again."
     ),
+    export_table: Path | None = typer.Option(
+        None,
+        "--export-table",
+        help="With --study: write its networks' Δm contributions (%) as a table for "
+        "`autotask replay` (validation; test beside it, as NAME.test.csv).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     r"""Choose the best trained networks or task groups under a budget.
@@ -153,6 +159,11 @@ def select(
         raise ConfigError("-o writes one selection of a study's networks: give --study, no --sweep")
     if output is not None:
         _check_output(output, weights or onnx, force, storage, study)
+    if export_table is not None:
+        if study is None or output is not None or sweep:
+            raise ConfigError("--export-table writes a study's networks: give --study, no -o")
+        _check_output(export_table, False, force, storage, study)
+        _check_output(test_table_path(export_table), False, force, storage, study)
     method: Method = "heuristic" if heuristic else "auto"
     solve_limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     if affinity is not None:
@@ -169,6 +180,9 @@ def select(
         if direction is not None and direction != "maximize":
             raise ConfigError("--study selects by Δm, which is maximised")
         spool = study_pool(study, resolve_storage_url(storage, None, study))
+        if export_table is not None:
+            _export_tables(spool, export_table)
+            return
         pool, chosen_direction, mean = spool.pool, "maximize", True
         title = f"Study {study}: {len(pool)} cached networks, metric = Δm contribution (%)"
     elif standley is not None:
@@ -262,6 +276,37 @@ def _check_output(
     else:
         url = resolve_storage_url(storage, None, study) if study is not None else None
         check_outputs([output], force=force, storage_url=url)
+
+
+def test_table_path(path: Path) -> Path:
+    """Where ``--export-table PATH`` writes the test contributions: ``PATH.test.csv``."""
+    return path.with_name(f"{path.stem}.test{path.suffix or '.csv'}")
+
+
+def _export_tables(spool: Any, path: Path) -> None:
+    """The study's networks as two tables in the select format: each network's tasks,
+    cost and per-task Δm contribution (percent) on validation, and on test."""
+    import csv
+    import io
+
+    from autotask.outputs import write_text
+
+    pool = spool.pool
+    tasks = list(pool.tasks)
+    for target, split in ((path, "val"), (test_table_path(path), "test")):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["name", "tasks", "cost", *tasks])
+        for net in pool.networks():
+            values = net.metrics if split == "val" else spool.test[net.name]
+            cells = [repr(float(values[t])) if t in net.tasks else "" for t in tasks]
+            writer.writerow([net.name, "+".join(net.tasks), repr(float(net.cost)), *cells])
+        write_text(target, buffer.getvalue())
+    out.print(
+        f"wrote {path} (validation) and {test_table_path(path)} (test): {len(pool)} networks "
+        f"of study {spool.study}, Δm contributions in %; replay them with `autotask replay "
+        f"{path} --values contributions --score-on {test_table_path(path)}`"
+    )
 
 
 def _write_selection(
