@@ -29,9 +29,9 @@ estimate is charged as the all-in-one network's cost times (lookahead seconds / 
 all-in-one training seconds), both timed in this run; its joint run is the all-in-one
 network, which is then not charged again. A study stops when a trial's network would pass
 the budget, or after ``--idle`` trials in a row that train no new network. An answer is
-the best evaluated partition by validation Δm; a seed where a method has none (the budget
-does not cover its first step) is left out of the regret columns and counted in
-``answered`` (``n/a``: no seed answered). ``optimum``: seeds whose answer is the optimum.
+the best evaluated partition by validation Δm; every task alone (the baselines) is every
+method's first evaluated partition (Δm 0), so every method answers, also where the budget
+covers nothing more. ``optimum``: seeds whose answer is the optimum.
 ``random`` draws with seed + 1000: TPE's first 10 trials are ``RandomSampler(seed)``
 draws, so the same seed would repeat the study's trials exactly. Regret = optimum Δm −
 answer Δm in percentage points: validation against the validation optimum, test against
@@ -59,9 +59,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
+import yaml
 
 from autotask.affinity.estimators import build_estimator
 from autotask.affinity.estimators.pairwise import pairwise_pool
@@ -75,7 +77,12 @@ from autotask.search.scoring import TrainingContext, relative_change
 from autotask.search.seeding import seed_with_affinity
 from autotask.search.space import OptimizerSpace, PartitionSpace, load_search_space
 from autotask.search.study import SearchSession, build_suite
-from autotask.search.study_config import AffinitySeeding, StudyConfig, load_study_config
+from autotask.search.study_config import (
+    AffinitySeeding,
+    StudyConfig,
+    SuiteConfig,
+    load_study_config,
+)
 from autotask.select.candidates import rank_partitions
 from autotask.select.matrix import AffinityMatrix
 from autotask.select.selection import (
@@ -98,10 +105,11 @@ Partition = tuple[tuple[str, ...], ...]
 
 
 def suite_config(name: str) -> StudyConfig:
-    """The study preset of ``name`` as a grouping-only study."""
-    if name == "synthetic":
+    """The study of suite ``name`` as a grouping-only study: ``synthetic`` and ``digits``
+    (the presets), or an entry of the zoo (``benchmarks/zoo.yaml``)."""
+    if name in ("synthetic", "synthetic-8"):
         return load_study_config(REPO / "studies" / "synthetic-affinity.yaml")
-    if name == "digits":
+    if name in ("digits", "digits-7"):
         digits = load_study_config(REPO / "studies" / "digits.yaml")
         grouping = load_search_space(REPO / "search_spaces" / "grouping.yaml")
         fixed = digits.search_space.optimizer.default().model_dump()
@@ -109,7 +117,52 @@ def suite_config(name: str) -> StudyConfig:
             update={"partition": PartitionSpace(max_groups=4), "optimizer": OptimizerSpace(**fixed)}
         )
         return digits.model_copy(update={"search_space": space, "name": "digits-grouping"})
-    raise SystemExit(f"unknown suite {name!r}: synthetic or digits")
+    zoo = load_zoo()
+    if name not in zoo:
+        known = ", ".join(["synthetic", "digits", *zoo])
+        raise SystemExit(f"unknown suite {name!r}: {known}")
+    return zoo_config(zoo[name])
+
+
+def load_zoo() -> dict[str, dict[str, Any]]:
+    """The zoo's entries by name (``benchmarks/zoo.yaml``), each with its optimizer."""
+    data = yaml.safe_load((REPO / "benchmarks" / "zoo.yaml").read_text())
+    return {
+        entry["name"]: {**entry, "default_optimizer": data["optimizer"]} for entry in data["suites"]
+    }
+
+
+def zoo_half(name: str) -> str:
+    """``tuning`` or ``held-out`` (the presets' suites are tuning)."""
+    if name in ("synthetic", "digits"):
+        return "tuning"
+    return str(load_zoo()[name]["half"])
+
+
+def zoo_config(entry: dict[str, Any]) -> StudyConfig:
+    """A grouping-only study of a zoo entry, seeded and refined as the presets are."""
+    if entry["name"] in ("synthetic-8", "digits-7"):
+        return suite_config(entry["name"])
+    grouping = load_search_space(REPO / "search_spaces" / "grouping.yaml")
+    if entry.get("optimizer") == "digits":
+        digits = load_study_config(REPO / "studies" / "digits.yaml")
+        fixed = digits.search_space.optimizer.default().model_dump()
+    else:
+        fixed = dict(entry["default_optimizer"])
+    space = grouping.model_copy(
+        update={
+            "partition": PartitionSpace(max_groups=entry.get("max_groups")),
+            "optimizer": OptimizerSpace(**fixed),
+        }
+    )
+    return StudyConfig(
+        name=entry["name"],
+        suite=SuiteConfig(**entry["suite"]),
+        search_space=space,
+        trials=40,
+        seed=0,
+        affinity=AffinitySeeding(estimator="lookahead", settings={"every": 10}),
+    )
 
 
 def cost_of(result: NetworkResult) -> float:
@@ -457,6 +510,8 @@ def run_seed(
             for t in truth.tasks:  # the baselines, charged to every method
                 key = truth.keys[frozenset((t,))]
                 method.cache.charge(key, method.cache.cost[key], force=True)
+            alone = canonical([(t,) for t in truth.tasks], truth.tasks)
+            method.evaluated[alone] = truth.score(alone)
             if name in ("tag", "study+tag", "study+refine"):
                 try:
                     method.cache.charge("lookahead", tag_cost)
@@ -499,19 +554,24 @@ def run_seed(
     return truth, outcomes, factor
 
 
-def _seed_noise(suite: str, truths: Sequence[Truth]) -> str:
+def seed_noise(truths: Sequence[Truth]) -> tuple[float, float, int]:
     """How much a partition's validation Δm moves between seeds (each seed trains every
-    network anew): the median over partitions of its standard deviation over seeds."""
+    network anew): the median over partitions of its standard deviation over seeds; the
+    mean of that std for the seeds' optima; and the number of partitions."""
     first = truths[0]
     spread = [
         statistics.stdev([t.score(part)[0] for t in truths])
         for part in partitions(first.tasks, first.max_groups)
     ]
     optima = [statistics.stdev([t.score(o.optimum)[0] for t in truths]) for o in truths]
+    return statistics.median(spread), statistics.mean(optima), len(spread)
+
+
+def _seed_noise(suite: str, truths: Sequence[Truth]) -> str:
+    noise, optima, count = seed_noise(truths)
     return (
         f"{suite}: seed noise of a partition's Δm val (std over {len(truths)} seeds): median "
-        f"{statistics.median(spread):.2f} over {len(spread)} partitions, "
-        f"{statistics.mean(optima):.2f} for the seeds' optima"
+        f"{noise:.2f} over {count} partitions, {optima:.2f} for the seeds' optima"
     )
 
 
@@ -532,9 +592,67 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f}±{statistics.stdev(values):.2f}"
 
 
+def half_summary(
+    per_suite: dict[str, tuple[list[Truth], list[dict[tuple[float, str], Outcome]]]],
+    budgets: Sequence[float],
+    methods: Sequence[str],
+) -> list[str]:
+    """Per half of the zoo, budget and method: the mean over suites of the mean validation
+    (and test) regret, on how many suites the mean validation regret is at most half the
+    suite's seed noise, and on how many it is no worse than random's."""
+    lines = []
+    halves: dict[str, list[str]] = {}
+    for suite in per_suite:
+        halves.setdefault(zoo_half(suite), []).append(suite)
+    for half, suites in sorted(halves.items(), reverse=True):
+        lines.append(f"{half} half ({len(suites)} suites: {', '.join(suites)}):")
+        for pct in budgets:
+            for name in methods:
+                val, test, quiet, no_worse = [], [], 0, 0
+                for suite in suites:
+                    truths, outcomes = per_suite[suite]
+                    noise = seed_noise(truths)[0]
+                    mine = [
+                        _regret(t, o[(pct, name)]) for t, o in zip(truths, outcomes, strict=True)
+                    ]
+                    mean = statistics.mean(mine)
+                    val.append(mean)
+                    test.append(
+                        statistics.mean(
+                            t.optimum_test - o[(pct, name)].test
+                            if o[(pct, name)].answered
+                            else math.inf
+                            for t, o in zip(truths, outcomes, strict=True)
+                        )
+                    )
+                    quiet += mean <= 0.5 * noise + 1e-9
+                    if "random" in methods:
+                        rand = [
+                            _regret(t, o[(pct, "random")])
+                            for t, o in zip(truths, outcomes, strict=True)
+                        ]
+                        no_worse += mean <= statistics.mean(rand) + 1e-9
+                vs_random = (
+                    f", no worse than random on {no_worse}/{len(suites)}"
+                    if ("random" in methods)
+                    else ""
+                )
+                lines.append(
+                    f"  {pct:g}% {name:<12} mean regret val {statistics.mean(val):.2f} "
+                    f"test {statistics.mean(test):.2f}; <= 0.5 x seed noise on "
+                    f"{quiet}/{len(suites)}{vs_random}"
+                )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["synthetic", "digits"])
+    parser.add_argument(
+        "--zoo",
+        choices=("tuning", "held-out", "all"),
+        help="run the zoo's suites of this half (benchmarks/zoo.yaml) instead of --suites",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=float, nargs="+", default=[5.0, 10.0, 15.0, 20.0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -550,6 +668,8 @@ def main() -> None:
         "--refine-candidates", type=int, help="partitions study+refine seeds (default: preset's)"
     )
     args = parser.parse_args()
+    if args.zoo is not None:
+        args.suites = [n for n, e in load_zoo().items() if args.zoo in ("all", e["half"])]
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("autotask").setLevel(logging.ERROR)
@@ -557,6 +677,7 @@ def main() -> None:
     rows = []
     notes: list[str] = []
     verdicts: list[str] = []
+    per_suite: dict[str, tuple[list[Truth], list[dict[tuple[float, str], Outcome]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for suite in args.suites:
             per_seed = []
@@ -571,6 +692,7 @@ def main() -> None:
                 )
             if len(per_seed) > 1:
                 notes.append(_seed_noise(suite, [truth for truth, _, _ in per_seed]))
+            per_suite[suite] = ([t for t, _, _ in per_seed], [o for _, o, _ in per_seed])
             for pct in args.budgets:
                 for name in args.methods:
                     outs = [(t, o[(pct, name)]) for t, o, _ in per_seed]
@@ -617,6 +739,8 @@ def main() -> None:
             f"{n_answered:>6}/{n} {exact:>5}/{n}"
         )
     print("\n".join(verdicts))
+    if len(args.seeds) > 1:
+        print("\n".join(half_summary(per_suite, args.budgets, args.methods)))
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

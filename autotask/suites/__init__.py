@@ -45,7 +45,7 @@ def _load_entry_points() -> None:
             SUITES.add(ep.name, ep.load())
 
 
-_BUILTINS = ("celeba", "digits", "nyuv2", "synthetic", "tabular")
+_BUILTINS = ("celeba", "digits", "nyuv2", "synthetic", "tabular", "zoo")
 
 
 def _import_builtins() -> None:
