@@ -29,9 +29,16 @@ def run_cli(
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """``autotask ARGS`` in this process: its exit code and what it wrote to stderr."""
+    code, _, err = run_main_output(args, capsys)
+    return code, err
+
+
+def run_main_output(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``autotask ARGS`` in this process: its exit code, stdout and stderr."""
     try:
         main(args)
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

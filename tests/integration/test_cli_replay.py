@@ -7,18 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from autotask.cli import main
 from tests.data import MTGNET, STANDLEY, TAG_MATRICES
+from tests.integration.cli_runner import run_main_output
 
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main_output
 
 
 def test_replay_a_gain_table_with_tag_predictions(capsys: pytest.CaptureFixture[str]) -> None:
