@@ -6,7 +6,10 @@ networks are the baselines. The optimum is the best partition by validation Δm 
 space's ``max_groups`` (exact DP of ``select_networks``, checked against brute force).
 Each method then reads networks from that pool (no retraining) through a cache that charges
 a network's cost the first time the method touches it, and stops before its charge would
-pass the budget (a percentage of the exhaustive cost). Methods:
+pass the budget (a percentage of the exhaustive cost). Each method runs once, at the
+largest budget; its answer at a smaller budget is the best partition it evaluated before
+its spending passed that budget, which equals a run stopped there (its reads do not
+depend on the budget; ``autotask replay`` does the same and tests it). Methods:
 
 - ``study``: autotask's study as it runs trials (``SearchSession.run``, multivariate TPE);
 - ``random``: the same study with Optuna's ``RandomSampler``;
@@ -338,6 +341,21 @@ class Method:
     truth: Truth
     cache: ChargingCache
     evaluated: dict[Partition, tuple[float, float]] = field(default_factory=dict)
+    #: ``(spent once read, partition)`` of every evaluation, in order.
+    events: list[tuple[float, Partition]] = field(default_factory=list)
+
+    def record(self, part: Partition, spent: float | None = None) -> None:
+        self.evaluated[part] = self.truth.score(part)
+        self.events.append((self.cache.spent if spent is None else spent, part))
+
+    def within(self, limit: float) -> Outcome:
+        """The outcome of a run stopped at ``limit``: the best partition evaluated while
+        the spending was within it (every method's reads do not depend on the budget)."""
+        inside = [(spent, part) for spent, part in self.events if spent <= limit * (1 + 1e-12)]
+        best = max((part for _, part in inside), key=lambda p: self.evaluated[p][0])
+        val, test = self.evaluated[best]
+        spent = max(spent for spent, _ in inside)
+        return Outcome(val, test, spent, len(inside), True, best)
 
     def evaluate(self, part: Partition) -> None:
         """Charge ``part``'s networks (all or none) and record its score."""
@@ -346,14 +364,7 @@ class Method:
             raise BudgetExhausted(describe(part))
         for key in new:
             self.cache.charge(key, self.cache.cost[key])
-        self.evaluated[part] = self.truth.score(part)
-
-    def outcome(self) -> Outcome:
-        if not self.evaluated:
-            return Outcome(0.0, 0.0, self.cache.spent, 0, False)
-        best = max(self.evaluated, key=lambda p: self.evaluated[p][0])
-        val, test = self.evaluated[best]
-        return Outcome(val, test, self.cache.spent, len(self.evaluated), True, best)
+        self.record(part)
 
 
 class _Stop(Exception):
@@ -390,7 +401,7 @@ def run_study(
             record = TrialRecord.from_trial(trial)
             spec = record.architecture_spec()
             part = canonical([n.tasks for n in spec.networks], truth.tasks)
-            method.evaluated[part] = truth.score(part)
+            method.record(part)
             if not math.isclose(truth.score(part)[0], float(trial.value or 0.0), abs_tol=1e-9):
                 raise RuntimeError(f"trial Δm {trial.value} != pool Δm {truth.score(part)[0]}")
         if "BudgetExhausted" in (TrialRecord.from_trial(trial).fail_reason or ""):
@@ -504,49 +515,49 @@ def run_seed(
     log(f"  lookahead: {factor:.2f}x an all-in-one training, {tag_cost / truth.total_cost:.1%}")
     units = task_units(context.tasks, space)
     outcomes: dict[tuple[float, str], Outcome] = {}
-    for pct in budgets:
-        for name in args.methods:
-            method = Method(truth, ChargingCache(truth, pct / 100 * truth.total_cost))
-            for t in truth.tasks:  # the baselines, charged to every method
-                key = truth.keys[frozenset((t,))]
-                method.cache.charge(key, method.cache.cost[key], force=True)
-            alone = canonical([(t,) for t in truth.tasks], truth.tasks)
-            method.evaluated[alone] = truth.score(alone)
-            if name in ("tag", "study+tag", "study+refine"):
-                try:
-                    method.cache.charge("lookahead", tag_cost)
-                    method.cache.charge(truth.keys[everything], 0.0)  # the probe's joint run
-                except BudgetExhausted:
-                    outcomes[(pct, name)] = method.outcome()
-                    continue
-            db = f"sqlite:///{tmp}/{suite}-{seed}.db"
-            study = f"{name}-{pct:g}"
-            if name == "study":
-                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
-                          matrix=None, idle=args.idle)  # fmt: skip
-            elif name == "random":
-                # offset: TPE's first 10 (startup) trials are RandomSampler(seed) draws
-                sampler = optuna.samplers.RandomSampler(seed=seed + 1000)
-                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=sampler,
-                          matrix=None, idle=args.idle)  # fmt: skip
-            elif name == "study+tag":
-                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
-                          matrix=matrix, idle=args.idle)  # fmt: skip
-            elif name == "study+refine":
-                seeding = config.affinity or AffinitySeeding()
-                refine = seeding.refine if args.refine is None else args.refine
-                count = (
-                    seeding.candidates if args.refine_candidates is None else args.refine_candidates
-                )
-                run_study(config, truth, method, db=db, name=study, seed=seed, sampler=None,
-                          matrix=matrix, idle=args.idle, refine=refine,
-                          candidates=count)  # fmt: skip
-            elif name == "tag":
-                run_tag(truth, method, matrix, units)
-            else:
-                run_hoa(truth, method, context)
-            outcomes[(pct, name)] = method.outcome()
-            out = outcomes[(pct, name)]
+    largest = max(budgets)
+    for name in args.methods:
+        # one run at the largest budget; each smaller budget's answer is read from it
+        method = Method(truth, ChargingCache(truth, largest / 100 * truth.total_cost))
+        for t in truth.tasks:  # the baselines, charged to every method
+            key = truth.keys[frozenset((t,))]
+            method.cache.charge(key, method.cache.cost[key], force=True)
+        alone = canonical([(t,) for t in truth.tasks], truth.tasks)
+        method.record(alone, spent=0.0)  # known whatever the budget
+        affordable = True
+        if name in ("tag", "study+tag", "study+refine"):
+            try:
+                method.cache.charge("lookahead", tag_cost)
+                method.cache.charge(truth.keys[everything], 0.0)  # the probe's joint run
+            except BudgetExhausted:
+                affordable = False
+        db = f"sqlite:///{tmp}/{suite}-{seed}.db"
+        if not affordable:
+            pass  # every task alone is the answer
+        elif name == "study":
+            run_study(config, truth, method, db=db, name=name, seed=seed, sampler=None,
+                      matrix=None, idle=args.idle)  # fmt: skip
+        elif name == "random":
+            # offset: TPE's first 10 (startup) trials are RandomSampler(seed) draws
+            sampler = optuna.samplers.RandomSampler(seed=seed + 1000)
+            run_study(config, truth, method, db=db, name=name, seed=seed, sampler=sampler,
+                      matrix=None, idle=args.idle)  # fmt: skip
+        elif name == "study+tag":
+            run_study(config, truth, method, db=db, name=name, seed=seed, sampler=None,
+                      matrix=matrix, idle=args.idle)  # fmt: skip
+        elif name == "study+refine":
+            seeding = config.affinity or AffinitySeeding()
+            refine = seeding.refine if args.refine is None else args.refine
+            count = seeding.candidates if args.refine_candidates is None else args.refine_candidates
+            run_study(config, truth, method, db=db, name=name, seed=seed, sampler=None,
+                      matrix=matrix, idle=args.idle, refine=refine,
+                      candidates=count)  # fmt: skip
+        elif name == "tag":
+            run_tag(truth, method, matrix, units)
+        else:
+            run_hoa(truth, method, context)
+        for pct in budgets:
+            out = outcomes[(pct, name)] = method.within(pct / 100 * truth.total_cost)
             log(
                 f"  {pct:g}% {name}: regret val {truth.optimum_val - out.val:.2f}, "
                 f"{out.evaluated} evaluated, {out.spent / truth.total_cost:.1%} used"
