@@ -49,10 +49,6 @@ class Cell:
     def regrets(self, optimum: float) -> list[float]:
         return [optimum - a.val for a in self.answers if a is not None]
 
-    @property
-    def answered(self) -> int:
-        return sum(a is not None for a in self.answers)
-
 
 @dataclass
 class ReplayReport:
@@ -78,11 +74,11 @@ class ReplayReport:
         return self.optimum_test - self.table.score(event.partition, "test")
 
     def no_worse(self, strategy: str, other: str, percent: float) -> tuple[int, int]:
-        """Seeds where ``strategy``'s validation regret is at most ``other``'s, of the
-        seeds where either answered."""
+        """Seeds where ``strategy``'s validation regret is at most ``other``'s, and the
+        number of seeds."""
         mine = self.cells[(strategy, percent)].answers
         theirs = self.cells[(other, percent)].answers
-        pairs = [(a, b) for a, b in zip(mine, theirs, strict=True) if a or b]
+        pairs = list(zip(mine, theirs, strict=True))
         wins = sum(self.regret(a) <= self.regret(b) + 1e-9 for a, b in pairs)
         return wins, len(pairs)
 
