@@ -559,8 +559,9 @@ def run_seed(
         for pct in budgets:
             out = outcomes[(pct, name)] = method.within(pct / 100 * truth.total_cost)
             log(
-                f"  {pct:g}% {name}: regret val {truth.optimum_val - out.val:.2f}, "
-                f"{out.evaluated} evaluated, {out.spent / truth.total_cost:.1%} used"
+                f"  {pct:g}% {name}: regret val {truth.optimum_val - out.val:.2f} test "
+                f"{truth.optimum_test - out.test:.2f}, {out.evaluated} evaluated, "
+                f"{out.spent / truth.total_cost:.1%} used"
             )
     return truth, outcomes, factor
 
