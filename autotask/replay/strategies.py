@@ -190,20 +190,20 @@ def run_strategy(
             return attempt
         attempt.ledger.charge(everything, 0.0)  # the estimate's joint training
     if name == "hoa":
-        with suppress(BudgetExhausted):  # the pairs do not fit: no answer
+        with suppress(BudgetExhausted):  # the pairs do not fit: every task alone
             _run_ranked(attempt, _hoa_predictions(attempt), max_groups)
     elif name == "tag-hoa":
         assert affinity is not None
         _run_ranked(attempt, affinity.predictions, max_groups)
     else:
-        matrix = affinity.matrix if affinity is not None and name != "study" else None
+        seeded = affinity is not None and name in ("study+tag", "study+refine")
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
             _run_study(
                 attempt,
                 storage=f"sqlite:///{Path(tmp) / 'replay.db'}",
                 seed=seed + (RANDOM_SEED_OFFSET if name == "random" else 0),
                 sampler="random" if name == "random" else "tpe",
-                matrix=matrix if name in ("study+tag", "study+refine") else None,
+                matrix=affinity.matrix if seeded and affinity is not None else None,
                 candidates=seeding.candidates,
                 refine=seeding.refine if name == "study+refine" else 0,
                 max_groups=max_groups,
