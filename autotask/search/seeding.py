@@ -18,7 +18,7 @@ from autotask.search.record import trial_attrs
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
 from autotask.select.branching import propose_tree, stage_similarities
-from autotask.select.candidates import Candidate, rank_partitions
+from autotask.select.candidates import Candidate, community_partition, rank_partitions
 from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec, TaskTree
 
@@ -32,6 +32,7 @@ __all__ = [
     "latest_matrix",
     "rank_for_session",
     "rsa_depth_params",
+    "seed_candidates",
     "seed_with_affinity",
     "tag_baseline",
 ]
@@ -136,13 +137,32 @@ def rank_for_session(session: SearchSession, matrix: AffinityMatrix, count: int)
     )
 
 
+def seed_candidates(session: SearchSession, matrix: AffinityMatrix, count: int) -> list[Candidate]:
+    """The partitions a study is seeded with: the ``count`` best by TAG's rule
+    (:func:`rank_for_session`), then the partition of most modularity
+    (:func:`~autotask.select.candidates.community_partition`) when it is not among them
+    and ``count`` is at least 1."""
+    if count < 1:
+        return []
+    candidates = rank_for_session(session, matrix, count)
+    space = session.config.search_space
+    community = community_partition(
+        matrix.subset(session.context.tasks),
+        units=task_units(session.context.tasks, space),
+        max_groups=space.partition.max_groups,
+    )
+    if community is not None and all(c.groups != community.groups for c in candidates):
+        candidates.append(community)
+    return candidates
+
+
 def seed_with_affinity(
     session: SearchSession, matrix: AffinityMatrix, count: int
 ) -> list[Candidate]:
-    """Enqueue the ``count`` best partitions as the study's first trials (once per study,
-    and only before any trial exists). Branch depths, balancer and optimizer settings are
-    left to the sampler, except that an ``rsa`` matrix also proposes each group's branch
-    depth (:func:`rsa_depth_params`)."""
+    """Enqueue the seeding partitions (:func:`seed_candidates`) as the study's first
+    trials (once per study, and only before any trial exists). Branch depths, balancer and
+    optimizer settings are left to the sampler, except that an ``rsa`` matrix also
+    proposes each group's branch depth (:func:`rsa_depth_params`)."""
     study = session.study
     if (
         count < 1
@@ -152,7 +172,7 @@ def seed_with_affinity(
         return []
     tasks = session.context.tasks
     space = session.config.search_space
-    candidates = rank_for_session(session, matrix, count)
+    candidates = seed_candidates(session, matrix, count)
     for rank, candidate in enumerate(candidates):
         params = partition_params(candidate.groups, tasks, space)
         if matrix.estimator == "rsa":

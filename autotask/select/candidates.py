@@ -10,6 +10,11 @@ Up to :data:`ENUMERATE_MAX_UNITS` units (tasks, or blocks that must share a netw
 partition is scored, so the ranking is exact. Beyond, the candidates are the partitions
 found by community detection and spectral clustering (:mod:`autotask.select.clustering`)
 at every group count, ranked by the same score: a stated heuristic.
+
+TAG's rule averages a task's affinity over its partners, so among many tasks it prefers
+small groups of the most affine pairs to whole blocks of mutually helpful tasks.
+:func:`community_partition` gives the partition of most modularity instead (Louvain on the
+positive affinities), which pools every partner a task gains from; a study seeds both.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from autotask.errors import ConfigError
 from autotask.select.clustering import cluster_tasks
 from autotask.select.matrix import AffinityMatrix
 
-__all__ = ["ENUMERATE_MAX_UNITS", "Candidate", "partition_score", "rank_partitions"]
+__all__ = [
+    "ENUMERATE_MAX_UNITS",
+    "Candidate",
+    "community_partition",
+    "partition_score",
+    "rank_partitions",
+]
 
 #: Largest number of units whose partitions are all enumerated (Bell(10) = 115975).
 ENUMERATE_MAX_UNITS = 10
@@ -111,6 +122,32 @@ def rank_partitions(
         exact = False
     scored.sort(key=lambda item: (-item[1], len(item[0]), item[0]))
     return [Candidate(groups, score, exact) for groups, score in scored[:count]]
+
+
+def community_partition(
+    matrix: AffinityMatrix,
+    *,
+    units: Sequence[Sequence[str]] | None = None,
+    max_groups: int | None = None,
+) -> Candidate | None:
+    """The partition of most modularity on the positive symmetric affinities (Louvain,
+    :func:`~autotask.select.clustering.cluster_tasks`), each unit of ``units`` moved whole
+    into the group holding most of its tasks; beyond ``max_groups`` groups, greedy
+    modularity merged down to ``max_groups``. None when it keeps every unit alone (that
+    partition needs no network beyond the single-task ones) or cannot meet ``max_groups``."""
+    tasks = list(matrix.tasks)
+    order = {t: i for i, t in enumerate(tasks)}
+    blocks = [list(u) for u in units] if units is not None else [[t] for t in tasks]
+    groups = _respect_units(cluster_tasks(matrix, "louvain"), blocks)
+    if max_groups is not None and len(groups) > max_groups:
+        merged = cluster_tasks(matrix, "greedy_modularity", n_groups=max_groups)
+        groups = _respect_units(merged, blocks)
+        if len(groups) > max_groups:
+            return None
+    if len(groups) == len(blocks):
+        return None
+    partition = _canonical(groups, order)
+    return Candidate(partition, partition_score(matrix, partition), exact=False)
 
 
 def _enumerate(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from autotask.errors import ConfigError
-from autotask.select.candidates import ENUMERATE_MAX_UNITS, partition_score, rank_partitions
+from autotask.select.candidates import (
+    ENUMERATE_MAX_UNITS,
+    community_partition,
+    partition_score,
+    rank_partitions,
+)
 from autotask.select.matrix import AffinityMatrix
 
 
@@ -82,3 +88,48 @@ def test_many_tasks_use_clustering_candidates() -> None:
     found = [c for c in ranked if c.groups == planted]
     assert found and found[0].score >= ranked[0].score - 0.05
     assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+
+
+def noisy_blocks(blocks: list[int], noise: float, seed: int = 0) -> AffinityMatrix:
+    """Helpful within a block (1 + noise), nothing on average across it (noise alone)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(blocks)), blocks)
+    n = len(labels)
+    values = (labels[:, None] == labels[None, :]).astype(float)
+    values = values + noise * rng.standard_normal((n, n))
+    np.fill_diagonal(values, 0.0)
+    return AffinityMatrix(tuple(f"t{i}" for i in range(n)), values, "test")
+
+
+def planted_groups(blocks: list[int]) -> tuple[tuple[str, ...], ...]:
+    starts = np.cumsum([0, *blocks])
+    return tuple(tuple(f"t{i}" for i in range(a, b)) for a, b in itertools.pairwise(starts))
+
+
+def test_the_mean_rule_splits_blocks_that_modularity_keeps_whole() -> None:
+    blocks = [6, 6, 6, 6]
+    matrix = noisy_blocks(blocks, noise=0.8)
+    planted = {frozenset(g) for g in planted_groups(blocks)}
+    ranked = rank_partitions(matrix, count=5)
+    assert all(len(c.groups) > len(blocks) for c in ranked)  # small groups of the best pairs
+    community = community_partition(matrix)
+    assert community is not None and not community.exact
+    assert {frozenset(g) for g in community.groups} == planted
+    assert community.score == pytest.approx(partition_score(matrix, community.groups))
+    assert community.score < ranked[0].score
+
+
+def test_community_partition_keeps_units_and_the_group_limit() -> None:
+    matrix = noisy_blocks([4, 4, 4], noise=0.2, seed=2)
+    units = [["t0", "t4"], *([t] for t in matrix.tasks if t not in ("t0", "t4"))]
+    joined = community_partition(matrix, units=units)
+    assert joined is not None and any({"t0", "t4"} <= set(g) for g in joined.groups)
+    limited = community_partition(matrix, max_groups=2)
+    assert limited is not None and len(limited.groups) == 2
+    assert sorted(t for g in limited.groups for t in g) == sorted(matrix.tasks)
+
+
+def test_no_community_when_every_task_is_best_alone() -> None:
+    n = 5
+    hurting = AffinityMatrix(tuple(f"t{i}" for i in range(n)), -np.ones((n, n)), "test")
+    assert community_partition(hurting) is None

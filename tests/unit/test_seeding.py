@@ -1,10 +1,14 @@
-"""Branch depths proposed from representation similarity for seeded trials."""
+"""The partitions a study is seeded with, and branch depths proposed from representation
+similarity for seeded trials."""
 
 from __future__ import annotations
 
-import numpy as np
+from types import SimpleNamespace
 
-from autotask.search.seeding import rsa_depth_params
+import numpy as np
+import pytest
+
+from autotask.search.seeding import rank_for_session, rsa_depth_params, seed_candidates
 from autotask.search.space import parse_search_space
 from autotask.select.matrix import AffinityMatrix
 
@@ -35,3 +39,46 @@ def test_depths_snap_to_the_space_and_fixed_depths_add_nothing() -> None:
     assert params["depth[g0]"] == 2  # wanted 1: the nearest allowed is 2
     fixed = parse_search_space({"branching": {"depths": [None]}}, "space")
     assert rsa_depth_params(rsa_matrix(), [("a", "b")], fixed) == {}
+
+
+def blocks_matrix(noise: float) -> AffinityMatrix:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 6)
+    values = (labels[:, None] == labels[None, :]).astype(float)
+    values = values + noise * rng.standard_normal((24, 24))
+    np.fill_diagonal(values, 0.0)
+    return AffinityMatrix(tuple(f"t{i}" for i in range(24)), values, "lookahead")
+
+
+def session_for(matrix: AffinityMatrix, space_dict: dict[str, object]) -> SimpleNamespace:
+    space = parse_search_space(space_dict, "space")
+    return SimpleNamespace(
+        config=SimpleNamespace(search_space=space),
+        context=SimpleNamespace(tasks=list(matrix.tasks)),
+    )
+
+
+def test_seeding_adds_the_modularity_partition_after_the_tag_rule_ones() -> None:
+    matrix = blocks_matrix(noise=0.8)
+    session = session_for(matrix, {})
+    ranked = rank_for_session(session, matrix, 3)  # type: ignore[arg-type]
+    seeded = seed_candidates(session, matrix, 3)  # type: ignore[arg-type]
+    assert seeded[:3] == ranked and len(seeded) == 4
+    assert sorted(len(g) for g in seeded[3].groups) == [6, 6, 6, 6]
+    assert seed_candidates(session, matrix, 0) == []  # type: ignore[arg-type]
+
+
+def test_the_modularity_partition_is_not_seeded_twice() -> None:
+    matrix = blocks_matrix(noise=0.0)  # clean blocks: the TAG rule ranks them first too
+    session = session_for(matrix, {})
+    seeded = seed_candidates(session, matrix, 2)  # type: ignore[arg-type]
+    assert len(seeded) == 2 and len({c.groups for c in seeded}) == 2
+
+
+@pytest.mark.parametrize("limit", [2, 3])
+def test_the_seeded_modularity_partition_keeps_the_space(limit: int) -> None:
+    matrix = blocks_matrix(noise=0.8)
+    session = session_for(matrix, {"partition": {"max_groups": limit, "together": [["t0", "t23"]]}})
+    for candidate in seed_candidates(session, matrix, 2):  # type: ignore[arg-type]
+        assert len(candidate.groups) <= limit
+        assert any({"t0", "t23"} <= set(g) for g in candidate.groups)
