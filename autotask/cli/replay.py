@@ -265,7 +265,7 @@ def _print_report(report: ReplayReport) -> None:
     for (strategy, percent), cell in report.cells.items():
         regrets = cell.regrets(report.optimum_val)
         test_regrets = (
-            [report.regret(a, "test") for a in cell.answers if a is not None]
+            [report.regret(a, "test") for a in cell.answers]
             if report.optimum_test is not None
             else []
         )

@@ -39,15 +39,15 @@ def describe(partition: Sequence[Sequence[str]]) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One strategy at one budget: its answer per seed (None: no answer)."""
+    """One strategy at one budget: its answer per seed."""
 
     strategy: str
     percent: float
-    answers: tuple[Event | None, ...]
+    answers: tuple[Event, ...]
     spent: tuple[float, ...]  # percent of the exhaustive cost spent within the budget
 
     def regrets(self, optimum: float) -> list[float]:
-        return [optimum - a.val for a in self.answers if a is not None]
+        return [optimum - a.val for a in self.answers]
 
 
 @dataclass
@@ -64,10 +64,8 @@ class ReplayReport:
     cells: dict[tuple[str, float], Cell] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def regret(self, event: Event | None, split: str = "val") -> float:
-        """Regret of one answer (infinite without one)."""
-        if event is None:
-            return math.inf
+    def regret(self, event: Event, split: str = "val") -> float:
+        """Regret of one answer, in points of Δm."""
         if split == "val":
             return self.optimum_val - event.val
         assert self.optimum_test is not None
@@ -89,13 +87,13 @@ class ReplayReport:
                 {
                     "strategy": strategy,
                     "budget_percent": percent,
-                    "regret_val": [_num(self.regret(a)) for a in cell.answers],
+                    "regret_val": [self.regret(a) for a in cell.answers],
                     "regret_test": (
-                        [_num(self.regret(a, "test")) for a in cell.answers]
+                        [self.regret(a, "test") for a in cell.answers]
                         if self.optimum_test is not None
                         else None
                     ),
-                    "answers": [describe(a.partition) if a else None for a in cell.answers],
+                    "answers": [describe(a.partition) for a in cell.answers],
                     "spent_percent": list(cell.spent),
                 }
             )
@@ -115,10 +113,6 @@ class ReplayReport:
             "rows": rows,
             "notes": list(self.notes),
         }
-
-
-def _num(value: float) -> float | None:
-    return None if math.isinf(value) else value
 
 
 def replay(

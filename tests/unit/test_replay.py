@@ -155,7 +155,7 @@ def test_a_replayed_study_scores_partitions_as_the_table(tmp_path: Path) -> None
     # the whole table affordable it tries all 15 partitions and finds the optimum
     assert len({e.partition for e in attempt.events}) == 15
     best = attempt.best_within(table.exhaustive_cost())
-    assert best is not None and best.partition == table.optimum()[1]
+    assert best.partition == table.optimum()[1]
     spent = [e.spent for e in attempt.events]
     assert spent == sorted(spent) and spent[-1] == table.exhaustive_cost()
 
