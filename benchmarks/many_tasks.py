@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 import torch
 import yaml
+from search_quality import zoo_config  # the sibling benchmark (run as a script)
 
 from autotask.engine.cache import Claim, ResultCache, WaitHook
 from autotask.engine.job import NetworkJob
@@ -36,9 +37,8 @@ from autotask.engine.result import NetworkResult
 from autotask.search.record import TrialRecord
 from autotask.search.refinement import AffinityRefinement
 from autotask.search.seeding import estimate_affinity, seed_with_affinity
-from autotask.search.space import OptimizerSpace, PartitionSpace, load_search_space
 from autotask.search.study import SearchSession
-from autotask.search.study_config import AffinitySeeding, StudyConfig, SuiteConfig
+from autotask.search.study_config import StudyConfig
 from autotask.spec import ArchitectureSpec, TaskTree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,21 +83,10 @@ class LimitedCache:
 
 
 def many_config(entry: dict[str, Any], optimizer: dict[str, Any]) -> StudyConfig:
-    grouping = load_search_space(REPO / "search_spaces" / "grouping.yaml")
-    space = grouping.model_copy(
-        update={
-            "partition": PartitionSpace(max_groups=None),
-            "optimizer": OptimizerSpace(**optimizer),
-        }
-    )
-    return StudyConfig(
-        name=entry["name"],
-        suite=SuiteConfig(**entry["suite"]),
-        search_space=space,
-        seed=0,
-        keep_weights="none",
-        affinity=AffinitySeeding(estimator="lookahead", settings={"every": 10}),
-    )
+    """The zoo's study of ``entry`` (:func:`search_quality.zoo_config`), keeping no
+    weights."""
+    config = zoo_config({**entry, "default_optimizer": optimizer})
+    return config.model_copy(update={"keep_weights": "none"})
 
 
 class _Stop(Exception):

@@ -26,8 +26,11 @@ depend on the budget; ``autotask replay`` does the same and tests it). Methods:
   override the preset).
 
 Choices. A network's cost is ``epochs_run * macs`` (proportional to its training FLOPs:
-every network sees the same train set). The single-task baselines are charged to every
-method first (Δm needs them), even where they alone exceed the budget. The lookahead
+every network sees the same train set). The single-task baselines are the references
+every answer's Δm needs, whatever the method, so by default they are free and the budget
+is a percentage of the multi-task networks' exhaustive cost (as ``autotask replay``
+counts); ``--charge-singles`` charges them to every method first instead, even where they
+alone exceed the budget, and takes the percentage of the whole pool's cost. The lookahead
 estimate is charged as the all-in-one network's cost times (lookahead seconds / plain
 all-in-one training seconds), both timed in this run; its joint run is the all-in-one
 network, which is then not charged again. A study stops when a trial's network would pass
@@ -206,6 +209,15 @@ class Truth:
     optimum_val: float = 0.0
     optimum_test: float = 0.0
     plain_seconds: float = 0.0  # all-in-one network trained without a probe, this run
+    singles_free: bool = True  # budgets are shares of the multi-task networks' cost
+
+    @property
+    def budget_base(self) -> float:
+        """The cost a budget percentage is taken of."""
+        if not self.singles_free:
+            return self.total_cost
+        singles = (self.results[frozenset((t,))] for t in self.tasks)
+        return self.total_cost - math.fsum(cost_of(r) for r in singles)
 
     def score(self, part: Partition) -> tuple[float, float]:
         val = [self.val[frozenset(g)][t] for g in part for t in g]
@@ -505,6 +517,7 @@ def run_seed(
     )
     max_groups = space.partition.max_groups or len(context.tasks)
     truth = ground_truth(context, max_groups, log)
+    truth.singles_free = not args.charge_singles
     log(
         f"  optimum {describe(truth.optimum)}: Δm val {truth.optimum_val:.2f} "
         f"test {truth.optimum_test:.2f}"
@@ -512,16 +525,17 @@ def run_seed(
     matrix, factor = lookahead(context)
     everything = frozenset(truth.tasks)
     tag_cost = cost_of(truth.results[everything]) * factor
-    log(f"  lookahead: {factor:.2f}x an all-in-one training, {tag_cost / truth.total_cost:.1%}")
+    log(f"  lookahead: {factor:.2f}x an all-in-one training, {tag_cost / truth.budget_base:.1%}")
     units = task_units(context.tasks, space)
     outcomes: dict[tuple[float, str], Outcome] = {}
     largest = max(budgets)
     for name in args.methods:
         # one run at the largest budget; each smaller budget's answer is read from it
-        method = Method(truth, ChargingCache(truth, largest / 100 * truth.total_cost))
-        for t in truth.tasks:  # the baselines, charged to every method
+        method = Method(truth, ChargingCache(truth, largest / 100 * truth.budget_base))
+        for t in truth.tasks:  # the baselines: free, or charged to every method
             key = truth.keys[frozenset((t,))]
-            method.cache.charge(key, method.cache.cost[key], force=True)
+            cost = 0.0 if truth.singles_free else method.cache.cost[key]
+            method.cache.charge(key, cost, force=True)
         alone = canonical([(t,) for t in truth.tasks], truth.tasks)
         method.record(alone, spent=0.0)  # known whatever the budget
         affordable = True
@@ -557,11 +571,11 @@ def run_seed(
         else:
             run_hoa(truth, method, context)
         for pct in budgets:
-            out = outcomes[(pct, name)] = method.within(pct / 100 * truth.total_cost)
+            out = outcomes[(pct, name)] = method.within(pct / 100 * truth.budget_base)
             log(
                 f"  {pct:g}% {name}: regret val {truth.optimum_val - out.val:.2f} test "
                 f"{truth.optimum_test - out.test:.2f}, {out.evaluated} evaluated, "
-                f"{out.spent / truth.total_cost:.1%} used"
+                f"{out.spent / truth.budget_base:.1%} used"
             )
     return truth, outcomes, factor
 
@@ -674,6 +688,12 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--cache-dir", help="keep the exhaustive networks here (reused)")
     parser.add_argument(
+        "--charge-singles",
+        action="store_true",
+        help="charge the single-task baselines to every method (budgets: shares of the "
+        "whole pool's cost)",
+    )
+    parser.add_argument(
         "--refine", type=int, help="most refinement trials of study+refine (default: preset's)"
     )
     parser.add_argument(
@@ -716,7 +736,7 @@ def main() -> None:
                             name,
                             [t.optimum_val - o.val for t, o in answered],
                             [t.optimum_test - o.test for t, o in answered],
-                            [100 * o.spent / t.total_cost for t, o in outs],
+                            [100 * o.spent / t.budget_base for t, o in outs],
                             [o.evaluated for _, o in outs],
                             len(answered),
                             sum(o.answer == t.optimum for t, o in answered),
