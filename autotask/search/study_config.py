@@ -114,10 +114,11 @@ class SuiteConfig(BaseModel):
 
 
 class AffinitySeeding(BaseModel):
-    """Start the study from an affinity estimate: its best partitions (TAG rule) are
-    enqueued as the first trials; then up to ``refine`` trials try the partition that the
-    measured groups and the calibrated affinity predict best (see
-    :mod:`autotask.search.refinement`), and the sampler explores."""
+    """Start the study from an affinity estimate: its ``candidates`` best partitions (TAG
+    rule) and the partition of most modularity are enqueued as the first trials; then up
+    to ``refine`` trials try the partition that the measured groups and the calibrated
+    affinity predict best (see :mod:`autotask.search.refinement`), and the sampler
+    explores."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
