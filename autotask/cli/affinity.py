@@ -57,7 +57,11 @@ def affinity(
     Stores the matrix with the study, draws it on the dashboard, lists the best partitions."""
     from autotask.affinity.estimators import build_estimator
     from autotask.report.dashboard import publish_affinity
-    from autotask.search.seeding import estimate_affinity, rank_for_session
+    from autotask.search.seeding import (
+        community_for_session,
+        estimate_affinity,
+        rank_for_session,
+    )
     from autotask.search.study import SearchSession
     from autotask.search.study_config import load_study_config
     from autotask.select.branching import propose_trees
@@ -75,6 +79,7 @@ def affinity(
         )
         finish(matrix, fresh)
     ranked = rank_for_session(session, matrix, candidates)
+    community = community_for_session(session, matrix)
     figures = publish_affinity(session, matrix, ranked[0].groups if ranked else None)
     trees = []
     if matrix.estimator == "rsa" and ranked:
@@ -93,6 +98,11 @@ def affinity(
             {"groups": [list(g) for g in c.groups], "score": c.score, "exact": c.exact}
             for c in ranked
         ],
+        "modularity": (
+            None
+            if community is None
+            else {"groups": [list(g) for g in community.groups], "score": community.score}
+        ),
         "figures": figures,
         "branch_proposals": trees,
     }
@@ -121,6 +131,12 @@ def _print(summary: dict[str, Any]) -> None:
     ]
     if ranked:
         out.print(table("Best partitions (TAG rule)", ["rank", "groups", "score"], ranked))
+    community = summary["modularity"]
+    if community is not None:
+        out.print(
+            f"most modularity (a study seeds it too): {describe_groups(community['groups'])} "
+            f"(score {community['score']:.4g})"
+        )
     for tree in summary["branch_proposals"]:
         out.print(f"proposed tree: {tree}")
     out.print("score: mean affinity onto each task from its group's other tasks (alone: 0)")

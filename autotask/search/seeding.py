@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SEEDED_ATTR",
     "TAG_ATTR",
+    "community_for_session",
     "estimate_affinity",
     "latest_matrix",
     "rank_for_session",
@@ -137,6 +138,17 @@ def rank_for_session(session: SearchSession, matrix: AffinityMatrix, count: int)
     )
 
 
+def community_for_session(session: SearchSession, matrix: AffinityMatrix) -> Candidate | None:
+    """The partition of most modularity under the study's search space
+    (:func:`~autotask.select.candidates.community_partition`)."""
+    space = session.config.search_space
+    return community_partition(
+        matrix.subset(session.context.tasks),
+        units=task_units(session.context.tasks, space),
+        max_groups=space.partition.max_groups,
+    )
+
+
 def seed_candidates(session: SearchSession, matrix: AffinityMatrix, count: int) -> list[Candidate]:
     """The partitions a study is seeded with: the ``count`` best by TAG's rule
     (:func:`rank_for_session`), then the partition of most modularity
@@ -145,12 +157,7 @@ def seed_candidates(session: SearchSession, matrix: AffinityMatrix, count: int) 
     if count < 1:
         return []
     candidates = rank_for_session(session, matrix, count)
-    space = session.config.search_space
-    community = community_partition(
-        matrix.subset(session.context.tasks),
-        units=task_units(session.context.tasks, space),
-        max_groups=space.partition.max_groups,
-    )
+    community = community_for_session(session, matrix)
     if community is not None and all(c.groups != community.groups for c in candidates):
         candidates.append(community)
     return candidates

@@ -12,6 +12,8 @@ from autotask.affinity.store import load_matrices
 from autotask.report.publish import published_figures
 from autotask.search.seeding import SEEDED_ATTR
 from autotask.search.study import study_record
+from autotask.select.candidates import community_partition
+from autotask.select.matrix import AffinityMatrix
 from autotask.store.db import Database
 from tests.integration.cli_runner import run_cli
 
@@ -57,6 +59,14 @@ def test_affinity_is_estimated_stored_drawn_and_reused(root: Path) -> None:
     assert matrix["estimator"] == "lookahead" and matrix["settings"]["every"] == 2
     assert matrix["tasks"] == ["t0", "t1", "t2", "t3"] and matrix["steps"] > 0
     assert summary["candidates"] and summary["candidates"][0]["exact"]
+    # the partition a study seeds after the TAG-rule ones, under the space's max_groups
+    expected = community_partition(AffinityMatrix.from_dict(matrix), max_groups=3)
+    community = summary["modularity"]
+    if expected is None:
+        assert community is None
+    else:
+        assert [tuple(g) for g in community["groups"]] == list(expected.groups)
+        assert len(community["groups"]) <= 3
 
     url = f"sqlite:///{root}/studies/tiny-affinity.db"
     stored = load_matrices(Database(url), study_name="tiny-affinity")
