@@ -29,23 +29,23 @@ Choices. A network's cost is ``epochs_run * macs`` (proportional to its training
 every network sees the same train set). The single-task baselines are the references
 every answer's Δm needs, whatever the method, so by default they are free and the budget
 is a percentage of the multi-task networks' exhaustive cost (as ``autotask replay``
-counts); ``--charge-singles`` charges them to every method first instead, even where they
-alone exceed the budget, and takes the percentage of the whole pool's cost. The lookahead
-estimate is charged as the all-in-one network's cost times (lookahead seconds / plain
-all-in-one training seconds), each the faster of two interleaved runs; its joint run is
-the all-in-one network, which is then not charged again. A study stops when a trial's network would pass
-the budget, or after ``--idle`` trials in a row that train no new network. An answer is
-the best evaluated partition by validation Δm; every task alone (the baselines) is every
-method's first evaluated partition (Δm 0), so every method answers, also where the budget
-covers nothing more. ``optimum``: seeds whose answer is the optimum.
-``random`` draws with seed + 1000: TPE's first 10 trials are ``RandomSampler(seed)``
-draws, so the same seed would repeat the study's trials exactly. Regret = optimum Δm −
-answer Δm in percentage points: validation against the validation optimum, test against
-the test Δm of that same optimum partition (so test regret can be negative). Seed noise
-(with two or more seeds): the median over partitions of a partition's validation Δm's
-standard deviation over the seeds, each of which trains every network anew. ``digits``
-uses a grouping-only space (the grouping space's structure, digits' default optimizer
-settings, ``max_groups`` 4).
+counts); ``--charge-singles`` charges them to every method first instead, even where
+they alone exceed the budget, and takes the percentage of the whole pool's cost. The
+lookahead estimate is charged as the all-in-one network's cost times (lookahead seconds
+/ plain all-in-one training seconds), each the faster of two interleaved runs; its joint
+run is the all-in-one network, which is then not charged again. A study stops when a
+trial's network would pass the budget, or after ``--idle`` trials in a row that train no
+new network. An answer is the best evaluated partition by validation Δm; every task
+alone (the baselines) is every method's first evaluated partition (Δm 0), so every
+method answers, also where the budget covers nothing more. ``optimum``: seeds whose
+answer is the optimum. ``random`` draws with seed + 1000: TPE's first 10 trials are
+``RandomSampler(seed)`` draws, so the same seed would repeat the study's trials exactly.
+Regret = optimum Δm − answer Δm in percentage points: validation against the validation
+optimum, test against the test Δm of that same optimum partition (so test regret can be
+negative). Seed noise (with two or more seeds): the median over partitions of a
+partition's validation Δm's standard deviation over the seeds, each of which trains
+every network anew. ``digits`` uses a grouping-only space (the grouping space's
+structure, digits' default optimizer settings, ``max_groups`` 4).
 
     python benchmarks/search_quality.py [--suites synthetic digits] [--seeds 0 1 2]
         [--budgets 5 10 15 20] [--cache-dir DIR]

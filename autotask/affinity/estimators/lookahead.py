@@ -22,9 +22,9 @@ How the probe is computed:
 
 - per-task gradients of the shared parameters come from the training step's own forward
   pass (one batched vector-Jacobian product, no extra forward);
-- the ``k`` lookahead forwards, plus one at the current parameters, run as **one batched
-  functional pass**: ``torch.func.vmap`` over ``functional_call`` with stacked shared
-  parameters, not ``k`` copies of the model;
+- the ``k`` lookahead forwards, plus one at the reference (the drift step, or the current
+  parameters), run as **one batched functional pass**: ``torch.func.vmap`` over
+  ``functional_call`` with stacked shared parameters, not ``k`` copies of the model;
 - the probe evaluates an uncompiled copy of the network's modules
   (:func:`~autotask.engine.runtime.eager_copy`; with ``compile`` a plain copy would run
   the original's modules) whose BatchNorm layers use batch statistics and **never update
@@ -102,16 +102,18 @@ class LookaheadProbe:
         params = dict(step.net.named_parameters())
         shared = [params[n] for n in self.shared_names]
         grads = self.grads(step.losses, shared, retain_graph=True)
-        # rows 0..k-1: one task's gradient each; row k: no gradient (the optimizer's own
-        # drift: momentum, decay); row k + 1: the current parameters
-        zero = [torch.zeros_like(g[:1]) for g in grads]
-        moved = lookahead_parameters(
-            step.optimizer, shared, [torch.cat([g, z]) for g, z in zip(grads, zero, strict=True)]
-        )
-        stacked = {
-            n: torch.cat([m, p.detach().unsqueeze(0)])
-            for n, m, p in zip(self.shared_names, moved, shared, strict=True)
-        }
+        # rows 0..k-1: one task's gradient each; row k: the reference, either no gradient
+        # (the optimizer's own drift: momentum, decay) or the current parameters
+        if self.reference == "drift":
+            rows = [torch.cat([g, torch.zeros_like(g[:1])]) for g in grads]
+            moved = lookahead_parameters(step.optimizer, shared, rows)
+            stacked = dict(zip(self.shared_names, moved, strict=True))
+        else:
+            moved = lookahead_parameters(step.optimizer, shared, list(grads))
+            stacked = {
+                n: torch.cat([m, p.detach().unsqueeze(0)])
+                for n, m, p in zip(self.shared_names, moved, shared, strict=True)
+            }
         fixed = {n: p.detach() for n, p in params.items() if n not in stacked}
         tasks, kinds = self.tasks, step.kinds
 
@@ -122,10 +124,9 @@ class LookaheadProbe:
             )
 
         with torch.no_grad():
-            losses = vmap(losses_at)(stacked)  # [k + 2, k]
+            losses = vmap(losses_at)(stacked)  # [k + 1, k]
         k = len(tasks)
-        after = losses[:k]
-        before = losses[k] if self.reference == "drift" else losses[k + 1]
+        after, before = losses[:k], losses[k]
         both = labelled(step.masks, tasks)
         positive = (before > 0)[None, :]
         self.affinity.add(
