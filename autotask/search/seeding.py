@@ -18,7 +18,12 @@ from autotask.search.record import trial_attrs
 from autotask.search.sampling import partition_params, task_units
 from autotask.search.space import SearchSpace
 from autotask.select.branching import propose_tree, stage_similarities
-from autotask.select.candidates import Candidate, community_partition, rank_partitions
+from autotask.select.candidates import (
+    Candidate,
+    community_partition,
+    partition_score,
+    rank_partitions,
+)
 from autotask.select.matrix import AffinityMatrix
 from autotask.spec import ArchitectureSpec, TaskTree
 
@@ -150,16 +155,24 @@ def community_for_session(session: SearchSession, matrix: AffinityMatrix) -> Can
 
 
 def seed_candidates(session: SearchSession, matrix: AffinityMatrix, count: int) -> list[Candidate]:
-    """The partitions a study is seeded with: the ``count`` best by TAG's rule
+    """The partitions a study is seeded with (none when ``count`` is 0): every task in one
+    network (the all-in-one baseline's network, trained already, so in a grouping-only
+    space this trial trains nothing), the ``count`` best by TAG's rule
     (:func:`rank_for_session`), then the partition of most modularity
-    (:func:`~autotask.select.candidates.community_partition`) when it is not among them
-    and ``count`` is at least 1."""
+    (:func:`~autotask.select.candidates.community_partition`); each once."""
     if count < 1:
         return []
-    candidates = rank_for_session(session, matrix, count)
-    community = community_for_session(session, matrix)
-    if community is not None and all(c.groups != community.groups for c in candidates):
-        candidates.append(community)
+    sub = matrix.subset(session.context.tasks)
+    together = (tuple(sub.tasks),)
+    proposals = [
+        Candidate(together, partition_score(sub, together), exact=False),
+        *rank_for_session(session, matrix, count),
+        community_for_session(session, matrix),
+    ]
+    candidates: list[Candidate] = []
+    for candidate in proposals:
+        if candidate is not None and all(c.groups != candidate.groups for c in candidates):
+            candidates.append(candidate)
     return candidates
 
 

@@ -58,21 +58,26 @@ def session_for(matrix: AffinityMatrix, space_dict: dict[str, object]) -> Simple
     )
 
 
-def test_seeding_adds_the_modularity_partition_after_the_tag_rule_ones() -> None:
+def test_seeding_brackets_the_tag_rule_with_all_in_one_and_modularity() -> None:
     matrix = blocks_matrix(noise=0.8)
     session = session_for(matrix, {})
     ranked = rank_for_session(session, matrix, 3)  # type: ignore[arg-type]
     seeded = seed_candidates(session, matrix, 3)  # type: ignore[arg-type]
-    assert seeded[:3] == ranked and len(seeded) == 4
-    assert sorted(len(g) for g in seeded[3].groups) == [6, 6, 6, 6]
+    assert len(seeded) == 5 and seeded[1:4] == ranked
+    assert seeded[0].groups == (matrix.tasks,)  # every task in one network
+    assert sorted(len(g) for g in seeded[4].groups) == [6, 6, 6, 6]
     assert seed_candidates(session, matrix, 0) == []  # type: ignore[arg-type]
 
 
-def test_the_modularity_partition_is_not_seeded_twice() -> None:
+def test_no_partition_is_seeded_twice() -> None:
     matrix = blocks_matrix(noise=0.0)  # clean blocks: the TAG rule ranks them first too
     session = session_for(matrix, {})
     seeded = seed_candidates(session, matrix, 2)  # type: ignore[arg-type]
-    assert len(seeded) == 2 and len({c.groups for c in seeded}) == 2
+    assert len(seeded) == 3 and len({c.groups for c in seeded}) == 3
+    helpful = AffinityMatrix(matrix.tasks, np.ones((24, 24)), "lookahead")
+    together = seed_candidates(session_for(helpful, {}), helpful, 2)  # type: ignore[arg-type]
+    assert together[0].groups == (helpful.tasks,)  # ranked first by the rule too: once
+    assert len({c.groups for c in together}) == len(together)
 
 
 @pytest.mark.parametrize("limit", [2, 3])
