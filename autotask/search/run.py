@@ -36,6 +36,7 @@ from autotask.search.scoring import ArchitectureScore
 from autotask.search.seeding import (
     estimate_affinity,
     latest_matrix,
+    rank_for_session,
     seed_with_affinity,
     tag_baseline,
 )
@@ -286,14 +287,16 @@ def _seed_with_affinity(
         return None
     events.affinity_finished(matrix, fresh)
     seeded = seed_with_affinity(session, matrix, seeding.candidates)
+    # the graph is coloured by the TAG rule's best partition (the seeds start from all in one)
+    best = rank_for_session(session, matrix, 1)[0] if seeded else None
     if plan.publish:
-        events.publish_affinity(session, matrix, seeded[0].groups if seeded else None)
-    if seeded:
+        events.publish_affinity(session, matrix, best.groups if best else None)
+    if best is not None:
         logger.info(
-            "enqueued %d partitions from %s affinity, best: %s",
+            "enqueued %d partitions from %s affinity, the TAG rule's best: %s",
             len(seeded),
             matrix.estimator,
-            seeded[0].describe(),
+            best.describe(),
         )
     return matrix
 
