@@ -348,11 +348,11 @@ def status(
 
     The best architecture's per-task metrics are shown beside the single-task baselines;
     with a stored affinity matrix, how its estimate ranked the trained groups."""
-    from autotask.contributions import points, task_readings
+    from autotask.contributions import points
     from autotask.labels import CONTRIBUTION_LEGEND, METRIC_LEGEND, metric_label
     from autotask.report.summary import find_best, study_summary
     from autotask.search.backend.stored import BASELINES_ATTR, load_study, study_record
-    from autotask.search.confirmed import load_confirmation, shown_values
+    from autotask.search.confirmed import load_confirmation, shown_readings
 
     study, config, db = load_study(study_name, _storage_for(study_name, storage))
     trials = study.get_trials(deepcopy=False)
@@ -406,7 +406,7 @@ def status(
         seeds = ", ".join(str(s) for s in confirmation.seeds)
         title = f"Per task (confirmed best, means over seeds {seeds})"
     readings = {
-        split: task_readings(tasks, *shown_values(record, confirmed, baselines, split), meta)
+        split: shown_readings(tasks, record, confirmed, baselines, split, meta)
         for split in ("val", "test")
     }
     rows = [

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from autotask.backbones import build_backbone
-from autotask.contributions import task_readings
 from autotask.errors import StorageError
 from autotask.report.affinity_figures import (
     draw_graph,
@@ -22,7 +21,7 @@ from autotask.report.study_figures import completed_points, draw_pareto, pareto_
 from autotask.report.summary import affinity_audit
 from autotask.search.backend.objectives import is_multi_objective
 from autotask.search.backend.stored import ALL_IN_ONE_ATTR, BASELINES_ATTR, TAG_ATTR, study_record
-from autotask.search.confirmed import chosen_trial, load_confirmation, shown_values
+from autotask.search.confirmed import chosen_trial, load_confirmation, shown_readings
 from autotask.search.pareto import pareto_trials
 from autotask.search.record import TrialRecord
 from autotask.select.matrix import AffinityMatrix
@@ -112,7 +111,6 @@ def publish_summary(session: SearchSession) -> None:
     baselines = study_record(study, BASELINES_ATTR, {})
     metrics = {t: (b.get("metric"), b.get("higher_is_better")) for t, b in baselines.items()}
     confirmed = None if confirmation is None else confirmation.best
-    values, references = shown_values(record, confirmed, baselines, "val")
     audit = None if session.db is None else affinity_audit(study, session.config, session.db)
     note = best_note(
         study.study_name,
@@ -122,7 +120,7 @@ def publish_summary(session: SearchSession) -> None:
         all_in_one=study_record(study, ALL_IN_ONE_ATTR),
         pareto_size=len(pareto_trials(study)) if is_multi_objective(study) else None,
         confirmation=confirmation,
-        readings=task_readings(sorted(baselines), values, references, metrics),
+        readings=shown_readings(sorted(baselines), record, confirmed, baselines, "val", metrics),
         reference=session.config.reference,
         affinity_audit=audit,
     )

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 
 from autotask.contributions import points, task_readings
 from autotask.labels import metric_label
-from autotask.search.confirmed import ConfirmedArchitecture, shown_values
+from autotask.search.confirmed import ConfirmedArchitecture, shown_readings, shown_values
 from autotask.search.pareto import pareto_front
 from autotask.search.record import TrialRecord
 
@@ -283,8 +283,12 @@ def task_table_data(
         else:
             directions[task] = (None, None)
         labels[task] = metric_label(*directions[task])
-    shares_val = task_readings(tasks, val, ref_val, directions)
-    shares_test = task_readings(tasks, test, ref_test, directions)
+    if best is not None:
+        shares_val = shown_readings(tasks, best, confirmed, baselines, "val", directions)
+        shares_test = shown_readings(tasks, best, confirmed, baselines, "test", directions)
+    else:
+        shares_val = task_readings(tasks, val, ref_val, directions)
+        shares_test = task_readings(tasks, test, ref_test, directions)
     rows = [
         TaskRow(
             task,

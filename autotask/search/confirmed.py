@@ -9,6 +9,7 @@ neither torch nor plotly: ``autotask status`` reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from autotask.contributions import TaskReading, task_readings
 from autotask.search.backend.objectives import best_trial
 from autotask.search.backend.stored import study_record
 from autotask.search.record import TrialRecord
@@ -30,6 +32,7 @@ __all__ = [
     "confirmation_seeds",
     "load_confirmation",
     "pooled",
+    "shown_readings",
     "shown_values",
 ]
 
@@ -360,3 +363,29 @@ def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
         if confirmation.best.trial in by_number:
             return by_number[confirmation.best.trial]
     return best_trial(study)
+
+
+def shown_readings(
+    tasks: Sequence[str],
+    record: TrialRecord,
+    confirmed: ConfirmedArchitecture | None,
+    baselines: Mapping[str, Mapping[str, Any]],
+    split: str,
+    metrics: Mapping[str, tuple[str | None, bool | None]],
+) -> list[TaskReading]:
+    """The per-task rows of :func:`shown_values`; with ``confirmed``, each contribution is
+    the mean over the seeds of that seed's contribution (against that seed's reference),
+    so the contributions add up to the confirmed mean Δm."""
+    readings = task_readings(tasks, *shown_values(record, confirmed, baselines, split), metrics)
+    if confirmed is None or not confirmed.per_seed:
+        return readings
+    seeds = [
+        task_readings(tasks, run[f"{split}_metrics"], run[f"reference_{split}"], metrics)
+        for run in confirmed.per_seed.values()
+    ]
+    out = []
+    for i, reading in enumerate(readings):
+        parts = [seed[i].contribution for seed in seeds]
+        mean = None if None in parts else math.fsum(p for p in parts if p is not None) / len(parts)
+        out.append(dataclasses.replace(reading, contribution=mean))
+    return out
